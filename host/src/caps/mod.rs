@@ -1,0 +1,67 @@
+//! The capabilities a procedure receives: one module per WIT interface, each owning
+//! its slice of the site policy, its enforcement and its implementation.
+//!
+//! Nothing else in the host knows a capability's rules. A denial is answered with
+//! the interface's typed error, logged with the capability, the target and the rule,
+//! and kept in the run's [`Denials`], so the report can show it.
+
+pub mod http;
+pub mod log;
+pub mod pods;
+pub mod restart;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// One refused capability call.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Denial {
+    pub capability: &'static str,
+    pub target: String,
+    pub rule: String,
+}
+
+/// The denials of one run, shared by its capabilities.
+#[derive(Debug, Clone, Default)]
+pub struct Denials(Arc<Mutex<Vec<Denial>>>);
+
+impl Denials {
+    /// Records and logs a denial, and returns the message the guest receives.
+    pub fn deny(&self, capability: &'static str, target: impl Into<String>, rule: impl Into<String>) -> String {
+        let denial = Denial {
+            capability,
+            target: target.into(),
+            rule: rule.into(),
+        };
+        tracing::warn!(
+            capability,
+            target = %denial.target,
+            rule = %denial.rule,
+            "denied {capability} call"
+        );
+        let message = format!("{}: {}", denial.target, denial.rule);
+        self.0.lock().expect("denials lock").push(denial);
+        message
+    }
+
+    pub fn snapshot(&self) -> Vec<Denial> {
+        self.0.lock().expect("denials lock").clone()
+    }
+}
+
+/// The IPs of the pods in this run's latest pod list: the only hosts `http` may
+/// reach. Written by `pods.list`, read by `http`; empty until the first list.
+#[derive(Debug, Clone, Default)]
+pub struct PodAddresses(Arc<Mutex<Vec<IpAddr>>>);
+
+impl PodAddresses {
+    pub fn replace(&self, ips: Vec<IpAddr>) {
+        *self.0.lock().expect("pod addresses lock") = ips;
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.lock().expect("pod addresses lock").contains(ip)
+    }
+}

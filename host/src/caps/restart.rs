@@ -1,0 +1,160 @@
+//! `restart`: the cluster's rolling restart, by the mechanism the site fixes.
+//!
+//! The site's `[restart] command` runs as a child process (argv, no shell), with a
+//! minimal environment; its output goes to the log. The call returns once the
+//! command exited 0 and every pod matching the selector is Ready with an IP, all
+//! within the site's timeout. Without a `[restart]` section the call is denied.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use super::Denials;
+use super::pods::PodLister;
+use crate::runtime::bindings::cmk::procedure::restart::{Host, RestartError};
+use crate::site;
+
+/// Environment variables the restart command inherits; everything else is cleared
+/// so that the host's secrets (tokens, credentials) do not leak into it.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "KUBECONFIG"];
+
+/// How often the pod list is read while waiting for every pod to be Ready.
+const READY_POLL: Duration = Duration::from_millis(200);
+
+/// The `restart` capability of one run.
+pub struct RestartCap {
+    config: Option<site::Restart>,
+    lister: PodLister,
+    denials: Denials,
+    count: u32,
+}
+
+impl RestartCap {
+    pub fn new(config: Option<site::Restart>, lister: PodLister, denials: Denials) -> Self {
+        RestartCap {
+            config,
+            lister,
+            denials,
+            count: 0,
+        }
+    }
+
+    async fn run(&mut self, config: site::Restart) -> Result<(), RestartError> {
+        self.count += 1;
+        let n = self.count;
+        let deadline = Instant::now() + config.timeout;
+        let argv = config.command.join(" ");
+        tracing::info!(restart = n, command = %argv, "rolling restart started");
+
+        let mut cmd = Command::new(&config.command[0]);
+        cmd.args(&config.command[1..])
+            .env_clear()
+            .envs(INHERITED_ENV.iter().filter_map(|k| Some((k, std::env::var_os(k)?))))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| RestartError::Failed(format!("cannot start {argv}: {e}")))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let forward = async {
+            let mut out = BufReader::new(stdout).lines();
+            let mut err = BufReader::new(stderr).lines();
+            let (mut out_open, mut err_open) = (true, true);
+            let mut last_err = String::new();
+            while out_open || err_open {
+                tokio::select! {
+                    line = out.next_line(), if out_open => match line {
+                        Ok(Some(l)) => tracing::info!(target: "cmk_host::restart", "{l}"),
+                        _ => out_open = false,
+                    },
+                    line = err.next_line(), if err_open => match line {
+                        Ok(Some(l)) => {
+                            tracing::warn!(target: "cmk_host::restart", "{l}");
+                            last_err = l;
+                        }
+                        _ => err_open = false,
+                    },
+                }
+            }
+            last_err
+        };
+        let waited = tokio::time::timeout_at(deadline.into(), async {
+            let last_err = forward.await;
+            (child.wait().await, last_err)
+        })
+        .await;
+        let (status, last_err) = match waited {
+            Err(_) => {
+                // kill_on_drop ends the child; say so explicitly for the log.
+                let _ = child.start_kill();
+                return Err(RestartError::Timeout(format!(
+                    "{argv} did not finish within {}s",
+                    config.timeout.as_secs()
+                )));
+            }
+            Ok((status, last_err)) => (status, last_err),
+        };
+        let status = status.map_err(|e| RestartError::Failed(format!("{argv}: {e}")))?;
+        if !status.success() {
+            let tail = if last_err.is_empty() {
+                String::new()
+            } else {
+                format!(": {last_err}")
+            };
+            return Err(RestartError::Failed(format!("{argv} exited with {status}{tail}")));
+        }
+        self.wait_ready(deadline, config.timeout).await?;
+        tracing::info!(restart = n, "rolling restart done: every pod Ready");
+        Ok(())
+    }
+
+    /// Waits until the selector matches at least one pod and every one is Ready with an IP.
+    async fn wait_ready(&self, deadline: Instant, timeout: Duration) -> Result<(), RestartError> {
+        let mut last: String;
+        loop {
+            match self.lister.list().await {
+                Ok(pods) if !pods.is_empty() && pods.iter().all(|p| p.ready && p.ip.is_some()) => {
+                    return Ok(());
+                }
+                Ok(pods) => {
+                    let waiting: Vec<_> = pods
+                        .iter()
+                        .filter(|p| !(p.ready && p.ip.is_some()))
+                        .map(|p| p.name.as_str())
+                        .collect();
+                    last = if pods.is_empty() {
+                        "no pod matches the selector".into()
+                    } else {
+                        format!("not Ready: {}", waiting.join(", "))
+                    };
+                }
+                Err(e) => last = e,
+            }
+            if Instant::now() + READY_POLL > deadline {
+                return Err(RestartError::Timeout(format!(
+                    "pods not all Ready within {}s after the restart ({last})",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+}
+
+impl Host for RestartCap {
+    async fn rolling_restart(&mut self) -> Result<(), RestartError> {
+        match self.config.clone() {
+            Some(config) => self.run(config).await,
+            None => Err(RestartError::Denied(self.denials.deny(
+                "restart",
+                "rolling-restart",
+                "the site file grants no restart (no [restart] section)",
+            ))),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The report of one run: what the terminal summary and `--json` show, and what
+//! decides the exit code.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::caps::Denial;
+use crate::caps::log::StepRecord;
+use crate::runtime::Loaded;
+use crate::site::Site;
+
+/// Exit codes of the contract.
+pub mod exit {
+    pub const DONE: u8 = 0;
+    /// The procedure failed or was aborted safely.
+    pub const FAILED: u8 = 1;
+    /// Usage or site file error.
+    pub const USAGE: u8 = 2;
+    /// Refused: signature or policy.
+    pub const REFUSED: u8 = 3;
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Succeeded,
+    /// The procedure returned a failure.
+    Failed,
+    /// The component trapped or hit a limit.
+    Trapped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureInfo {
+    pub step: String,
+    pub reason: String,
+    pub safe_to_resume: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub cluster: String,
+    pub site: String,
+    pub component_sha256: String,
+    pub outcome: RunOutcome,
+    pub exit_code: u8,
+    pub steps: Vec<StepRecord>,
+    pub version_before: Option<i64>,
+    pub version_after: Option<i64>,
+    pub pods: u32,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureInfo>,
+    pub denials: Vec<Denial>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub guest_output: String,
+}
+
+impl RunReport {
+    pub fn new(site: &Site, loaded: &Loaded, started: Instant) -> Self {
+        RunReport {
+            cluster: site.cluster.name.clone(),
+            site: site.path.display().to_string(),
+            component_sha256: loaded.sha256.clone(),
+            outcome: RunOutcome::Failed,
+            exit_code: exit::FAILED,
+            steps: Vec::new(),
+            version_before: None,
+            version_after: None,
+            pods: 0,
+            duration_ms: started.elapsed().as_millis() as u64,
+            failure: None,
+            denials: Vec::new(),
+            guest_output: String::new(),
+        }
+    }
+
+    pub fn set_outcome(&mut self, outcome: RunOutcome) {
+        self.outcome = outcome;
+        self.exit_code = match outcome {
+            RunOutcome::Succeeded => exit::DONE,
+            RunOutcome::Failed | RunOutcome::Trapped => exit::FAILED,
+        };
+    }
+
+    pub fn finish(&mut self, started: Instant) {
+        self.duration_ms = started.elapsed().as_millis() as u64;
+    }
+
+    pub fn outcome_text(&self) -> &'static str {
+        match self.outcome {
+            RunOutcome::Succeeded => "done",
+            RunOutcome::Failed => "the procedure failed",
+            RunOutcome::Trapped => "the component was stopped",
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The runtime: compiles a component, grants it the run's capabilities, runs its
+//! `procedure.run` within the run's limits, and turns what happened into a report.
+//!
+//! A [`Runtime`] holds no run's state: one process can run many rotations at once,
+//! each with its own store, capabilities and limits.
+
+pub mod bindings;
+mod wasi;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::caps::http::{HttpCap, HttpPolicy};
+use crate::caps::log::{LogCap, StepRecord, outcome_name};
+use crate::caps::pods::{PodLister, PodsCap};
+use crate::caps::restart::RestartCap;
+use crate::caps::{Denials, PodAddresses};
+use crate::report::{FailureInfo, RunOutcome, RunReport};
+use crate::site::Site;
+use crate::ui::Progress;
+use bindings::Rotation;
+use bindings::cmk::procedure as wit;
+use bindings::exports::cmk::procedure::procedure::{Context, Mode};
+
+/// How often the engine's epoch advances; the wall-clock limit is counted in these.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits of one run.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory of the component, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock time of the whole run, host calls included.
+    pub wall_clock: Duration,
+}
+
+impl Limits {
+    /// Defaults that suit a rotation: two rolling restarts at most, plus margin.
+    pub fn for_site(site: &Site) -> Limits {
+        let restarts = site.restart.as_ref().map_or(Duration::ZERO, |r| r.timeout * 2);
+        Limits {
+            memory_bytes: 256 << 20,
+            wall_clock: restarts + Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// What a run is asked to do.
+pub struct RunOptions {
+    pub plan: bool,
+    /// Parameters after the site's `[params]`: later entries win.
+    pub params: Vec<(String, String)>,
+    pub limits: Limits,
+    pub progress: Arc<dyn Progress>,
+}
+
+/// Why a run could not start. Failures of the procedure itself are not errors:
+/// they are in the [`RunReport`].
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The file is not a WebAssembly component wasmtime can compile (exit 2).
+    #[error("{0}")]
+    Invalid(String),
+    /// The component needs something this host does not grant (exit 3).
+    #[error("{0}")]
+    Refused(String),
+    /// The site's configuration could not be turned into a client (exit 2).
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A compiled component and the digest of the exact bytes it was compiled from.
+pub struct Loaded {
+    pub component: Component,
+    pub sha256: String,
+}
+
+/// The engine and the linker, shared by every run of the process.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RunState>,
+}
+
+/// The state of one run's store: the deny-all WASI and the four capabilities.
+pub struct RunState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    pods: PodsCap,
+    http: HttpCap,
+    restart: RestartCap,
+    log: LogCap,
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new() -> wasmtime::Result<Runtime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        spawn_epoch_ticker(&engine);
+
+        let mut linker: Linker<RunState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wit::types::add_to_linker::<_, HasSelf<LogCap>>(&mut linker, |s| &mut s.log)?;
+        wit::log::add_to_linker::<_, HasSelf<LogCap>>(&mut linker, |s| &mut s.log)?;
+        wit::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut linker, |s| &mut s.pods)?;
+        wit::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut linker, |s| &mut s.http)?;
+        wit::restart::add_to_linker::<_, HasSelf<RestartCap>>(&mut linker, |s| &mut s.restart)?;
+        Ok(Runtime { engine, linker })
+    }
+
+    /// Compiles `bytes` (the exact bytes that were read, so the digest is theirs).
+    pub fn load(&self, bytes: &[u8]) -> Result<Loaded, RunError> {
+        let sha256 = hex(&Sha256::digest(bytes));
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| RunError::Invalid(format!("not a WebAssembly component this host can run: {e:#}")))?;
+        Ok(Loaded { component, sha256 })
+    }
+
+    /// Runs `loaded` against `site`. Returns `Err` only when the run could not start.
+    pub async fn run(&self, loaded: &Loaded, site: &Site, options: RunOptions) -> Result<RunReport, RunError> {
+        let started = Instant::now();
+        let lister = PodLister::connect(site)
+            .await
+            .map_err(|e| RunError::Setup(format!("cannot use the Kubernetes API: {e}")))?;
+        let policy = HttpPolicy::from_site(site);
+        let client = crate::caps::http::client(site, &policy)
+            .map_err(|e| RunError::Setup(format!("cannot build the HTTPS client: {e:#}")))?;
+        if matches!(site.tls, crate::site::Tls::Insecure) {
+            tracing::warn!(
+                site = %site.path.display(),
+                "[tls] insecure = true: pod certificates are NOT verified; anyone on the path can impersonate a pod"
+            );
+        }
+
+        let denials = Denials::default();
+        let addresses = PodAddresses::default();
+        let (wasi, output) = wasi::deny_all();
+        let state = RunState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(options.limits.memory_bytes)
+                .instances(16)
+                .build(),
+            pods: PodsCap::new(lister.clone(), addresses.clone()),
+            http: HttpCap::new(client, policy, addresses, denials.clone()),
+            restart: RestartCap::new(site.restart.clone(), lister, denials.clone()),
+            log: LogCap::new(options.progress.clone()),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (options.limits.wall_clock.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let rotation = Rotation::instantiate_async(&mut store, &loaded.component, &self.linker)
+            .await
+            .map_err(|e| {
+                RunError::Refused(format!("the component cannot be instantiated with the rotation world: {e:#}"))
+            })?;
+
+        let mut params = site.params.clone();
+        params.extend(options.params);
+        let context = Context {
+            mode: if options.plan { Mode::Plan } else { Mode::Apply },
+            params,
+            cluster: site.cluster.name.clone(),
+        };
+        // The epoch deadline stops guest code; this also bounds time spent in host calls.
+        let grace = Duration::from_secs(5);
+        let call = rotation.cmk_procedure_procedure().call_run(&mut store, &context);
+        let result = tokio::time::timeout(options.limits.wall_clock + grace, call).await;
+
+        let mut report = RunReport::new(site, loaded, started);
+        report.denials = denials.snapshot();
+        let host_steps = store.data().log.steps().to_vec();
+        match result {
+            Ok(Ok(Ok(done))) => {
+                report.set_outcome(RunOutcome::Succeeded);
+                report.steps = reported_steps(done.steps, &host_steps);
+                report.version_before = done.version_before;
+                report.version_after = done.version_after;
+                report.pods = done.pods;
+            }
+            Ok(Ok(Err(failure))) => {
+                report.set_outcome(RunOutcome::Failed);
+                report.steps = host_steps;
+                report.failure = Some(FailureInfo {
+                    step: failure.step,
+                    reason: failure.reason,
+                    safe_to_resume: failure.safe_to_resume,
+                });
+            }
+            Ok(Err(trap)) => {
+                report.set_outcome(RunOutcome::Trapped);
+                report.steps = host_steps;
+                let reason = describe_trap(&trap, &options.limits, &output.text());
+                report.failure = Some(FailureInfo {
+                    step: "component".into(),
+                    reason,
+                    safe_to_resume: false,
+                });
+            }
+            Err(_) => {
+                report.set_outcome(RunOutcome::Trapped);
+                report.steps = host_steps;
+                report.failure = Some(FailureInfo {
+                    step: "component".into(),
+                    reason: format!(
+                        "stopped: the run exceeded its wall-clock limit of {}s",
+                        options.limits.wall_clock.as_secs()
+                    ),
+                    safe_to_resume: false,
+                });
+            }
+        }
+        report.guest_output = output.text();
+        report.finish(started);
+        Ok(report)
+    }
+}
+
+/// The steps the procedure reported, with the durations the host measured
+/// between its `step-begin` and `step-end`.
+fn reported_steps(steps: Vec<bindings::exports::cmk::procedure::procedure::Step>, seen: &[StepRecord]) -> Vec<StepRecord> {
+    steps
+        .into_iter()
+        .map(|step| StepRecord {
+            duration_ms: seen
+                .iter()
+                .find(|s| s.name == step.name)
+                .map_or(0, |s| s.duration_ms),
+            name: step.name,
+            outcome: outcome_name(step.outcome),
+            detail: step.detail,
+        })
+        .collect()
+}
+
+/// A trap in words an operator can act on, with the guest's last output (a panic
+/// message, an allocation failure).
+fn describe_trap(trap: &wasmtime::Error, limits: &Limits, output: &str) -> String {
+    let what = match trap.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!(
+            "stopped: the run exceeded its wall-clock limit of {}s",
+            limits.wall_clock.as_secs()
+        ),
+        Some(wasmtime::Trap::StackOverflow) => "the component overflowed its stack".to_string(),
+        Some(t) => format!("the component trapped: {t}"),
+        None => format!("the component failed: {trap:#}"),
+    };
+    let last = output.trim_end().lines().rev().take(5).collect::<Vec<_>>();
+    if last.is_empty() {
+        what
+    } else {
+        let last: Vec<_> = last.into_iter().rev().collect();
+        format!("{what}; its last output: {}", last.join(" | "))
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+/// A thread, not a task: a guest spinning on a runtime worker must not stop it.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    thread::Builder::new()
+        .name("cmk-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn the epoch thread");
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

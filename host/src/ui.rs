@@ -1,0 +1,192 @@
+//! Everything the host says to the operator on the terminal: step progress while a
+//! procedure runs, and the summary at the end. One home for messages to the user.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::report::RunReport;
+
+/// Where step progress goes.
+pub trait Progress: Send + Sync {
+    fn step_begin(&self, name: &str, detail: &str);
+    fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration);
+}
+
+/// The operator's terminal (stderr): spinners when it is one, plain lines when it
+/// is a pipe or a CI log. Log lines are written around the spinners, not through them.
+pub struct Terminal {
+    multi: Option<MultiProgress>,
+}
+
+impl Default for Terminal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Terminal {
+    pub fn new() -> Self {
+        let multi = std::io::stderr()
+            .is_terminal()
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Terminal { multi }
+    }
+
+    /// Installs the process's `tracing` subscriber, filtered by `filter`.
+    pub fn init_tracing(&self, filter: &str) -> Result<(), String> {
+        let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+        let writer = LogWriter(self.multi.clone());
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(move || writer.clone())
+            .with_ansi(self.multi.is_some())
+            .with_target(false)
+            .compact()
+            .try_init()
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn progress(&self) -> Arc<dyn Progress> {
+        match &self.multi {
+            Some(multi) => Arc::new(Spinners {
+                multi: multi.clone(),
+                running: Mutex::new(Vec::new()),
+            }),
+            None => Arc::new(Lines),
+        }
+    }
+}
+
+/// Writes log lines to stderr, hiding the spinners while it does.
+#[derive(Clone)]
+struct LogWriter(Option<MultiProgress>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(multi) => multi.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Prints `error: <message>` on stderr and returns `code`, for `return ui::error(..)`.
+pub fn error(code: u8, message: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {message}");
+    code
+}
+
+fn mark(outcome: &str) -> &'static str {
+    match outcome {
+        "done" => "✓",
+        "skipped" => "↷",
+        "planned" => "○",
+        _ => "✗",
+    }
+}
+
+fn describe(name: &str, outcome: &str, detail: &str, elapsed: Duration) -> String {
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    };
+    format!(
+        "{} {name} {outcome} ({:.1}s){detail}",
+        mark(outcome),
+        elapsed.as_secs_f64()
+    )
+}
+
+/// Plain lines on stderr, one when a step begins and one when it ends.
+pub struct Lines;
+
+impl Progress for Lines {
+    fn step_begin(&self, name: &str, detail: &str) {
+        eprintln!("▶ {name}{}", if detail.is_empty() { String::new() } else { format!(": {detail}") });
+    }
+
+    fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration) {
+        eprintln!("{}", describe(name, outcome, detail, elapsed));
+    }
+}
+
+/// No progress at all (tests, benchmarks, embedding).
+pub struct Silent;
+
+impl Progress for Silent {
+    fn step_begin(&self, _: &str, _: &str) {}
+    fn step_end(&self, _: &str, _: &str, _: &str, _: Duration) {}
+}
+
+/// A spinner per running step; finished steps stay on screen as lines.
+pub struct Spinners {
+    multi: MultiProgress,
+    running: Mutex<Vec<(String, ProgressBar)>>,
+}
+
+impl Progress for Spinners {
+    fn step_begin(&self, name: &str, detail: &str) {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
+                .expect("static template"),
+        );
+        bar.set_prefix(name.to_string());
+        bar.set_message(detail.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.running.lock().expect("ui lock").push((name.to_string(), bar));
+    }
+
+    fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration) {
+        let mut running = self.running.lock().expect("ui lock");
+        if let Some(i) = running.iter().position(|(n, _)| n == name) {
+            let (_, bar) = running.remove(i);
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+        let _ = self.multi.println(describe(name, outcome, detail, elapsed));
+    }
+}
+
+/// The summary printed at the end of a run.
+pub fn summary(report: &RunReport) -> String {
+    let mut out = String::new();
+    let version = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
+    out.push_str(&format!(
+        "\n{} cluster {:?}: {}\n",
+        if report.exit_code == 0 { "✓" } else { "✗" },
+        report.cluster,
+        report.outcome_text()
+    ));
+    out.push_str(&format!("  pods:     {}\n", report.pods));
+    out.push_str(&format!(
+        "  version:  {} -> {}\n",
+        version(report.version_before),
+        version(report.version_after)
+    ));
+    out.push_str(&format!("  took:     {:.1}s\n", report.duration_ms as f64 / 1000.0));
+    out.push_str(&format!("  component: sha256:{}\n", report.component_sha256));
+    if let Some(f) = &report.failure {
+        out.push_str(&format!("  failed at: {}\n  reason:   {}\n", f.step, f.reason));
+        out.push_str(if f.safe_to_resume {
+            "  the cluster was left in a safe state: fix the cause and run again to continue\n"
+        } else {
+            "  THE CLUSTER MAY NOT BE SAFE: nodes may run a key they cannot load; investigate before anything else\n"
+        });
+    }
+    for d in &report.denials {
+        out.push_str(&format!("  denied:   {} {} ({})\n", d.capability, d.target, d.rule));
+    }
+    if report.exit_code == 0 && report.version_after > report.version_before {
+        out.push_str("  next: DR and cold-standby nodes must now rejoin the cluster\n");
+    }
+    out
+}

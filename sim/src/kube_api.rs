@@ -1,0 +1,275 @@
+//! A Kubernetes-API-compatible HTTPS server on 127.0.0.1, enough for the real `kube`
+//! client to list the simulated pods through a generated kubeconfig, plus the
+//! simulator's control endpoints.
+//!
+//! - `GET /api/v1/namespaces/{ns}/pods?labelSelector=...` -> `v1.PodList`
+//! - `GET /api/v1/pods?labelSelector=...`                  -> `v1.PodList` (all namespaces)
+//! - `GET /api/v1/namespaces/{ns}/pods/{name}`             -> `v1.Pod` or 404 `Status`
+//! - `GET /version`                                        -> version info
+//! - `POST /sim/v1/rolling-restart` -> 200 when every pod is Ready again, 500 on failure
+//! - `GET /sim/v1/oracle`           -> the oracle JSON
+//! - `GET|PUT /sim/v1/faults`       -> read or replace the injected faults
+//!
+//! Every request needs the bearer token (401 `Status` otherwise); anything else is a
+//! 404 `Status`, as a real API server answers.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, Pod, PodCondition, PodIP, PodSpec, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta};
+use serde_json::json;
+
+use crate::selector::Selector;
+use crate::serve::{self, ServerHandle};
+use crate::{Faults, Phase, Shared};
+
+/// Start the API server on 127.0.0.1 (a random port).
+pub(crate) async fn start(shared: Arc<Shared>) -> anyhow::Result<ServerHandle> {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let listener = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .context("binding the API server")?;
+    let tls = shared.pki.server_config(ip, Some("localhost"))?;
+    let router = Router::new().fallback(handle).with_state(shared);
+    Ok(serve::serve(listener, tls, router, "kube-api".into())?)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A Kubernetes `Status` object, the body of every API error.
+fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message.into(),
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    json_response(code, body.to_string())
+}
+
+fn ok_json<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_string(value) {
+        Ok(s) => json_response(StatusCode::OK, s),
+        Err(e) => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn handle(
+    AxState(shared): AxState<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let expected = format!("Bearer {}", shared.token);
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expected);
+    if !authorized {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
+    let path = uri.path().trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    tracing::debug!(%method, path, "api request");
+    let route = match segments.as_slice() {
+        ["api", "v1", "namespaces", ns, "pods"] => Route::ListPods(Some(ns)),
+        ["api", "v1", "pods"] => Route::ListPods(None),
+        ["api", "v1", "namespaces", ns, "pods", name] => Route::GetPod(ns, name),
+        ["version"] => Route::Version,
+        ["sim", "v1", "rolling-restart"] => Route::Restart,
+        ["sim", "v1", "oracle"] => Route::Oracle,
+        ["sim", "v1", "faults"] => Route::Faults,
+        _ => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            );
+        }
+    };
+    let allowed: &[Method] = match route {
+        Route::Restart => &[Method::POST],
+        Route::Faults => &[Method::GET, Method::PUT],
+        _ => &[Method::GET],
+    };
+    if !allowed.contains(&method) {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({path})"),
+        );
+    }
+    match route {
+        Route::ListPods(ns) => {
+            let selector = match Selector::parse(query.get("labelSelector").map_or("", |s| s)) {
+                Ok(s) => s,
+                Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
+            };
+            ok_json(&list_pods(&shared, ns, &selector))
+        }
+        Route::GetPod(ns, name) => match get_pod(&shared, ns, name) {
+            Some(pod) => ok_json(&pod),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("pods \"{name}\" not found"),
+            ),
+        },
+        Route::Version => ok_json(&json!({
+            "major": "1",
+            "minor": "33",
+            "gitVersion": "v1.33.0-cmk-sim",
+            "platform": "linux/amd64",
+        })),
+        Route::Oracle => ok_json(&shared.oracle()),
+        Route::Faults if method == Method::GET => ok_json(&shared.state().faults),
+        Route::Faults => match serde_json::from_slice::<Faults>(&body) {
+            Ok(f) => {
+                shared.set_faults(f.clone());
+                ok_json(&f)
+            }
+            Err(e) => status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
+        },
+        Route::Restart => {
+            // Spawned: if the client hangs up, the restart still completes rather
+            // than leaving a pod stopped half-way.
+            let s = shared.clone();
+            let result = tokio::spawn(async move { s.rolling_restart().await }).await;
+            match result {
+                Ok(Ok(())) => ok_json(&json!({ "ok": true, "pods": shared.pod_ips().len() })),
+                Ok(Err(e)) => json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "error": format!("{e:#}") }).to_string(),
+                ),
+                Err(e) => json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "error": format!("rolling restart task: {e}") }).to_string(),
+                ),
+            }
+        }
+    }
+}
+
+enum Route<'a> {
+    ListPods(Option<&'a str>),
+    GetPod(&'a str, &'a str),
+    Version,
+    Restart,
+    Oracle,
+    Faults,
+}
+
+/// The Kubernetes view of the pods: stopped pods are absent, starting pods are
+/// Pending without an IP, running pods are Running and Ready with their IP.
+fn pods(shared: &Shared) -> (Vec<Pod>, u64) {
+    let st = shared.state();
+    let c = &shared.config;
+    let pods = st
+        .slots
+        .iter()
+        .filter(|(_, s)| s.phase != Phase::Absent)
+        .map(|(name, slot)| {
+            let running = slot.phase == Phase::Running;
+            let ip = slot.ip.filter(|_| running).map(|ip| ip.to_string());
+            let mut labels = c.labels.clone();
+            labels.insert("statefulset.kubernetes.io/pod-name".into(), name.clone());
+            let ready = if running { "True" } else { "False" };
+            Pod {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(c.namespace.clone()),
+                    labels: Some(labels),
+                    uid: Some(slot.uid.clone()),
+                    resource_version: Some(st.resource_version.to_string()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "sdkms".into(),
+                        image: Some("fortanix/sdkms:cmk-sim".into()),
+                        ports: Some(vec![ContainerPort {
+                            container_port: i32::from(c.port),
+                            name: Some("https".into()),
+                            protocol: Some("TCP".into()),
+                            ..ContainerPort::default()
+                        }]),
+                        ..Container::default()
+                    }],
+                    hostname: Some(name.clone()),
+                    ..PodSpec::default()
+                }),
+                status: Some(PodStatus {
+                    phase: Some(if running { "Running" } else { "Pending" }.into()),
+                    pod_ip: ip.clone(),
+                    pod_ips: ip.map(|ip| vec![PodIP { ip }]),
+                    host_ip: Some("127.0.0.1".into()),
+                    conditions: Some(
+                        ["Ready", "ContainersReady"]
+                            .into_iter()
+                            .map(|t| PodCondition {
+                                type_: t.into(),
+                                status: ready.into(),
+                                ..PodCondition::default()
+                            })
+                            .collect(),
+                    ),
+                    ..PodStatus::default()
+                }),
+            }
+        })
+        .collect();
+    (pods, st.resource_version)
+}
+
+fn list_pods(shared: &Shared, ns: Option<&str>, selector: &Selector) -> k8s_openapi::List<Pod> {
+    let (all, rv) = pods(shared);
+    let in_ns = ns.is_none_or(|ns| ns == shared.config.namespace);
+    let items = all
+        .into_iter()
+        .filter(|_| in_ns)
+        .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        .collect();
+    k8s_openapi::List {
+        items,
+        metadata: ListMeta {
+            resource_version: Some(rv.to_string()),
+            ..ListMeta::default()
+        },
+    }
+}
+
+fn get_pod(shared: &Shared, ns: &str, name: &str) -> Option<Pod> {
+    if ns != shared.config.namespace {
+        return None;
+    }
+    pods(shared)
+        .0
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+}

@@ -1,0 +1,11 @@
+//! Builds the components the end-to-end tests run: the rotation itself and the
+//! test fixtures under `guests/`, as real `wasm32-wasip2` components.
+
+fn main() {
+    let built = cmk_build_guests::build(
+        &["guest-rotate", "guest-probe"],
+        &["guest-rotate", "tests/guests"],
+    );
+    println!("cargo:rustc-env=CMK_GUEST_ROTATE_WASM={}", built[0].display());
+    println!("cargo:rustc-env=CMK_GUEST_PROBE_WASM={}", built[1].display());
+}

@@ -1,0 +1,193 @@
+//! Support for the end-to-end tests in `e2e/`: a simulated cluster with its files,
+//! the real `cmk-host` binary as a child process, and the fixture components.
+//!
+//! The tests themselves are integration tests of the `cmk-host` package (see
+//! `host/Cargo.toml`), so cargo builds the binary before running them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cmk_sim::{Oracle, Sim, SimConfig, SimFiles};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+/// The rotation component, built by this crate's build script.
+pub const ROTATE_WASM: &str = env!("CMK_GUEST_ROTATE_WASM");
+/// The policy probe: makes the http calls its parameters name (`guests/probe`).
+pub const PROBE_WASM: &str = env!("CMK_GUEST_PROBE_WASM");
+
+/// No single run of the binary in a test may take longer than this.
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+/// A simulated cluster and the files `cmk-host sim` would write for it.
+pub struct Cluster {
+    pub sim: Sim,
+    pub files: SimFiles,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(config: SimConfig) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sim = Sim::start(config).await.expect("start the simulated cluster");
+        let files = sim.write_files(dir.path()).expect("write the simulator's files");
+        Cluster { sim, files, _dir: dir }
+    }
+
+    pub async fn pods(n: usize) -> Cluster {
+        Cluster::start(SimConfig::pods(n)).await
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.files.dir
+    }
+
+    pub fn site(&self) -> &Path {
+        &self.files.site
+    }
+
+    /// Writes a variant of the generated site file, `edit` applied to its text.
+    pub fn site_with(&self, name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
+        let text = std::fs::read_to_string(&self.files.site).expect("read site.toml");
+        let path = self.files.dir.join(name);
+        std::fs::write(&path, edit(text)).expect("write the site variant");
+        path
+    }
+
+    pub fn oracle(&self) -> Oracle {
+        self.sim.oracle()
+    }
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// The `--json` report on stdout.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `bin` with `args`, without a terminal, and waits for it (bounded).
+pub async fn run(bin: &str, args: &[&str]) -> Outcome {
+    let child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cmk-host");
+    let output = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("cmk-host {args:?} ran longer than {RUN_LIMIT:?}"))
+        .expect("wait for cmk-host");
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A TCP listener that counts the connections made to it: proof that a denied
+/// request never left the host.
+pub struct Canary {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Canary {
+    pub async fn listen(addr: &str) -> Canary {
+        let listener = TcpListener::bind(addr).await.expect("bind the canary");
+        let addr = listener.local_addr().expect("canary address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((_stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Canary { addr, accepted, task }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Canary {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Asserts, on the simulator's oracle, that exactly one complete rotation
+/// happened in the documented order, and that every pod ended on the new key.
+pub fn assert_rotated_once(oracle: &Oracle, pods: usize) {
+    let proposes = oracle.proposes();
+    assert_eq!(proposes.len(), 1, "exactly one propose: {oracle:#?}");
+    let proposer = proposes[0];
+    let target = format!("{}:4444", proposer.ip);
+
+    let fetches = oracle.fetches();
+    assert_eq!(fetches.len(), pods - 1, "one fetch on each other pod: {fetches:#?}");
+    let mut fetched_on: Vec<&str> = fetches.iter().map(|c| c.pod.as_str()).collect();
+    fetched_on.sort();
+    fetched_on.dedup();
+    assert_eq!(fetched_on.len(), pods - 1, "a fetch on each other pod, once: {fetches:#?}");
+    assert!(!fetched_on.contains(&proposer.pod.as_str()), "no fetch on the proposer");
+    for fetch in &fetches {
+        let body_target = fetch.body.as_ref().and_then(|b| b["target"].as_str());
+        assert_eq!(body_target, Some(target.as_str()), "fetch targets the proposer: {fetch:#?}");
+        assert!(fetch.seq > proposer.seq, "fetch after propose");
+    }
+
+    assert_eq!(oracle.restarts.len(), 2, "two rolling restarts: {:#?}", oracle.restarts);
+    assert!(oracle.restarts.iter().all(|r| r.ok), "both restarts succeeded");
+    let activates = oracle.activates();
+    assert_eq!(activates.len(), 1, "exactly one activate");
+    let (first_restart, second_restart) = (oracle.restarts[0].seq, oracle.restarts[1].seq);
+    assert!(fetches.iter().all(|f| f.seq < first_restart), "every fetch before the first restart");
+    assert!(
+        activates[0].seq > first_restart && activates[0].seq < second_restart,
+        "activate between the two restarts"
+    );
+
+    assert_eq!(oracle.pods.len(), pods);
+    assert_eq!(oracle.version, 2, "the database is on version 2");
+    for pod in &oracle.pods {
+        assert_eq!(pod.running_version, 2, "{} runs version 2", pod.name);
+        assert!(!pod.broken, "{} is not broken", pod.name);
+    }
+    assert!(oracle.broken_pods().is_empty());
+}
+
+/// Asserts that nothing was activated and no restart ran.
+pub fn assert_no_restart_no_activate(oracle: &Oracle) {
+    assert!(oracle.restarts.is_empty(), "no restart: {:#?}", oracle.restarts);
+    assert!(oracle.activates().is_empty(), "no activate");
+    assert_eq!(oracle.version, 1, "still on version 1");
+    assert!(oracle.broken_pods().is_empty(), "no pod broken");
+}
