@@ -3,5 +3,8 @@
 
 fn main() {
     let built = cmk_build_guests::build(&["guest-rotate"], &["guest-rotate"]);
-    println!("cargo:rustc-env=CMK_GUEST_ROTATE_WASM={}", built[0].display());
+    println!(
+        "cargo:rustc-env=CMK_GUEST_ROTATE_WASM={}",
+        built[0].display()
+    );
 }

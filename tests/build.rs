@@ -6,6 +6,12 @@ fn main() {
         &["guest-rotate", "guest-probe"],
         &["guest-rotate", "tests/guests"],
     );
-    println!("cargo:rustc-env=CMK_GUEST_ROTATE_WASM={}", built[0].display());
-    println!("cargo:rustc-env=CMK_GUEST_PROBE_WASM={}", built[1].display());
+    println!(
+        "cargo:rustc-env=CMK_GUEST_ROTATE_WASM={}",
+        built[0].display()
+    );
+    println!(
+        "cargo:rustc-env=CMK_GUEST_PROBE_WASM={}",
+        built[1].display()
+    );
 }

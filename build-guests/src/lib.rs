@@ -61,14 +61,19 @@ pub fn build(packages: &[&str], sources: &[&str]) -> Vec<PathBuf> {
                 .join(TARGET)
                 .join("release")
                 .join(format!("{}.wasm", p.replace('-', "_")));
-            assert!(path.exists(), "the build did not produce {}", path.display());
+            assert!(
+                path.exists(),
+                "the build did not produce {}",
+                path.display()
+            );
             path
         })
         .collect()
 }
 
 fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run from a build script"));
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run from a build script"));
     manifest
         .ancestors()
         .find(|dir| is_workspace_root(dir))
@@ -91,7 +96,11 @@ fn guest_target_dir() -> PathBuf {
         .find(|dir| dir.file_name().is_some_and(|n| n == "build"))
         .expect("OUT_DIR is not under <target>/<profile>/build");
     // `build` sits in `<target>/<profile>` or `<target>/<triple>/<profile>`.
-    let mut target = build.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    let mut target = build
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
     if target.join("CACHEDIR.TAG").exists() || target.ends_with("target") {
         return target.join("wasm-guests");
     }

@@ -1,8 +1,7 @@
 //! The WIT bindings (wasm32 only): converts between the generated types and
 //! [`crate::host`], and hands `run` to [`crate::procedure`]. No decisions here.
 
-// See build.rs: a copy of `wit/` with keyword names escaped.
-wit_bindgen::generate!({ path: concat!(env!("OUT_DIR"), "/wit"), world: "rotation" });
+wit_bindgen::generate!({ path: "../wit", world: "rotation" });
 
 use std::time::{Duration, Instant};
 

@@ -154,10 +154,8 @@ impl<H: Host> Run<'_, H> {
                 .find(|t| holders.contains(&t.name))
                 .cloned()
                 .expect("a holder is a listed pod");
-            self.begin(PROPOSE, "");
-            self.end(
+            self.skip(
                 PROPOSE,
-                Outcome::Skipped,
                 format!(
                     "proposal {hash:?} already held by {}: not proposing again; distributing from {} ({})",
                     holders.join(", "),
@@ -247,10 +245,8 @@ impl<H: Host> Run<'_, H> {
         let fetchers = Self::fetchers(targets, baseline, &proposal.proposer);
         let source = self.endpoint(&proposal.proposer.ip);
         if fetchers.is_empty() {
-            self.begin(DISTRIBUTE, "");
-            self.end(
+            self.skip(
                 DISTRIBUTE,
-                Outcome::Skipped,
                 format!("every pod already holds proposal {:?}", proposal.hash),
             );
             return Ok(());
@@ -460,7 +456,7 @@ impl<H: Host> Run<'_, H> {
                     format!("propose on {} ({})", first.name, first.ip),
                 ),
                 first.clone(),
-                "the new proposal's hash".to_string(),
+                "the new proposal".to_string(),
             ),
             Phase::Proposed { hash, holders, .. } => {
                 let proposer = targets
@@ -502,7 +498,7 @@ impl<H: Host> Run<'_, H> {
                 VERIFY_DISTRIBUTED,
                 (
                     Outcome::Planned,
-                    format!("check that {all} report {hash_f} {hash}"),
+                    format!("check that {all} hold {hash} in {hash_f}"),
                 ),
             ),
             (
@@ -516,7 +512,9 @@ impl<H: Host> Run<'_, H> {
                 VERIFY_LOADED,
                 (
                     Outcome::Planned,
-                    format!("check that every pod reports {hash_f} {hash} and {version_f} {v}"),
+                    format!(
+                        "check that every pod still holds {hash} in {hash_f} and reports {version_f} {v}"
+                    ),
                 ),
             ),
             (
@@ -545,7 +543,7 @@ impl<H: Host> Run<'_, H> {
             ),
         ];
         for (name, (outcome, detail)) in planned {
-            self.begin(name, "");
+            self.begin(name, &detail);
             self.end(name, outcome, detail);
         }
         Report {
@@ -573,17 +571,7 @@ impl<H: Host> Run<'_, H> {
                     .map_err(|e| e.to_string())
                     .and_then(|r| status::parse(&t.name, &r.body, &self.params));
                 if let Ok(s) = &parsed {
-                    let hash = s.hash.as_deref().unwrap_or("none");
-                    self.host.log(
-                        Level::Debug,
-                        "key status",
-                        &[
-                            ("pod", &t.name),
-                            ("ip", &t.ip),
-                            ("version", &s.version.to_string()),
-                            ("hash", hash),
-                        ],
-                    );
+                    self.log_status(t, s);
                 }
                 (t.name.clone(), parsed)
             })
@@ -615,17 +603,7 @@ impl<H: Host> Run<'_, H> {
                 .and_then(|r| status::parse(&t.name, &r.body, &self.params))
             {
                 Ok(s) => {
-                    let hash = s.hash.as_deref().unwrap_or("none");
-                    self.host.log(
-                        Level::Debug,
-                        "key status",
-                        &[
-                            ("pod", &t.name),
-                            ("ip", &t.ip),
-                            ("version", &s.version.to_string()),
-                            ("hash", hash),
-                        ],
-                    );
+                    self.log_status(t, &s);
                     statuses.push((t.name.clone(), s));
                 }
                 Err(why) => unanswered.push(why),
@@ -642,6 +620,20 @@ impl<H: Host> Run<'_, H> {
                 ),
             ))
         }
+    }
+
+    fn log_status(&mut self, t: &Target, s: &status::KeyStatus) {
+        let hash = s.hash.as_deref().unwrap_or("none");
+        self.host.log(
+            Level::Debug,
+            "key status",
+            &[
+                ("pod", &t.name),
+                ("ip", &t.ip),
+                ("version", &s.version.to_string()),
+                ("hash", hash),
+            ],
+        );
     }
 
     // --- plumbing ---
@@ -670,6 +662,12 @@ impl<H: Host> Run<'_, H> {
             outcome,
             detail,
         });
+    }
+
+    /// A step the cluster is already past.
+    fn skip(&mut self, name: &str, detail: String) {
+        self.begin(name, &detail);
+        self.end(name, Outcome::Skipped, detail);
     }
 
     fn fail(&mut self, step: &str, reason: String) -> Failure {

@@ -1,8 +1,8 @@
 //! The command line: arguments become a validated site and run options; nothing
 //! past this module sees clap or the environment.
 
-use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
 
 use crate::report::{RunReport, exit};
 use crate::runtime::{Limits, RunError, RunOptions, Runtime};
@@ -21,7 +21,7 @@ use crate::ui;
 #[command(name = "cmk-host", version, max_term_width = 100)]
 pub struct Cli {
     /// Log filter, e.g. `info`, `debug`, `cmk_host=debug,guest=info`.
-    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
+    #[arg(long, global = true, default_value = "info,cmk_sim=warn", value_name = "FILTER")]
     pub log: String,
 
     #[command(subcommand)]
@@ -103,7 +103,11 @@ pub fn main() -> u8 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::USAGE } else { exit::DONE };
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::DONE
+            };
         }
     };
     let terminal = ui::Terminal::new();
@@ -113,7 +117,10 @@ pub fn main() -> u8 {
     }
     // kube and reqwest are both given ring explicitly; this covers any other rustls user.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -123,7 +130,9 @@ pub fn main() -> u8 {
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run(args, &terminal).await,
-            Command::Demo(args) => crate::demo::demo(args.pods as usize, args.json, &terminal).await,
+            Command::Demo(args) => {
+                crate::demo::demo(args.pods as usize, args.json, &terminal).await
+            }
             Command::Sim(args) => crate::demo::sim(args.pods as usize, args.port, &args.dir).await,
         }
     })
@@ -162,7 +171,8 @@ pub async fn execute(
     site: &Site,
     options: RunOptions,
 ) -> Result<RunReport, (u8, String)> {
-    let runtime = Runtime::new().map_err(|e| (exit::FAILED, format!("cannot start wasmtime: {e:#}")))?;
+    let runtime =
+        Runtime::new().map_err(|e| (exit::FAILED, format!("cannot start wasmtime: {e:#}")))?;
     let loaded = runtime
         .load(bytes)
         .map_err(|e| (exit::USAGE, format!("{}: {e}", origin.display())))?;

@@ -15,15 +15,30 @@ use crate::ui;
 pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
     let dir = match tempfile::Builder::new().prefix("cmk-demo-").tempdir() {
         Ok(dir) => dir,
-        Err(e) => return ui::error(exit::FAILED, format!("cannot create a temporary directory: {e}")),
+        Err(e) => {
+            return ui::error(
+                exit::FAILED,
+                format!("cannot create a temporary directory: {e}"),
+            );
+        }
     };
     let sim = match Sim::start(SimConfig::pods(pods)).await {
         Ok(sim) => sim,
-        Err(e) => return ui::error(exit::FAILED, format!("cannot start the simulated cluster: {e:#}")),
+        Err(e) => {
+            return ui::error(
+                exit::FAILED,
+                format!("cannot start the simulated cluster: {e:#}"),
+            );
+        }
     };
     let files = match sim.write_files(dir.path()) {
         Ok(files) => files,
-        Err(e) => return ui::error(exit::FAILED, format!("cannot write the simulator's files: {e:#}")),
+        Err(e) => {
+            return ui::error(
+                exit::FAILED,
+                format!("cannot write the simulator's files: {e:#}"),
+            );
+        }
     };
     let site = match Site::load(&files.site) {
         Ok(site) => site,
@@ -88,25 +103,54 @@ pub async fn sim(pods: usize, port: u16, dir: &Path) -> u8 {
     };
     let sim = match Sim::start(config).await {
         Ok(sim) => sim,
-        Err(e) => return ui::error(exit::FAILED, format!("cannot start the simulated cluster: {e:#}")),
+        Err(e) => {
+            return ui::error(
+                exit::FAILED,
+                format!("cannot start the simulated cluster: {e:#}"),
+            );
+        }
     };
     let files = match sim.write_files(dir) {
         Ok(files) => files,
-        Err(e) => return ui::error(exit::FAILED, format!("cannot write into {}: {e:#}", dir.display())),
+        Err(e) => {
+            return ui::error(
+                exit::FAILED,
+                format!("cannot write into {}: {e:#}", dir.display()),
+            );
+        }
     };
     let component = dir.join("rotate.wasm");
     if let Err(e) = std::fs::write(&component, crate::ROTATE_COMPONENT) {
-        return ui::error(exit::FAILED, format!("cannot write {}: {e}", component.display()));
+        return ui::error(
+            exit::FAILED,
+            format!("cannot write {}: {e}", component.display()),
+        );
     }
-    println!("simulated cluster with {pods} pods is up; Kubernetes API at {}", sim.api_url());
+    println!(
+        "simulated cluster with {pods} pods is up; Kubernetes API at {}",
+        sim.api_url()
+    );
     for (name, ip) in sim.pod_ips() {
         println!("  {name}  https://{ip}:{port}");
     }
-    println!("\nwrote {}, {}, {}, {}", files.kubeconfig.display(), files.ca.display(),
-        files.restart_script.display(), files.site.display());
-    println!("\ntry:  cmk-host run {} --site {}", component.display(), files.site.display());
-    println!("oracle: curl --cacert {} -H 'Authorization: Bearer {}' {}/sim/v1/oracle",
-        files.ca.display(), sim.token(), sim.api_url());
+    println!(
+        "\nwrote {}, {}, {}, {}",
+        files.kubeconfig.display(),
+        files.ca.display(),
+        files.restart_script.display(),
+        files.site.display()
+    );
+    println!(
+        "\ntry:  cmk-host run {} --site {}",
+        component.display(),
+        files.site.display()
+    );
+    println!(
+        "oracle: curl --cacert {} -H 'Authorization: Bearer {}' {}/sim/v1/oracle",
+        files.ca.display(),
+        sim.token(),
+        sim.api_url()
+    );
     println!("\nCtrl-C stops the cluster.");
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;

@@ -110,7 +110,14 @@ pub struct Lines;
 
 impl Progress for Lines {
     fn step_begin(&self, name: &str, detail: &str) {
-        eprintln!("▶ {name}{}", if detail.is_empty() { String::new() } else { format!(": {detail}") });
+        eprintln!(
+            "▶ {name}{}",
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            }
+        );
     }
 
     fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration) {
@@ -142,7 +149,10 @@ impl Progress for Spinners {
         bar.set_prefix(name.to_string());
         bar.set_message(detail.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
-        self.running.lock().expect("ui lock").push((name.to_string(), bar));
+        self.running
+            .lock()
+            .expect("ui lock")
+            .push((name.to_string(), bar));
     }
 
     fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration) {
@@ -172,10 +182,19 @@ pub fn summary(report: &RunReport) -> String {
         version(report.version_before),
         version(report.version_after)
     ));
-    out.push_str(&format!("  took:     {:.1}s\n", report.duration_ms as f64 / 1000.0));
-    out.push_str(&format!("  component: sha256:{}\n", report.component_sha256));
+    out.push_str(&format!(
+        "  took:     {:.1}s\n",
+        report.duration_ms as f64 / 1000.0
+    ));
+    out.push_str(&format!(
+        "  component: sha256:{}\n",
+        report.component_sha256
+    ));
     if let Some(f) = &report.failure {
-        out.push_str(&format!("  failed at: {}\n  reason:   {}\n", f.step, f.reason));
+        out.push_str(&format!(
+            "  failed at: {}\n  reason:   {}\n",
+            f.step, f.reason
+        ));
         out.push_str(if f.safe_to_resume {
             "  the cluster was left in a safe state: fix the cause and run again to continue\n"
         } else {
@@ -183,7 +202,10 @@ pub fn summary(report: &RunReport) -> String {
         });
     }
     for d in &report.denials {
-        out.push_str(&format!("  denied:   {} {} ({})\n", d.capability, d.target, d.rule));
+        out.push_str(&format!(
+            "  denied:   {} {} ({})\n",
+            d.capability, d.target, d.rule
+        ));
     }
     if report.exit_code == 0 && report.version_after > report.version_before {
         out.push_str("  next: DR and cold-standby nodes must now rejoin the cluster\n");

@@ -5,6 +5,9 @@
 //! - `GET /api/v1/namespaces/{ns}/pods?labelSelector=...` -> `v1.PodList`
 //! - `GET /api/v1/pods?labelSelector=...`                  -> `v1.PodList` (all namespaces)
 //! - `GET /api/v1/namespaces/{ns}/pods/{name}`             -> `v1.Pod` or 404 `Status`
+//! - `GET /apis/apps/v1/namespaces/{ns}/statefulsets[/sdkms]` -> the StatefulSet
+//! - `PATCH /apis/apps/v1/namespaces/{ns}/statefulsets/sdkms` -> a template change
+//!   (`kubectl rollout restart`) starts a rolling restart in the background
 //! - `GET /version`                                        -> version info
 //! - `POST /sim/v1/rolling-restart` -> 200 when every pod is Ready again, 500 on failure
 //! - `GET /sim/v1/oracle`           -> the oracle JSON
@@ -31,6 +34,7 @@ use serde_json::json;
 
 use crate::selector::Selector;
 use crate::serve::{self, ServerHandle};
+use crate::workload::{self, Counts};
 use crate::{Faults, Phase, Shared};
 
 /// Start the API server on 127.0.0.1 (a random port).
@@ -101,6 +105,8 @@ async fn handle(
         ["api", "v1", "namespaces", ns, "pods"] => Route::ListPods(Some(ns)),
         ["api", "v1", "pods"] => Route::ListPods(None),
         ["api", "v1", "namespaces", ns, "pods", name] => Route::GetPod(ns, name),
+        ["apis", "apps", "v1", "namespaces", ns, "statefulsets"] => Route::ListWorkloads(ns),
+        ["apis", "apps", "v1", "namespaces", ns, "statefulsets", name] => Route::Workload(ns, name),
         ["version"] => Route::Version,
         ["sim", "v1", "rolling-restart"] => Route::Restart,
         ["sim", "v1", "oracle"] => Route::Oracle,
@@ -116,6 +122,7 @@ async fn handle(
     let allowed: &[Method] = match route {
         Route::Restart => &[Method::POST],
         Route::Faults => &[Method::GET, Method::PUT],
+        Route::Workload(..) => &[Method::GET, Method::PATCH],
         _ => &[Method::GET],
     };
     if !allowed.contains(&method) {
@@ -141,6 +148,35 @@ async fn handle(
                 format!("pods \"{name}\" not found"),
             ),
         },
+        Route::ListWorkloads(ns) => {
+            let items = workload(&shared, ns).into_iter().collect();
+            let rv = shared.state().resource_version;
+            ok_json(&k8s_openapi::List {
+                items,
+                metadata: ListMeta {
+                    resource_version: Some(rv.to_string()),
+                    ..ListMeta::default()
+                },
+            })
+        }
+        Route::Workload(ns, name) => {
+            if name != workload::NAME || ns != shared.config.namespace {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("statefulsets.apps \"{name}\" not found"),
+                );
+            }
+            if method == Method::PATCH
+                && let Some(resp) = patch_workload(&shared, &body)
+            {
+                return resp;
+            }
+            match workload(&shared, ns) {
+                Some(w) => ok_json(&w),
+                None => status(StatusCode::NOT_FOUND, "NotFound", "statefulset not found"),
+            }
+        }
         Route::Version => ok_json(&json!({
             "major": "1",
             "minor": "33",
@@ -178,6 +214,8 @@ async fn handle(
 
 enum Route<'a> {
     ListPods(Option<&'a str>),
+    ListWorkloads(&'a str),
+    Workload(&'a str, &'a str),
     GetPod(&'a str, &'a str),
     Version,
     Restart,
@@ -199,6 +237,7 @@ fn pods(shared: &Shared) -> (Vec<Pod>, u64) {
             let ip = slot.ip.filter(|_| running).map(|ip| ip.to_string());
             let mut labels = c.labels.clone();
             labels.insert("statefulset.kubernetes.io/pod-name".into(), name.clone());
+            labels.insert("controller-revision-hash".into(), slot.revision.clone());
             let ready = if running { "True" } else { "False" };
             Pod {
                 metadata: ObjectMeta {
@@ -272,4 +311,62 @@ fn get_pod(shared: &Shared, ns: &str, name: &str) -> Option<Pod> {
         .0
         .into_iter()
         .find(|p| p.metadata.name.as_deref() == Some(name))
+}
+
+/// The StatefulSet, with its status counted from the pods.
+fn workload(shared: &Shared, ns: &str) -> Option<k8s_openapi::api::apps::v1::StatefulSet> {
+    if ns != shared.config.namespace {
+        return None;
+    }
+    let st = shared.state();
+    let w = &st.workload;
+    let mut counts = Counts::default();
+    for slot in st.slots.values().filter(|s| s.phase != Phase::Absent) {
+        counts.replicas += 1;
+        counts.ready += usize::from(slot.phase == Phase::Running);
+        counts.updated += usize::from(slot.revision == w.update_revision);
+        counts.current += usize::from(slot.revision == w.current_revision);
+    }
+    Some(w.to_object(
+        &shared.config.namespace,
+        &shared.config.labels,
+        shared.config.pods,
+        counts,
+        st.resource_version,
+    ))
+}
+
+/// Apply a patch; a template change starts a rolling restart in the background, as
+/// the StatefulSet controller would (the client watches the status for progress).
+/// Returns the error response, if the patch is refused.
+fn patch_workload(shared: &Arc<Shared>, body: &[u8]) -> Option<Response> {
+    let patch: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => {
+            return Some(status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!("the patch must be JSON: {e}"),
+            ));
+        }
+    };
+    let changed = {
+        let mut st = shared.state();
+        match st.workload.apply_patch(&patch) {
+            Ok(changed) => {
+                st.resource_version += u64::from(changed);
+                changed
+            }
+            Err(e) => return Some(status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e)),
+        }
+    };
+    if changed {
+        tracing::info!("statefulset template patched: rollout restart");
+        let s = shared.clone();
+        tokio::spawn(async move {
+            // The outcome is recorded in the oracle; the client watches the status.
+            let _ = s.rolling_restart().await;
+        });
+    }
+    None
 }

@@ -10,7 +10,8 @@
 //! Rooms: [`pki`] (CA and certificates), [`db`] (the rules, pure), `pod` (a pod's
 //! HTTPS API), `kube_api` (the API server), [`selector`] (label selectors),
 //! [`oracle`] (the record), [`faults`] (fault injection), `files` (kubeconfig,
-//! site file, restart script), `serve` (the TLS accept loop). This file ties them
+//! site file, restart script), `serve` (the TLS accept loop), `workload` (the
+//! StatefulSet, for restarts by rollout). This file ties them
 //! together: the [`Sim`] handle, pod life cycle and the rolling restart.
 
 pub mod db;
@@ -22,6 +23,7 @@ pub mod pki;
 mod pod;
 pub mod selector;
 mod serve;
+mod workload;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -102,6 +104,8 @@ pub(crate) struct Slot {
     pub uid: String,
     /// Requests the current instance still answers with 503 (warm-up fault).
     pub warmup_left: u32,
+    /// The StatefulSet revision the instance was created from.
+    pub revision: String,
 }
 
 /// Mutable state, under one lock (never held across an await).
@@ -111,6 +115,8 @@ pub(crate) struct State {
     pub recorder: Recorder,
     pub faults: Faults,
     pub slots: BTreeMap<String, Slot>,
+    /// The StatefulSet that owns the pods (for restarts by rollout).
+    pub workload: workload::Workload,
     /// Rolling restarts started so far (for the `fail_restart` fault).
     pub restarts_started: u32,
     /// Bumped on every change of the pod list (the list's resourceVersion).
@@ -221,6 +227,7 @@ impl Shared {
             let mut st = self.state();
             let instance = st.db.start_pod(name);
             let warmup_left = if warmup { st.faults.warmup_503 } else { 0 };
+            let revision = st.workload.update_revision.clone();
             st.slots.insert(
                 name.to_string(),
                 Slot {
@@ -228,6 +235,7 @@ impl Shared {
                     ip: Some(ip),
                     uid: uuid_like(),
                     warmup_left,
+                    revision,
                 },
             );
             st.resource_version += 1;
@@ -240,7 +248,7 @@ impl Shared {
             instance,
         });
         let handle = serve::serve(listener, tls, router, name.to_string())?;
-        tracing::info!(pod = name, %ip, port, instance, "pod started");
+        tracing::debug!(pod = name, %ip, port, instance, "pod started");
         let old = lock(&self.servers).insert(name.to_string(), handle);
         if let Some(old) = old {
             old.stop().await;
@@ -274,7 +282,7 @@ impl Shared {
         if let Some(h) = handle {
             h.stop().await;
         }
-        tracing::info!(pod = name, "pod stopped");
+        tracing::debug!(pod = name, "pod stopped");
     }
 
     /// One rolling restart, pods one by one (sdkms-0 first), recorded when it ends.
@@ -290,7 +298,11 @@ impl Shared {
         let result = self.replace_pods(n, fail).await;
         let mut st = self.state();
         match &result {
-            Ok(detail) => st.recorder.restart(true, detail.clone()),
+            Ok(detail) => {
+                st.recorder.restart(true, detail.clone());
+                st.workload.rollout_done();
+                st.resource_version += 1;
+            }
             Err(e) => st.recorder.restart(false, format!("{e:#}")),
         }
         drop(st);
@@ -375,12 +387,16 @@ impl Shared {
         self.state().faults = faults;
     }
 
+    /// In StatefulSet order (`sdkms-2` before `sdkms-10`).
     pub fn pod_ips(&self) -> Vec<(String, String)> {
-        self.state()
-            .slots
-            .iter()
-            .filter(|(_, s)| s.phase == Phase::Running)
-            .filter_map(|(n, s)| s.ip.map(|ip| (n.clone(), ip.to_string())))
+        let st = self.state();
+        self.pod_names()
+            .into_iter()
+            .filter_map(|n| {
+                let slot = st.slots.get(&n).filter(|s| s.phase == Phase::Running)?;
+                let ip = slot.ip?.to_string();
+                Some((n, ip))
+            })
             .collect()
     }
 }
@@ -420,6 +436,10 @@ impl Sim {
         if config.pods == 0 {
             bail!("a simulated cluster needs at least one pod");
         }
+        if config.port == 0 {
+            // Every pod must listen on the same, known port: the site file says which.
+            bail!("the pod port must not be 0");
+        }
         let pki = Pki::new()?;
         let shared = Arc::new(Shared {
             pki,
@@ -429,6 +449,7 @@ impl Sim {
                 recorder: Recorder::default(),
                 faults: config.faults.clone(),
                 slots: BTreeMap::new(),
+                workload: workload::Workload::new(uuid_like()),
                 restarts_started: 0,
                 resource_version: 1,
             }),

@@ -40,7 +40,8 @@ pub struct RestartRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodState {
     pub name: String,
-    /// The current IP, `None` while stopped or pending.
+    /// The IP of the live instance (also while Pending, when the pod list does not
+    /// show it yet); `None` while stopped.
     pub ip: Option<String>,
     pub ready: bool,
     pub running_version: i64,

@@ -494,3 +494,68 @@ async fn pod_list_shows_the_restart_in_progress() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn kube_rollout_restart_of_the_statefulset_replaces_the_pods() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use kube::api::Api;
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    use std::time::Duration;
+
+    let sim = Sim::start(SimConfig::pods(3)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = sim.write_files(dir.path()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&files.kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(client, "sdkms");
+    let before_ips = sim.pod_ips();
+
+    let patched = sts.restart("sdkms").await.unwrap();
+    let generation = patched.metadata.generation.unwrap();
+    assert_eq!(generation, 2);
+    // Wait for the rollout as `kubectl rollout status` does.
+    let done = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let s = sts.get("sdkms").await.unwrap();
+            let st = s.status.unwrap();
+            if st.observed_generation >= Some(generation)
+                && st.updated_replicas == Some(3)
+                && st.ready_replicas == Some(3)
+                && st.current_revision == st.update_revision
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "rollout did not complete");
+    let o = sim.oracle();
+    assert_eq!(o.restarts.len(), 1);
+    assert!(o.restarts[0].ok);
+    for ((_, a), (_, b)) in before_ips.iter().zip(sim.pod_ips()) {
+        assert_ne!(a, &b);
+    }
+    assert!(sts.get("other").await.is_err());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn hundreds_of_pods_get_distinct_addresses() {
+    let sim = Sim::start(SimConfig::pods(300)).await.unwrap();
+    let ips = sim.pod_ips();
+    assert_eq!(ips.len(), 300);
+    assert_eq!(ips[2].0, "sdkms-2", "StatefulSet order, not lexicographic");
+    let distinct: std::collections::BTreeSet<_> = ips.iter().map(|(_, ip)| ip).collect();
+    assert_eq!(distinct.len(), 300);
+    // Each is a live TLS server with a certificate for its own IP.
+    let c = client(&sim);
+    let last = &ips[299].1;
+    assert_eq!(status(&c, &sim, last).await["node"], "sdkms-299");
+    sim.shutdown().await;
+}

@@ -27,7 +27,10 @@ async fn a_diverging_hash_stops_before_any_restart_and_names_the_pod() {
     assert_eq!(out.code, 1, "{out}");
     let failure = &out.json()["failure"];
     assert_eq!(failure["step"], "verify-distributed", "{out}");
-    assert!(failure["reason"].as_str().unwrap().contains("sdkms-2"), "{out}");
+    assert!(
+        failure["reason"].as_str().unwrap().contains("sdkms-2"),
+        "{out}"
+    );
     assert_eq!(failure["safe_to_resume"], true);
     assert_no_restart_no_activate(&cluster.oracle());
 }
@@ -42,7 +45,10 @@ async fn a_failing_fetch_stops_before_any_restart() {
     assert_eq!(out.code, 1, "{out}");
     let failure = &out.json()["failure"];
     assert_eq!(failure["step"], "distribute", "{out}");
-    assert!(failure["reason"].as_str().unwrap().contains("sdkms-1"), "{out}");
+    assert!(
+        failure["reason"].as_str().unwrap().contains("sdkms-1"),
+        "{out}"
+    );
     let oracle = cluster.oracle();
     assert_no_restart_no_activate(&oracle);
     // The failed fetch was not blindly retried.

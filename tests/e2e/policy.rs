@@ -8,13 +8,29 @@ const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
 
 /// Runs the probe with `requests` (`METHOD URL|...`) and returns each step's
 /// (name, outcome, detail).
-async fn probe(cluster: &Cluster, requests: &[String], batch: bool) -> Vec<(String, String, String)> {
+async fn probe(
+    cluster: &Cluster,
+    requests: &[String],
+    batch: bool,
+) -> Vec<(String, String, String)> {
     let site = cluster.site().to_str().unwrap().to_string();
     let requests = format!("requests={}", requests.join("|"));
     let batch = format!("batch={batch}");
     let out = run(
         BIN,
-        &["run", PROBE_WASM, "--site", &site, "--param", "list_pods=true", "--param", &requests, "--param", &batch, "--json"],
+        &[
+            "run",
+            PROBE_WASM,
+            "--site",
+            &site,
+            "--param",
+            "list_pods=true",
+            "--param",
+            &requests,
+            "--param",
+            &batch,
+            "--json",
+        ],
     )
     .await;
     assert_eq!(out.code, 0, "{out}");
@@ -41,7 +57,12 @@ async fn denied_and_never_connected(batch: bool) {
     let allowed = format!("GET https://{pod_ip}:4444/cluster/v1/key");
     let non_pod = format!("GET https://{}/cluster/v1/key", elsewhere.addr);
     let wrong_port = format!("POST https://{}/cluster/v1/key/propose", other_port.addr);
-    let steps = probe(&cluster, &[allowed.clone(), non_pod.clone(), wrong_port.clone()], batch).await;
+    let steps = probe(
+        &cluster,
+        &[allowed.clone(), non_pod.clone(), wrong_port.clone()],
+        batch,
+    )
+    .await;
 
     let step = |name: &str| {
         steps
@@ -57,7 +78,8 @@ async fn denied_and_never_connected(batch: bool) {
     let (_, outcome, detail) = step(&non_pod);
     assert_eq!(outcome, "failed");
     assert!(
-        detail.starts_with("denied: ") && detail.contains("is not the IP of a pod in the latest pod list"),
+        detail.starts_with("denied: ")
+            && detail.contains("is not the IP of a pod in the latest pod list"),
         "{detail}"
     );
     let (_, outcome, detail) = step(&wrong_port);
@@ -67,8 +89,16 @@ async fn denied_and_never_connected(batch: bool) {
         "{detail}"
     );
 
-    assert_eq!(elsewhere.connections(), 0, "the non-pod address saw a connection");
-    assert_eq!(other_port.connections(), 0, "the pod's other port saw a connection");
+    assert_eq!(
+        elsewhere.connections(),
+        0,
+        "the non-pod address saw a connection"
+    );
+    assert_eq!(
+        other_port.connections(),
+        0,
+        "the pod's other port saw a connection"
+    );
     // The denied POST never reached a pod either.
     assert!(cluster.oracle().mutations().is_empty());
 }
@@ -89,7 +119,13 @@ async fn nothing_is_reachable_before_the_pods_are_listed() {
     let (_, pod_ip) = cluster.sim.pod_ips().remove(0);
     let site = cluster.site().to_str().unwrap().to_string();
     let request = format!("requests=GET https://{pod_ip}:4444/cluster/v1/key");
-    let out = run(BIN, &["run", PROBE_WASM, "--site", &site, "--param", &request, "--json"]).await;
+    let out = run(
+        BIN,
+        &[
+            "run", PROBE_WASM, "--site", &site, "--param", &request, "--json",
+        ],
+    )
+    .await;
     assert_eq!(out.code, 0, "{out}");
     let report = out.json();
     let detail = report["steps"][0]["detail"].as_str().unwrap();

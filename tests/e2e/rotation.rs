@@ -90,7 +90,11 @@ async fn demo_summary_tells_what_happened() {
             .contains("simulator: 1 propose, 2 fetch, 1 activate, 2 rolling restarts; 3/3 pods on version 2; 0 broken"),
         "{out}"
     );
-    assert!(out.stdout.contains("DR and cold-standby nodes must now rejoin"), "{out}");
+    assert!(
+        out.stdout
+            .contains("DR and cold-standby nodes must now rejoin"),
+        "{out}"
+    );
     // Progress: every step shown as it ends, on stderr.
     assert!(out.stderr.contains("✓ verify-activated done"), "{out}");
 }
@@ -99,7 +103,11 @@ async fn demo_summary_tells_what_happened() {
 async fn plan_reads_and_changes_nothing() {
     let cluster = Cluster::pods(3).await;
     let site = cluster.site().to_str().unwrap().to_string();
-    let out = run(BIN, &["run", ROTATE_WASM, "--site", &site, "--plan", "--json"]).await;
+    let out = run(
+        BIN,
+        &["run", ROTATE_WASM, "--site", &site, "--plan", "--json"],
+    )
+    .await;
     assert_eq!(out.code, 0, "{out}");
     let report = out.json();
     let planned: Vec<&str> = report["steps"]
@@ -109,8 +117,15 @@ async fn plan_reads_and_changes_nothing() {
         .filter(|s| s["outcome"] == "planned")
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert!(planned.contains(&"propose") && planned.contains(&"activate"), "{out}");
+    assert!(
+        planned.contains(&"propose") && planned.contains(&"activate"),
+        "{out}"
+    );
     let oracle = cluster.oracle();
-    assert!(oracle.mutations().is_empty(), "no POST: {:#?}", oracle.mutations());
+    assert!(
+        oracle.mutations().is_empty(),
+        "no POST: {:#?}",
+        oracle.mutations()
+    );
     assert!(oracle.restarts.is_empty(), "no restart");
 }

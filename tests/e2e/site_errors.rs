@@ -5,20 +5,33 @@ use cmk_tests::{Cluster, ROTATE_WASM, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
 
-async fn run_with_site(cluster: &Cluster, edit: impl FnOnce(String) -> String) -> cmk_tests::Outcome {
+async fn run_with_site(
+    cluster: &Cluster,
+    edit: impl FnOnce(String) -> String,
+) -> cmk_tests::Outcome {
     let site = cluster.site_with("edited.toml", edit);
     let out = run(BIN, &["run", ROTATE_WASM, "--site", site.to_str().unwrap()]).await;
     assert!(cluster.oracle().calls.is_empty(), "no pod contacted: {out}");
-    assert!(out.stderr.contains("edited.toml"), "the file is named: {out}");
+    assert!(
+        out.stderr.contains("edited.toml"),
+        "the file is named: {out}"
+    );
     out
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_key_is_named_with_its_line() {
     let cluster = Cluster::pods(1).await;
-    let out = run_with_site(&cluster, |s| s.replace("port = 4444", "port = 4444\nprot = 1")).await;
+    let out = run_with_site(&cluster, |s| {
+        s.replace("port = 4444", "port = 4444\nprot = 1")
+    })
+    .await;
     assert_eq!(out.code, 2, "{out}");
-    assert!(out.stderr.contains("[cluster] prot: line 7: unknown field `prot`"), "{out}");
+    assert!(
+        out.stderr
+            .contains("[cluster] prot: line 7: unknown field `prot`"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -35,13 +48,20 @@ async fn a_bad_selector_is_named() {
     let cluster = Cluster::pods(1).await;
     let out = run_with_site(&cluster, |s| s.replace("app=sdkms", "app in sdkms")).await;
     assert_eq!(out.code, 2, "{out}");
-    assert!(out.stderr.contains("[cluster] selector: invalid label selector"), "{out}");
+    assert!(
+        out.stderr
+            .contains("[cluster] selector: invalid label selector"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_type_is_named() {
     let cluster = Cluster::pods(1).await;
-    let out = run_with_site(&cluster, |s| s.replace("timeout_secs = 120", "timeout_secs = \"soon\"")).await;
+    let out = run_with_site(&cluster, |s| {
+        s.replace("timeout_secs = 120", "timeout_secs = \"soon\"")
+    })
+    .await;
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("[restart] timeout_secs"), "{out}");
 }
@@ -52,7 +72,11 @@ async fn a_missing_component_file_is_a_usage_error() {
     let site = cluster.site().to_str().unwrap().to_string();
     let out = run(BIN, &["run", "/nonexistent/rotate.wasm", "--site", &site]).await;
     assert_eq!(out.code, 2, "{out}");
-    assert!(out.stderr.contains("cannot read component /nonexistent/rotate.wasm"), "{out}");
+    assert!(
+        out.stderr
+            .contains("cannot read component /nonexistent/rotate.wasm"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

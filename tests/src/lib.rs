@@ -33,9 +33,17 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(config: SimConfig) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let sim = Sim::start(config).await.expect("start the simulated cluster");
-        let files = sim.write_files(dir.path()).expect("write the simulator's files");
-        Cluster { sim, files, _dir: dir }
+        let sim = Sim::start(config)
+            .await
+            .expect("start the simulated cluster");
+        let files = sim
+            .write_files(dir.path())
+            .expect("write the simulator's files");
+        Cluster {
+            sim,
+            files,
+            _dir: dir,
+        }
     }
 
     pub async fn pods(n: usize) -> Cluster {
@@ -129,7 +137,11 @@ impl Canary {
                 counter.fetch_add(1, Ordering::SeqCst);
             }
         });
-        Canary { addr, accepted, task }
+        Canary {
+            addr,
+            accepted,
+            task,
+        }
     }
 
     pub fn connections(&self) -> usize {
@@ -152,24 +164,50 @@ pub fn assert_rotated_once(oracle: &Oracle, pods: usize) {
     let target = format!("{}:4444", proposer.ip);
 
     let fetches = oracle.fetches();
-    assert_eq!(fetches.len(), pods - 1, "one fetch on each other pod: {fetches:#?}");
+    assert_eq!(
+        fetches.len(),
+        pods - 1,
+        "one fetch on each other pod: {fetches:#?}"
+    );
     let mut fetched_on: Vec<&str> = fetches.iter().map(|c| c.pod.as_str()).collect();
     fetched_on.sort();
     fetched_on.dedup();
-    assert_eq!(fetched_on.len(), pods - 1, "a fetch on each other pod, once: {fetches:#?}");
-    assert!(!fetched_on.contains(&proposer.pod.as_str()), "no fetch on the proposer");
+    assert_eq!(
+        fetched_on.len(),
+        pods - 1,
+        "a fetch on each other pod, once: {fetches:#?}"
+    );
+    assert!(
+        !fetched_on.contains(&proposer.pod.as_str()),
+        "no fetch on the proposer"
+    );
     for fetch in &fetches {
         let body_target = fetch.body.as_ref().and_then(|b| b["target"].as_str());
-        assert_eq!(body_target, Some(target.as_str()), "fetch targets the proposer: {fetch:#?}");
+        assert_eq!(
+            body_target,
+            Some(target.as_str()),
+            "fetch targets the proposer: {fetch:#?}"
+        );
         assert!(fetch.seq > proposer.seq, "fetch after propose");
     }
 
-    assert_eq!(oracle.restarts.len(), 2, "two rolling restarts: {:#?}", oracle.restarts);
-    assert!(oracle.restarts.iter().all(|r| r.ok), "both restarts succeeded");
+    assert_eq!(
+        oracle.restarts.len(),
+        2,
+        "two rolling restarts: {:#?}",
+        oracle.restarts
+    );
+    assert!(
+        oracle.restarts.iter().all(|r| r.ok),
+        "both restarts succeeded"
+    );
     let activates = oracle.activates();
     assert_eq!(activates.len(), 1, "exactly one activate");
     let (first_restart, second_restart) = (oracle.restarts[0].seq, oracle.restarts[1].seq);
-    assert!(fetches.iter().all(|f| f.seq < first_restart), "every fetch before the first restart");
+    assert!(
+        fetches.iter().all(|f| f.seq < first_restart),
+        "every fetch before the first restart"
+    );
     assert!(
         activates[0].seq > first_restart && activates[0].seq < second_restart,
         "activate between the two restarts"
@@ -186,7 +224,11 @@ pub fn assert_rotated_once(oracle: &Oracle, pods: usize) {
 
 /// Asserts that nothing was activated and no restart ran.
 pub fn assert_no_restart_no_activate(oracle: &Oracle) {
-    assert!(oracle.restarts.is_empty(), "no restart: {:#?}", oracle.restarts);
+    assert!(
+        oracle.restarts.is_empty(),
+        "no restart: {:#?}",
+        oracle.restarts
+    );
     assert!(oracle.activates().is_empty(), "no activate");
     assert_eq!(oracle.version, 1, "still on version 1");
     assert!(oracle.broken_pods().is_empty(), "no pod broken");

@@ -29,7 +29,12 @@ pub struct Denials(Arc<Mutex<Vec<Denial>>>);
 
 impl Denials {
     /// Records and logs a denial, and returns the message the guest receives.
-    pub fn deny(&self, capability: &'static str, target: impl Into<String>, rule: impl Into<String>) -> String {
+    pub fn deny(
+        &self,
+        capability: &'static str,
+        target: impl Into<String>,
+        rule: impl Into<String>,
+    ) -> String {
         let denial = Denial {
             capability,
             target: target.into(),

@@ -5,16 +5,87 @@
 //! list becomes the run's [`PodAddresses`], the allow-list of `http`.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod as KubePod;
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+use serde::Deserialize;
+
 use super::PodAddresses;
 use crate::runtime::bindings::cmk::procedure::pods::{Host, Pod, PodsError};
-use crate::site::Site;
+use crate::site::{Site, SiteError, SiteFile, is_dns_label};
+
+/// `[cluster]`: which pods are the cluster's. Fixed by the site; the guest cannot widen it.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    /// `None`: `KUBECONFIG`, then `~/.kube/config`, then the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: String,
+    pub selector: String,
+    /// The port every pod serves the DSM cluster API on (used by `http`).
+    pub port: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    name: String,
+    kubeconfig: Option<PathBuf>,
+    namespace: String,
+    selector: String,
+    #[serde(default = "default_port")]
+    port: u16,
+}
+
+fn default_port() -> u16 {
+    4444
+}
+
+impl RawCluster {
+    pub fn validate(self, file: &SiteFile<'_>) -> Result<Cluster, SiteError> {
+        if self.name.trim().is_empty() {
+            return Err(file.error("[cluster] name", "must not be empty"));
+        }
+        if !is_dns_label(&self.namespace) {
+            return Err(file.error(
+                "[cluster] namespace",
+                format!(
+                    "{:?} is not a valid namespace (lowercase letters, digits and '-', at most 63)",
+                    self.namespace
+                ),
+            ));
+        }
+        if let Err(e) = validate_selector(&self.selector) {
+            return Err(file.error(
+                "[cluster] selector",
+                format!("invalid label selector {:?}: {e}", self.selector),
+            ));
+        }
+        if self.port == 0 {
+            return Err(file.error("[cluster] port", "must be 1..=65535"));
+        }
+        let kubeconfig = self.kubeconfig.map(|k| file.resolve(&k));
+        if let Some(k) = &kubeconfig
+            && let Err(e) = std::fs::metadata(k)
+        {
+            return Err(file.error(
+                "[cluster] kubeconfig",
+                format!("cannot read {}: {e}", k.display()),
+            ));
+        }
+        Ok(Cluster {
+            name: self.name,
+            kubeconfig,
+            namespace: self.namespace,
+            selector: self.selector,
+            port: self.port,
+        })
+    }
+}
 
 /// A client for the site's pods; cheap to clone.
 #[derive(Clone)]
@@ -36,7 +107,10 @@ impl PodLister {
     /// `~/.kube/config`, or the in-cluster service account.
     pub async fn connect(site: &Site) -> Result<PodLister, ClientError> {
         let (config, origin) = match &site.cluster.kubeconfig {
-            Some(path) => (from_file(path).await, format!("kubeconfig {}", path.display())),
+            Some(path) => (
+                from_file(path).await,
+                format!("kubeconfig {}", path.display()),
+            ),
             None => (
                 Config::infer().await.map_err(|e| e.to_string()),
                 "kubeconfig (KUBECONFIG, ~/.kube/config or in-cluster)".to_string(),
@@ -113,5 +187,145 @@ impl Host for PodsCap {
         self.addresses.replace(ips);
         tracing::debug!(pods = pods.len(), "listed pods");
         Ok(pods)
+    }
+}
+
+/// Checks a Kubernetes label selector: comma-separated requirements, each
+/// `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (a,b)` or
+/// `key notin (a,b)`. The API server would reject anything else at run time;
+/// we reject it before anything runs.
+pub fn validate_selector(selector: &str) -> Result<(), String> {
+    if selector.trim().is_empty() {
+        return Err("empty: it would select every pod in the namespace".into());
+    }
+    for requirement in split_requirements(selector)? {
+        let r = requirement.trim();
+        if let Some(key) = r.strip_prefix('!') {
+            check_key(key.trim())?;
+        } else if let Some((key, rest)) = split_set_op(r) {
+            check_key(key)?;
+            let values = rest
+                .trim()
+                .strip_prefix('(')
+                .and_then(|v| v.strip_suffix(')'))
+                .ok_or_else(|| format!("{r:?}: expected a value list in parentheses"))?;
+            for v in values.split(',') {
+                check_value(v.trim())?;
+            }
+        } else if let Some((key, value)) = r
+            .split_once("!=")
+            .or_else(|| r.split_once("=="))
+            .or_else(|| r.split_once('='))
+        {
+            check_key(key.trim())?;
+            check_value(value.trim())?;
+        } else {
+            check_key(r)?;
+        }
+    }
+    Ok(())
+}
+
+/// Splits on commas that are not inside a `( … )` value list.
+fn split_requirements(selector: &str) -> Result<Vec<&str>, String> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return Err("unbalanced parentheses".into());
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced parentheses".into());
+    }
+    parts.push(&selector[start..]);
+    Ok(parts)
+}
+
+fn split_set_op(r: &str) -> Option<(&str, &str)> {
+    for op in [" notin ", " in "] {
+        if let Some((k, rest)) = r.split_once(op) {
+            return Some((k.trim(), rest));
+        }
+    }
+    None
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    let name = match key.rsplit_once('/') {
+        Some((prefix, name)) => {
+            if prefix.is_empty()
+                || prefix.len() > 253
+                || !prefix.split('.').all(crate::site::is_dns_label)
+            {
+                return Err(format!("key {key:?}: invalid prefix {prefix:?}"));
+            }
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() || name.len() > 63 || !is_label_chars(name) {
+        return Err(format!(
+            "key {key:?}: must be 1-63 characters of [A-Za-z0-9._-], starting and ending alphanumeric"
+        ));
+    }
+    Ok(())
+}
+
+fn check_value(value: &str) -> Result<(), String> {
+    if value.len() > 63 || !(value.is_empty() || is_label_chars(value)) {
+        return Err(format!(
+            "value {value:?}: must be at most 63 characters of [A-Za-z0-9._-], starting and ending alphanumeric"
+        ));
+    }
+    Ok(())
+}
+
+fn is_label_chars(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        for good in [
+            "app=sdkms",
+            "app==sdkms,tier!=x",
+            "app in (a,b),!legacy",
+            "k8s.io/app",
+            "a notin (x)",
+        ] {
+            assert_eq!(validate_selector(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "app=",
+            "=x",
+            "app in a",
+            "app in (a",
+            "-app=x",
+            "app=sd kms",
+            "a,,b",
+        ] {
+            let ok = validate_selector(bad).is_ok();
+            // `app=` selects an empty value, which Kubernetes accepts.
+            assert_eq!(ok, bad == "app=", "{bad}");
+        }
     }
 }

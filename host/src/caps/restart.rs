@@ -5,16 +5,18 @@
 //! command exited 0 and every pod matching the selector is Ready with an IP, all
 //! within the site's timeout. Without a `[restart]` section the call is denied.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use super::Denials;
 use super::pods::PodLister;
 use crate::runtime::bindings::cmk::procedure::restart::{Host, RestartError};
-use crate::site;
+use crate::site::{SiteError, SiteFile, is_executable};
 
 /// Environment variables the restart command inherits; everything else is cleared
 /// so that the host's secrets (tokens, credentials) do not leak into it.
@@ -23,16 +25,62 @@ const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ",
 /// How often the pod list is read while waiting for every pod to be Ready.
 const READY_POLL: Duration = Duration::from_millis(200);
 
+/// `[restart]`: how the cluster is restarted. Without it, `restart` is denied.
+#[derive(Debug, Clone)]
+pub struct Restart {
+    /// argv: the program and its arguments. Run directly, never through a shell.
+    pub command: Vec<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestart {
+    command: Vec<String>,
+    #[serde(default = "default_restart_timeout")]
+    timeout_secs: u64,
+}
+
+fn default_restart_timeout() -> u64 {
+    1800
+}
+
+impl RawRestart {
+    pub fn validate(self, file: &SiteFile<'_>) -> Result<Restart, SiteError> {
+        let Some(program) = self.command.first() else {
+            return Err(file.error("[restart] command", "must name a program"));
+        };
+        let mut command = self.command.clone();
+        if program.contains('/') {
+            let resolved = file.resolve(Path::new(program));
+            if !is_executable(&resolved) {
+                return Err(file.error(
+                    "[restart] command",
+                    format!("{} is not an executable file", resolved.display()),
+                ));
+            }
+            command[0] = resolved.display().to_string();
+        }
+        if self.timeout_secs == 0 {
+            return Err(file.error("[restart] timeout_secs", "must be at least 1"));
+        }
+        Ok(Restart {
+            command,
+            timeout: Duration::from_secs(self.timeout_secs),
+        })
+    }
+}
+
 /// The `restart` capability of one run.
 pub struct RestartCap {
-    config: Option<site::Restart>,
+    config: Option<Restart>,
     lister: PodLister,
     denials: Denials,
     count: u32,
 }
 
 impl RestartCap {
-    pub fn new(config: Option<site::Restart>, lister: PodLister, denials: Denials) -> Self {
+    pub fn new(config: Option<Restart>, lister: PodLister, denials: Denials) -> Self {
         RestartCap {
             config,
             lister,
@@ -41,7 +89,7 @@ impl RestartCap {
         }
     }
 
-    async fn run(&mut self, config: site::Restart) -> Result<(), RestartError> {
+    async fn run(&mut self, config: Restart) -> Result<(), RestartError> {
         self.count += 1;
         let n = self.count;
         let deadline = Instant::now() + config.timeout;
@@ -51,7 +99,11 @@ impl RestartCap {
         let mut cmd = Command::new(&config.command[0]);
         cmd.args(&config.command[1..])
             .env_clear()
-            .envs(INHERITED_ENV.iter().filter_map(|k| Some((k, std::env::var_os(k)?))))
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -106,7 +158,9 @@ impl RestartCap {
             } else {
                 format!(": {last_err}")
             };
-            return Err(RestartError::Failed(format!("{argv} exited with {status}{tail}")));
+            return Err(RestartError::Failed(format!(
+                "{argv} exited with {status}{tail}"
+            )));
         }
         self.wait_ready(deadline, config.timeout).await?;
         tracing::info!(restart = n, "rolling restart done: every pod Ready");

@@ -43,7 +43,10 @@ pub struct Limits {
 impl Limits {
     /// Defaults that suit a rotation: two rolling restarts at most, plus margin.
     pub fn for_site(site: &Site) -> Limits {
-        let restarts = site.restart.as_ref().map_or(Duration::ZERO, |r| r.timeout * 2);
+        let restarts = site
+            .restart
+            .as_ref()
+            .map_or(Duration::ZERO, |r| r.timeout * 2);
         Limits {
             memory_bytes: 256 << 20,
             wall_clock: restarts + Duration::from_secs(30 * 60),
@@ -127,13 +130,21 @@ impl Runtime {
     /// Compiles `bytes` (the exact bytes that were read, so the digest is theirs).
     pub fn load(&self, bytes: &[u8]) -> Result<Loaded, RunError> {
         let sha256 = hex(&Sha256::digest(bytes));
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| RunError::Invalid(format!("not a WebAssembly component this host can run: {e:#}")))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            RunError::Invalid(format!(
+                "not a WebAssembly component this host can run: {e:#}"
+            ))
+        })?;
         Ok(Loaded { component, sha256 })
     }
 
     /// Runs `loaded` against `site`. Returns `Err` only when the run could not start.
-    pub async fn run(&self, loaded: &Loaded, site: &Site, options: RunOptions) -> Result<RunReport, RunError> {
+    pub async fn run(
+        &self,
+        loaded: &Loaded,
+        site: &Site,
+        options: RunOptions,
+    ) -> Result<RunReport, RunError> {
         let started = Instant::now();
         let lister = PodLister::connect(site)
             .await
@@ -141,7 +152,7 @@ impl Runtime {
         let policy = HttpPolicy::from_site(site);
         let client = crate::caps::http::client(site, &policy)
             .map_err(|e| RunError::Setup(format!("cannot build the HTTPS client: {e:#}")))?;
-        if matches!(site.tls, crate::site::Tls::Insecure) {
+        if matches!(site.tls, crate::caps::http::tls::Tls::Insecure) {
             tracing::warn!(
                 site = %site.path.display(),
                 "[tls] insecure = true: pod certificates are NOT verified; anyone on the path can impersonate a pod"
@@ -172,19 +183,27 @@ impl Runtime {
         let rotation = Rotation::instantiate_async(&mut store, &loaded.component, &self.linker)
             .await
             .map_err(|e| {
-                RunError::Refused(format!("the component cannot be instantiated with the rotation world: {e:#}"))
+                RunError::Refused(format!(
+                    "the component cannot be instantiated with the rotation world: {e:#}"
+                ))
             })?;
 
         let mut params = site.params.clone();
         params.extend(options.params);
         let context = Context {
-            mode: if options.plan { Mode::Plan } else { Mode::Apply },
+            mode: if options.plan {
+                Mode::Plan
+            } else {
+                Mode::Apply
+            },
             params,
             cluster: site.cluster.name.clone(),
         };
         // The epoch deadline stops guest code; this also bounds time spent in host calls.
         let grace = Duration::from_secs(5);
-        let call = rotation.cmk_procedure_procedure().call_run(&mut store, &context);
+        let call = rotation
+            .cmk_procedure_procedure()
+            .call_run(&mut store, &context);
         let result = tokio::time::timeout(options.limits.wall_clock + grace, call).await;
 
         let mut report = RunReport::new(site, loaded, started);
@@ -238,7 +257,10 @@ impl Runtime {
 
 /// The steps the procedure reported, with the durations the host measured
 /// between its `step-begin` and `step-end`.
-fn reported_steps(steps: Vec<bindings::exports::cmk::procedure::procedure::Step>, seen: &[StepRecord]) -> Vec<StepRecord> {
+fn reported_steps(
+    steps: Vec<bindings::exports::cmk::procedure::procedure::Step>,
+    seen: &[StepRecord],
+) -> Vec<StepRecord> {
     steps
         .into_iter()
         .map(|step| StepRecord {

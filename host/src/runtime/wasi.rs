@@ -54,7 +54,11 @@ impl StdoutStream for CapturedOutput {
 }
 
 impl AsyncWrite for CapturedOutput {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let mut kept = self.0.lock().expect("output lock");
         let room = OUTPUT_LIMIT.saturating_sub(kept.len());
         kept.extend_from_slice(&buf[..buf.len().min(room)]);

@@ -60,8 +60,7 @@ pub fn flag(params: &[(String, String)], key: &str) -> bool {
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    // See build.rs: a copy of `wit/` with keyword names escaped.
-    wit_bindgen::generate!({ path: concat!(env!("OUT_DIR"), "/wit"), world: "rotation" });
+    wit_bindgen::generate!({ path: "../../../wit", world: "rotation" });
 
     use self::cmk::procedure::http::{self, HttpError, Method, Request, Response};
     use self::cmk::procedure::types::Outcome;
