@@ -21,7 +21,12 @@ use crate::ui;
 #[command(name = "cmk-host", version, max_term_width = 100)]
 pub struct Cli {
     /// Log filter, e.g. `info`, `debug`, `cmk_host=debug,guest=info`.
-    #[arg(long, global = true, default_value = "info,cmk_sim=warn", value_name = "FILTER")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,cmk_sim=warn",
+        value_name = "FILTER"
+    )]
     pub log: String,
 
     #[command(subcommand)]
