@@ -161,6 +161,7 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
         plan: args.plan,
         params: args.params,
         limits: Limits::for_site(&site),
+        grants: site.grants(),
         progress: terminal.progress(),
     };
     match execute(&bytes, &args.component, &site, options).await {

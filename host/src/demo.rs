@@ -49,6 +49,7 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
         plan: false,
         params: Vec::new(),
         limits: Limits::for_site(&site),
+        grants: site.grants(),
         progress: terminal.progress(),
     };
     let origin = Path::new("<bundled guest-rotate>");

@@ -8,6 +8,7 @@
 pub mod caps;
 pub mod cli;
 pub mod demo;
+pub mod grants;
 pub mod report;
 pub mod runtime;
 pub mod site;

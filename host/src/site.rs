@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::caps::http::tls::{RawTls, Tls};
 use crate::caps::pods::{Cluster, RawCluster};
 use crate::caps::restart::{RawRestart, Restart};
+use crate::grants::{Capability, Grants, HttpMethod};
 
 /// A site file error: the file, the key (as `[section] key`), and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,22 @@ struct RawSite {
 }
 
 impl Site {
+    /// What the site grants a component: pods, log, http to the DSM cluster-key API,
+    /// and restart when a `[restart]` section says how.
+    pub fn grants(&self) -> Grants {
+        let grants = Grants::none()
+            .allow(Capability::Pods)
+            .allow(Capability::Log)
+            .allow_http(
+                [HttpMethod::Get, HttpMethod::Post],
+                ["/cluster/v1/key".to_string()],
+            );
+        match self.restart {
+            Some(_) => grants.allow(Capability::Restart),
+            None => grants,
+        }
+    }
+
     /// Reads and validates the site file at `path`.
     pub fn load(path: &Path) -> Result<Site, SiteError> {
         let file = SiteFile { path };

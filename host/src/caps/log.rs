@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::Denials;
 use crate::runtime::bindings::cmk::procedure::log::{Host, Level};
 use crate::runtime::bindings::cmk::procedure::types::Outcome;
 use crate::ui::Progress;
@@ -30,14 +31,21 @@ pub struct StepRecord {
 /// The `log` capability of one run.
 pub struct LogCap {
     progress: Arc<dyn Progress>,
+    /// Without the grant, lines and steps are dropped (one denial is recorded).
+    granted: bool,
+    denials: Denials,
+    denied_once: bool,
     started: HashMap<String, Instant>,
     steps: Vec<StepRecord>,
 }
 
 impl LogCap {
-    pub fn new(progress: Arc<dyn Progress>) -> Self {
+    pub fn new(progress: Arc<dyn Progress>, granted: bool, denials: Denials) -> Self {
         LogCap {
             progress,
+            granted,
+            denials,
+            denied_once: false,
             started: HashMap::new(),
             steps: Vec::new(),
         }
@@ -45,6 +53,19 @@ impl LogCap {
 
     pub fn steps(&self) -> &[StepRecord] {
         &self.steps
+    }
+
+    /// Whether the call may go on; records the first denial.
+    fn permitted(&mut self, call: &str) -> bool {
+        if !self.granted && !self.denied_once {
+            self.denied_once = true;
+            self.denials.deny(
+                "log",
+                call,
+                "log is not granted (further calls dropped silently)",
+            );
+        }
+        self.granted
     }
 }
 
@@ -73,6 +94,9 @@ impl crate::runtime::bindings::cmk::procedure::types::Host for LogCap {}
 
 impl Host for LogCap {
     async fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        if !self.permitted("log") {
+            return;
+        }
         let message = cut(message);
         let fields: String = fields
             .into_iter()
@@ -89,12 +113,18 @@ impl Host for LogCap {
     }
 
     async fn step_begin(&mut self, name: String, detail: String) {
+        if !self.permitted("step-begin") {
+            return;
+        }
         let (name, detail) = (cut(name), cut(detail));
         self.started.insert(name.clone(), Instant::now());
         self.progress.step_begin(&name, &detail);
     }
 
     async fn step_end(&mut self, name: String, outcome: Outcome, detail: String) {
+        if !self.permitted("step-end") {
+            return;
+        }
         let (name, detail) = (cut(name), cut(detail));
         let elapsed = self
             .started

@@ -14,7 +14,7 @@ use kube::{Api, Client, Config};
 
 use serde::Deserialize;
 
-use super::PodAddresses;
+use super::{Denials, PodAddresses};
 use crate::runtime::bindings::cmk::procedure::pods::{Host, Pod, PodsError};
 use crate::site::{Site, SiteError, SiteFile, is_dns_label};
 
@@ -169,16 +169,35 @@ fn to_wit(pod: KubePod) -> Pod {
 pub struct PodsCap {
     lister: PodLister,
     addresses: PodAddresses,
+    granted: bool,
+    denials: Denials,
 }
 
 impl PodsCap {
-    pub fn new(lister: PodLister, addresses: PodAddresses) -> Self {
-        PodsCap { lister, addresses }
+    pub fn new(
+        lister: PodLister,
+        addresses: PodAddresses,
+        granted: bool,
+        denials: Denials,
+    ) -> Self {
+        PodsCap {
+            lister,
+            addresses,
+            granted,
+            denials,
+        }
     }
 }
 
 impl Host for PodsCap {
     async fn list(&mut self) -> Result<Vec<Pod>, PodsError> {
+        if !self.granted {
+            return Err(PodsError::Denied(self.denials.deny(
+                "pods",
+                "list",
+                "pods is not granted",
+            )));
+        }
         let pods = self.lister.list().await.map_err(PodsError::Unavailable)?;
         let ips = pods
             .iter()

@@ -75,15 +75,22 @@ impl RawRestart {
 pub struct RestartCap {
     config: Option<Restart>,
     lister: PodLister,
+    granted: bool,
     denials: Denials,
     count: u32,
 }
 
 impl RestartCap {
-    pub fn new(config: Option<Restart>, lister: PodLister, denials: Denials) -> Self {
+    pub fn new(
+        config: Option<Restart>,
+        lister: PodLister,
+        granted: bool,
+        denials: Denials,
+    ) -> Self {
         RestartCap {
             config,
             lister,
+            granted,
             denials,
             count: 0,
         }
@@ -203,7 +210,12 @@ impl RestartCap {
 impl Host for RestartCap {
     async fn rolling_restart(&mut self) -> Result<(), RestartError> {
         match self.config.clone() {
-            Some(config) => self.run(config).await,
+            Some(config) if self.granted => self.run(config).await,
+            Some(_) => Err(RestartError::Denied(self.denials.deny(
+                "restart",
+                "rolling-restart",
+                "restart is not granted to this component",
+            ))),
             None => Err(RestartError::Denied(self.denials.deny(
                 "restart",
                 "rolling-restart",

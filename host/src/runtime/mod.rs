@@ -21,6 +21,7 @@ use crate::caps::log::{LogCap, StepRecord, outcome_name};
 use crate::caps::pods::{PodLister, PodsCap};
 use crate::caps::restart::RestartCap;
 use crate::caps::{Denials, PodAddresses};
+use crate::grants::{Capability, Grants};
 use crate::report::{FailureInfo, RunOutcome, RunReport};
 use crate::site::Site;
 use crate::ui::Progress;
@@ -60,6 +61,8 @@ pub struct RunOptions {
     /// Parameters after the site's `[params]`: later entries win.
     pub params: Vec<(String, String)>,
     pub limits: Limits,
+    /// What the component may use (the site's grants, narrowed by its signer's).
+    pub grants: Grants,
     pub progress: Arc<dyn Progress>,
 }
 
@@ -160,6 +163,8 @@ impl Runtime {
         }
 
         let denials = Denials::default();
+        let grants = &options.grants;
+        tracing::info!(grants = %grants, "granted");
         let addresses = PodAddresses::default();
         let (wasi, output) = wasi::deny_all();
         let state = RunState {
@@ -169,10 +174,24 @@ impl Runtime {
                 .memory_size(options.limits.memory_bytes)
                 .instances(16)
                 .build(),
-            pods: PodsCap::new(lister.clone(), addresses.clone()),
-            http: HttpCap::new(client, policy, addresses, denials.clone()),
-            restart: RestartCap::new(site.restart.clone(), lister, denials.clone()),
-            log: LogCap::new(options.progress.clone()),
+            pods: PodsCap::new(
+                lister.clone(),
+                addresses.clone(),
+                grants.allows(Capability::Pods),
+                denials.clone(),
+            ),
+            http: HttpCap::new(client, policy, grants.clone(), addresses, denials.clone()),
+            restart: RestartCap::new(
+                site.restart.clone(),
+                lister,
+                grants.allows(Capability::Restart),
+                denials.clone(),
+            ),
+            log: LogCap::new(
+                options.progress.clone(),
+                grants.allows(Capability::Log),
+                denials.clone(),
+            ),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

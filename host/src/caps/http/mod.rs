@@ -10,6 +10,7 @@ pub mod tls;
 use futures::StreamExt;
 
 use super::{Denials, PodAddresses};
+use crate::grants::{Grants, HttpMethod};
 use crate::runtime::bindings::cmk::procedure::http::{Host, HttpError, Method, Request, Response};
 pub use policy::HttpPolicy;
 pub use tls::client;
@@ -18,6 +19,7 @@ pub use tls::client;
 pub struct HttpCap {
     client: reqwest::Client,
     policy: HttpPolicy,
+    grants: Grants,
     pods: PodAddresses,
     denials: Denials,
 }
@@ -26,12 +28,14 @@ impl HttpCap {
     pub fn new(
         client: reqwest::Client,
         policy: HttpPolicy,
+        grants: Grants,
         pods: PodAddresses,
         denials: Denials,
     ) -> Self {
         HttpCap {
             client,
             policy,
+            grants,
             pods,
             denials,
         }
@@ -47,6 +51,13 @@ impl HttpCap {
         let checked = self
             .policy
             .check(&url, &self.pods)
+            .map_err(|rule| HttpError::Denied(self.denials.deny("http", &target, rule)))?;
+        let granted_method = match method {
+            Method::Get => HttpMethod::Get,
+            Method::Post => HttpMethod::Post,
+        };
+        self.grants
+            .allows_http(granted_method, checked.path())
             .map_err(|rule| HttpError::Denied(self.denials.deny("http", &target, rule)))?;
         if let Some(body) = &body
             && body.len() > self.policy.max_request_bytes
