@@ -43,6 +43,8 @@ pub struct RunReport {
     pub cluster: String,
     pub site: String,
     pub component_sha256: String,
+    /// `--plan`: the procedure only read the cluster.
+    pub plan: bool,
     pub outcome: RunOutcome,
     pub exit_code: u8,
     pub steps: Vec<StepRecord>,
@@ -63,6 +65,7 @@ impl RunReport {
             cluster: site.cluster.name.clone(),
             site: site.path.display().to_string(),
             component_sha256: loaded.sha256.clone(),
+            plan: false,
             outcome: RunOutcome::Failed,
             exit_code: exit::FAILED,
             steps: Vec::new(),
@@ -90,6 +93,7 @@ impl RunReport {
 
     pub fn outcome_text(&self) -> &'static str {
         match self.outcome {
+            RunOutcome::Succeeded if self.plan => "plan only: nothing was changed",
             RunOutcome::Succeeded => "done",
             RunOutcome::Failed => "the procedure failed",
             RunOutcome::Trapped => "the component was stopped",

@@ -177,11 +177,15 @@ pub fn summary(report: &RunReport) -> String {
         report.outcome_text()
     ));
     out.push_str(&format!("  pods:     {}\n", report.pods));
-    out.push_str(&format!(
-        "  version:  {} -> {}\n",
-        version(report.version_before),
-        version(report.version_after)
-    ));
+    if report.plan {
+        out.push_str(&format!("  version:  {}\n", version(report.version_before)));
+    } else {
+        out.push_str(&format!(
+            "  version:  {} -> {}\n",
+            version(report.version_before),
+            version(report.version_after)
+        ));
+    }
     out.push_str(&format!(
         "  took:     {:.1}s\n",
         report.duration_ms as f64 / 1000.0

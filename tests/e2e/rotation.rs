@@ -129,3 +129,71 @@ async fn plan_reads_and_changes_nothing() {
     );
     assert!(oracle.restarts.is_empty(), "no restart");
 }
+
+/// `cmk-host sim` as an operator uses it: a separate process that writes a site file;
+/// `cmk-host run` against that file; the oracle read back with the `curl` command
+/// that `sim` prints; Ctrl-C stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_against_the_files_that_sim_writes() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let mut sim = tokio::process::Command::new(BIN)
+        .args(["sim", "--pods", "3", "--dir", &dir_arg])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sim.stdout.take().unwrap()).lines();
+    let mut oracle_cmd = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(cmd) = line.strip_prefix("oracle: ") {
+            oracle_cmd = Some(cmd.to_string());
+        }
+        if line.contains("Ctrl-C stops the cluster") {
+            break;
+        }
+    }
+    let oracle_cmd = oracle_cmd.expect("sim prints how to read its oracle");
+
+    let component = dir.path().join("rotate.wasm");
+    let site = dir.path().join("site.toml");
+    let out = run(
+        BIN,
+        &[
+            "run",
+            component.to_str().unwrap(),
+            "--site",
+            site.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+
+    let curl = tokio::process::Command::new("sh")
+        .args(["-c", &format!("{oracle_cmd} -sS --fail")])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        curl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    let oracle: cmk_sim::Oracle = serde_json::from_slice(&curl.stdout).expect("oracle JSON");
+    assert_rotated_once(&oracle, 3);
+
+    let pid = sim.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), sim.wait())
+        .await
+        .expect("sim stops on Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

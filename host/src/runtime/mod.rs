@@ -226,6 +226,7 @@ impl Runtime {
         let result = tokio::time::timeout(options.limits.wall_clock + grace, call).await;
 
         let mut report = RunReport::new(site, loaded, started);
+        report.plan = options.plan;
         report.denials = denials.snapshot();
         let host_steps = store.data().log.steps().to_vec();
         match result {
