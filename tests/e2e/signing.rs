@@ -455,30 +455,33 @@ async fn keygen_sign_and_verify_from_the_command_line() {
     assert!(cluster.oracle().mutations().is_empty());
 }
 
+/// An edit of the generated site file's text.
+type SiteEdit = fn(String) -> String;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn trust_section_mistakes_are_site_errors_that_name_the_key() {
     let cluster = Cluster::pods(1).await;
     let component = cluster.signed(ROTATE_WASM);
-    let cases: [(&str, Box<dyn Fn(String) -> String>, &str); 3] = [
+    let cases: [(&str, SiteEdit, &str); 3] = [
         (
             "typo.toml",
-            Box::new(|s: String| {
+            |s: String| {
                 s.replacen(
                     "[[trust.signer]]",
                     "[trust]\nallow_unsgned = true\n\n[[trust.signer]]",
                     1,
                 )
-            }),
+            },
             "[trust] allow_unsgned",
         ),
         (
             "missing.toml",
-            Box::new(|s: String| s.replace("key = \"ops.pub\"", "key = \"gone.pub\"")),
+            |s: String| s.replace("key = \"ops.pub\"", "key = \"gone.pub\""),
             "[[trust.signer]] key: signer \"ops\": cannot read",
         ),
         (
             "capability.toml",
-            Box::new(|s: String| s.replace("\"restart\", \"log\"]", "\"restart\", \"disk\"]")),
+            |s: String| s.replace("\"restart\", \"log\"]", "\"restart\", \"disk\"]"),
             "[[trust.signer]] capabilities",
         ),
     ];
@@ -490,4 +493,31 @@ async fn trust_section_mistakes_are_site_errors_that_name_the_key() {
         assert!(out.stderr.contains(key), "names {key:?}: {out}");
     }
     assert!(cluster.oracle().calls.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_signs_with_an_ephemeral_key_and_takes_the_verification_path() {
+    let out = run(BIN, &["demo", "--pods", "1"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let key_id = out
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("signed the bundled component with ephemeral key ")
+        })
+        .unwrap_or_else(|| panic!("the demo prints its key id: {out}"))
+        .to_string();
+    assert_eq!(key_id.len(), 24, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("signed by: demo-signer (key {key_id})")),
+        "{out}"
+    );
+    let verified = out
+        .stderr
+        .lines()
+        .find(|l| l.contains(" verified "))
+        .unwrap_or_else(|| panic!("no 'verified' log line: {out}"));
+    assert!(verified.contains(&format!("key_id={key_id}")), "{verified}");
 }
