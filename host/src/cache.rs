@@ -16,7 +16,7 @@
 use std::fmt;
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -175,11 +175,19 @@ pub fn load_uncached(runtime: &Runtime, bytes: &[u8]) -> Result<(Loaded, CacheSt
 /// Reads an entry: `Ok(None)` when there is none, `Err` (why) when one is there but
 /// was not written by this host or was damaged since.
 fn read_entry(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
+    // O_NOFOLLOW and fstat: the file checked is the file read, never a symlink.
+    let mut file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read it: {e}")),
+        Err(e) => return Err(format!("cannot open it (a symlink?): {e}")),
     };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read it: {e}"))?;
     if !meta.file_type().is_file() {
         return Err("not a regular file".into());
     }
@@ -190,7 +198,9 @@ fn read_entry(path: &Path) -> Result<Option<Vec<u8>>, String> {
     if mode != 0o600 {
         return Err(format!("mode {mode:o}, not the 0600 the host writes"));
     }
-    let data = fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut data)
+        .map_err(|e| format!("cannot read it: {e}"))?;
     let header = MAGIC.len() + 32;
     if data.len() < header || &data[..MAGIC.len()] != MAGIC {
         return Err("no cmk-host header".into());
@@ -315,6 +325,26 @@ mod tests {
 
     fn keys_write(path: &Path, bytes: &[u8]) {
         crate::trust::keys::write_new(path, bytes, 0o600).unwrap();
+    }
+
+    #[test]
+    fn a_symlinked_entry_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        let rt = runtime();
+        let bytes = crate::ROTATE_COMPONENT;
+        let (loaded, _) = cache.load(&rt, bytes).unwrap();
+        let entry = cache.entry(rt.engine(), &loaded.sha256);
+        let elsewhere = dir.path().join("elsewhere.cwasm");
+        fs::rename(&entry, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &entry).unwrap();
+        assert_eq!(cache.load(&rt, bytes).unwrap().1, CacheStatus::Discarded);
+        assert!(
+            !fs::symlink_metadata(&entry)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
     }
 
     #[test]

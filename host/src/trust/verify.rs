@@ -303,6 +303,40 @@ mod tests {
     }
 
     #[test]
+    fn partial_signatures_are_refused() {
+        // wasmsign2's partial signing: delimiter sections, each prefix signed.
+        let key = SigningKey::generate();
+        let module = Module::deserialize(&mut Cursor::new(component())).unwrap();
+        let (signed, _) = key
+            .key
+            .sign_multi(module, key.public.key.key_id(), false, true)
+            .unwrap();
+        let mut bytes = Vec::new();
+        signed.serialize(&mut bytes).unwrap();
+        assert_eq!(verify(&bytes, None, &[key.public()]), Err(Refusal::Partial));
+        assert!(
+            sign(&bytes, &key)
+                .unwrap_err()
+                .contains("signature_delimiter")
+        );
+    }
+
+    #[test]
+    fn a_signature_section_that_is_not_first_is_malformed() {
+        let key = SigningKey::generate();
+        let signed = sign(component(), &key).unwrap();
+        let mut module = Module::deserialize(&mut Cursor::new(&signed[..])).unwrap();
+        let header = module.sections.remove(0);
+        module.sections.push(header);
+        let mut moved = Vec::new();
+        module.serialize(&mut moved).unwrap();
+        assert!(matches!(
+            verify(&moved, None, &[key.public()]),
+            Err(Refusal::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn a_core_module_is_not_a_component() {
         let module = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
         let r = verify(&module, None, &[]).unwrap_err();
