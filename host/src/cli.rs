@@ -54,7 +54,7 @@ pub enum Command {
     Sim(SimArgs),
     /// Generate a signing key pair: NAME.key (secret, mode 0600) and NAME.pub.
     ///
-    /// Prints the key id, the id a signature and a refusal name.
+    /// Prints the key id: signatures carry it, and refusals name it.
     Keygen(KeygenArgs),
     /// Sign a component (Ed25519, embedded in a custom section; wasmsign2 format).
     ///
