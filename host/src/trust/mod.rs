@@ -375,6 +375,35 @@ http_paths = ["/cluster/v1/key", "/admin"]
     }
 
     #[test]
+    fn a_signer_never_gets_more_than_the_site_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        key(dir.path(), "ops");
+        let trust = trust_in(
+            dir.path(),
+            r#"
+[[signer]]
+name = "ops"
+key = "ops.pub"
+capabilities = ["pods", "http", "restart", "log"]
+http_methods = ["GET", "POST"]
+http_paths = ["/"]
+"#,
+        )
+        .unwrap();
+        let secret = keys::SigningKey::load(&dir.path().join("ops.key")).unwrap();
+        let signed = verify::sign(crate::ROTATE_COMPONENT, &secret).unwrap();
+        // A site without [restart], and http only to the key API.
+        let site = Grants::none()
+            .allow(Capability::Pods)
+            .allow(Capability::Log)
+            .allow_http([HttpMethod::Get], ["/cluster/v1/key".to_string()]);
+        let admitted = admit(&signed, &trust, &site, &Request::default()).unwrap();
+        assert_eq!(admitted.signer.as_deref(), Some("ops"));
+        assert_eq!(admitted.key_id, Some(secret.id()));
+        assert_eq!(admitted.grants, site);
+    }
+
+    #[test]
     fn allow_unsigned_does_not_excuse_an_untrusted_signature() {
         let lax = Trust {
             allow_unsigned: true,
