@@ -14,4 +14,8 @@ fn main() {
         "cargo:rustc-env=CMK_GUEST_PROBE_WASM={}",
         built[1].display()
     );
+    // The precompile cache of the binary under test: inside the target directory,
+    // never the user's ~/.cache.
+    let out = std::env::var("OUT_DIR").expect("OUT_DIR");
+    println!("cargo:rustc-env=CMK_TEST_CACHE_DIR={out}/cmk-host-cache");
 }

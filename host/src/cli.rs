@@ -2,11 +2,14 @@
 //! past this module sees clap or the environment.
 
 use clap::{Args, Parser, Subcommand};
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 
+use crate::cache::{self, Cache};
 use crate::report::{RunReport, exit};
 use crate::runtime::{Limits, RunError, RunOptions, Runtime};
 use crate::site::Site;
+use crate::trust::{self, Refusal};
 use crate::ui;
 
 /// Runs key-management procedures, such as a Cluster Master Key rotation of a
@@ -49,6 +52,56 @@ pub enum Command {
     /// Writes DIR/kubeconfig, DIR/ca.pem, DIR/restart.sh and DIR/site.toml, then
     /// waits until interrupted (Ctrl-C).
     Sim(SimArgs),
+    /// Generate a signing key pair: NAME.key (secret, mode 0600) and NAME.pub.
+    ///
+    /// Prints the key id: signatures carry it, and refusals name it.
+    Keygen(KeygenArgs),
+    /// Sign a component (Ed25519, embedded in a custom section; wasmsign2 format).
+    ///
+    /// Example: cmk-host sign --key ops.key rotate.wasm -o rotate.signed.wasm
+    Sign(SignArgs),
+    /// Verify a component's signature with one key or with a site's trusted signers.
+    ///
+    /// Exit 0 and the signer's name, or exit 3 and why.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Writes NAME.key and NAME.pub; refuses to overwrite either.
+    #[arg(long, value_name = "NAME")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// The secret key (from `keygen`); must not be readable by others.
+    #[arg(long, value_name = "NAME.key")]
+    pub key: PathBuf,
+    #[arg(value_name = "IN.wasm")]
+    pub component: PathBuf,
+    /// Where to write the signed component (or, with --detached, the signature).
+    #[arg(short = 'o', long = "output", value_name = "OUT.wasm")]
+    pub output: PathBuf,
+    /// Write a detached signature to OUT instead of a signed copy of the component.
+    #[arg(long)]
+    pub detached: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("trusted").required(true).args(["key", "site"])))]
+pub struct VerifyArgs {
+    /// Verify with this public key.
+    #[arg(long, value_name = "NAME.pub")]
+    pub key: Option<PathBuf>,
+    /// Verify with the site file's [[trust.signer]] keys, and show the grants.
+    #[arg(long, value_name = "SITE.toml")]
+    pub site: Option<PathBuf>,
+    #[arg(value_name = "IN.wasm")]
+    pub component: PathBuf,
+    /// A detached signature (from `sign --detached`), for a component without one.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +123,19 @@ pub struct RunArgs {
     /// Print one machine-readable JSON report on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
+    /// Run a component that is not signed; only when the site file has
+    /// `[trust] allow_unsigned = true`. Warned about on every run.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// A detached signature (from `sign --detached`), for a component without one.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// Compile the component every time; neither read nor write the precompile cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+    /// The precompile cache [default: $XDG_CACHE_HOME/cmk-host or ~/.cache/cmk-host].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +205,9 @@ pub fn main() -> u8 {
                 crate::demo::demo(args.pods as usize, args.json, &terminal).await
             }
             Command::Sim(args) => crate::demo::sim(args.pods as usize, args.port, &args.dir).await,
+            Command::Keygen(args) => crate::signing::keygen(&args),
+            Command::Sign(args) => crate::signing::sign(&args),
+            Command::Verify(args) => crate::signing::verify(&args),
         }
     })
 }
@@ -157,6 +226,25 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
             );
         }
     };
+    let detached = match &args.signature {
+        Some(path) => match std::fs::read(path) {
+            Ok(sig) => Some(sig),
+            Err(e) => {
+                return ui::error(
+                    exit::USAGE,
+                    format!("cannot read signature {}: {e}", path.display()),
+                );
+            }
+        },
+        None => None,
+    };
+    let launch = Launch {
+        trust: trust::Request {
+            allow_unsigned: args.allow_unsigned,
+            detached: detached.as_deref(),
+        },
+        cache: open_cache(args.no_cache, args.cache_dir),
+    };
     let options = RunOptions {
         plan: args.plan,
         params: args.params,
@@ -164,37 +252,141 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
         grants: site.grants(),
         progress: terminal.progress(),
     };
-    match execute(&bytes, &args.component, &site, options).await {
+    match execute(&bytes, &args.component, &site, &launch, options).await {
         Ok(report) => finish(&report, args.json),
         Err((code, message)) => ui::error(code, message),
     }
 }
 
-/// Compiles and runs a component; `Err` carries the exit code and the message.
+/// How a component is admitted and loaded: what `run` was told about signatures
+/// and the precompile cache.
+#[derive(Debug, Default)]
+pub struct Launch<'a> {
+    pub trust: trust::Request<'a>,
+    /// `None`: compile every time (`--no-cache`, or no usable cache directory).
+    pub cache: Option<Cache>,
+}
+
+/// The precompile cache `run` uses; a directory that cannot be used is warned
+/// about and the run goes on without a cache.
+fn open_cache(no_cache: bool, dir: Option<PathBuf>) -> Option<Cache> {
+    if no_cache {
+        return None;
+    }
+    let dir = dir.or_else(default_cache_dir)?;
+    match Cache::open(&dir) {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            tracing::warn!("cache: off: {e}");
+            None
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/cmk-host`, else `~/.cache/cmk-host`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".cache"))
+        })
+        .map(|d| d.join("cmk-host"))
+}
+
+/// Verifies, compiles (or loads from the cache) and runs a component; `Err`
+/// carries the exit code and the message. `options.grants` are the site's: they
+/// are narrowed to the grants of the signer that verified the component.
 pub async fn execute(
     bytes: &[u8],
     origin: &Path,
     site: &Site,
-    options: RunOptions,
+    launch: &Launch<'_>,
+    mut options: RunOptions,
 ) -> Result<RunReport, (u8, String)> {
+    if launch.trust.allow_unsigned {
+        if site.trust.allow_unsigned {
+            tracing::warn!(
+                site = %site.path.display(),
+                "--allow-unsigned: a component without a signature will run, with the site's grants; nobody vouches for its code"
+            );
+        } else {
+            tracing::warn!(
+                site = %site.path.display(),
+                "--allow-unsigned has no effect: the site file does not set [trust] allow_unsigned = true"
+            );
+        }
+    }
+    // Verify before compile: wasmtime only ever sees bytes a trusted key signed.
+    let sha256 = crate::runtime::hex(&sha2::Sha256::digest(bytes));
+    let admitted =
+        trust::admit(bytes, &site.trust, &options.grants, &launch.trust).map_err(|refusal| {
+            let hint = match refusal {
+                Refusal::NotSigned => trust::unsigned_hint(&site.trust, &launch.trust),
+                _ => "",
+            };
+            let code = if refusal.is_refusal() {
+                exit::REFUSED
+            } else {
+                exit::USAGE
+            };
+            tracing::debug!(component = %origin.display(), %sha256, "refused: {refusal}");
+            let what = if refusal.is_refusal() {
+                "refused: "
+            } else {
+                ""
+            };
+            (
+                code,
+                format!(
+                    "{}: {what}{refusal}{hint} (sha256 {sha256})",
+                    origin.display()
+                ),
+            )
+        })?;
+    match (&admitted.signer, &admitted.key_id) {
+        (Some(signer), Some(key_id)) => tracing::info!(
+            component = %origin.display(),
+            %sha256,
+            %signer,
+            %key_id,
+            "verified"
+        ),
+        _ => tracing::warn!(
+            component = %origin.display(),
+            %sha256,
+            "running an UNSIGNED component (--allow-unsigned)"
+        ),
+    }
+    options.grants = admitted.grants.clone();
+
     let runtime =
         Runtime::new().map_err(|e| (exit::FAILED, format!("cannot start wasmtime: {e:#}")))?;
-    let loaded = runtime
-        .load(bytes)
-        .map_err(|e| (exit::USAGE, format!("{}: {e}", origin.display())))?;
+    let (loaded, cache_status) = match &launch.cache {
+        Some(cache) => cache.load(&runtime, bytes),
+        None => cache::load_uncached(&runtime, bytes),
+    }
+    .map_err(|e| (exit::USAGE, format!("{}: {e}", origin.display())))?;
+    tracing::info!("cache: {cache_status}");
     tracing::info!(
         component = %origin.display(),
         sha256 = %loaded.sha256,
         cluster = %site.cluster.name,
         "running"
     );
-    runtime.run(&loaded, site, options).await.map_err(|e| {
+    let mut report = runtime.run(&loaded, site, options).await.map_err(|e| {
         let code = match e {
             RunError::Refused(_) => exit::REFUSED,
             RunError::Invalid(_) | RunError::Setup(_) => exit::USAGE,
         };
         (code, format!("{}: {e}", origin.display()))
-    })
+    })?;
+    report.signer = admitted.signer;
+    report.key_id = admitted.key_id.map(|id| id.0);
+    report.cache = Some(cache_status.to_string());
+    Ok(report)
 }
 
 /// Prints the report (summary or JSON) and returns its exit code.

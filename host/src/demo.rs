@@ -8,6 +8,8 @@ use cmk_sim::{Oracle, Sim, SimConfig};
 use crate::report::exit;
 use crate::runtime::{Limits, RunOptions};
 use crate::site::Site;
+use crate::trust::keys::{self, KeyId, SigningKey};
+use crate::trust::verify;
 use crate::ui;
 
 /// Rotates the key of a fresh simulated cluster of `pods` pods with the bundled
@@ -40,6 +42,22 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
             );
         }
     };
+    // The demo takes the production path: an ephemeral key signs the bundled
+    // component, and the generated site file trusts that key.
+    let (key_id, signed) = match sign_with_site_key(
+        dir.path(),
+        &files.site,
+        "demo-signer",
+        crate::ROTATE_COMPONENT,
+    ) {
+        Ok(signed) => signed,
+        Err(e) => return ui::error(exit::FAILED, e),
+    };
+    if json {
+        tracing::info!(%key_id, "signed the bundled component with an ephemeral key");
+    } else {
+        println!("  signed the bundled component with ephemeral key {key_id}");
+    }
     let site = match Site::load(&files.site) {
         Ok(site) => site,
         Err(e) => return ui::error(exit::FAILED, e),
@@ -53,7 +71,9 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
         progress: terminal.progress(),
     };
     let origin = Path::new("<bundled guest-rotate>");
-    let code = match crate::cli::execute(crate::ROTATE_COMPONENT, origin, &site, options).await {
+    // No precompile cache: an ephemeral key makes the signed bytes new every run.
+    let launch = crate::cli::Launch::default();
+    let code = match crate::cli::execute(&signed, origin, &site, &launch, options).await {
         // With --json, the report and what the simulator saw, in one document.
         Ok(report) if json => {
             let doc = serde_json::json!({ "report": report, "oracle": sim.oracle() });
@@ -69,6 +89,29 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
     };
     sim.shutdown().await;
     code
+}
+
+/// Signs `component` with the key `dir/NAME.key` (generated unless it is there)
+/// and appends a `[[trust.signer]]` for it to the generated site file. Returns the
+/// key id and the signed bytes.
+fn sign_with_site_key(
+    dir: &Path,
+    site: &Path,
+    name: &str,
+    component: &[u8],
+) -> Result<(KeyId, Vec<u8>), String> {
+    let secret = dir.join(format!("{name}.key"));
+    if !secret.exists() {
+        keys::generate(&dir.join(name))?;
+    }
+    let key = SigningKey::load(&secret)?;
+    let signed = verify::sign(component, &key)?;
+    let entry = crate::trust::signer_entry(name, &format!("{name}.pub"));
+    let mut text = std::fs::read_to_string(site)
+        .map_err(|e| format!("cannot read {}: {e}", site.display()))?;
+    text.push_str(&entry);
+    std::fs::write(site, text).map_err(|e| format!("cannot write {}: {e}", site.display()))?;
+    Ok((key.id(), signed))
 }
 
 /// What happened to the simulated cluster, in one paragraph.
@@ -121,7 +164,12 @@ pub async fn sim(pods: usize, port: u16, dir: &Path) -> u8 {
         }
     };
     let component = dir.join("rotate.wasm");
-    if let Err(e) = std::fs::write(&component, crate::ROTATE_COMPONENT) {
+    let (key_id, signed) =
+        match sign_with_site_key(dir, &files.site, "sim-signer", crate::ROTATE_COMPONENT) {
+            Ok(signed) => signed,
+            Err(e) => return ui::error(exit::FAILED, e),
+        };
+    if let Err(e) = std::fs::write(&component, signed) {
         return ui::error(
             exit::FAILED,
             format!("cannot write {}: {e}", component.display()),
@@ -140,6 +188,11 @@ pub async fn sim(pods: usize, port: u16, dir: &Path) -> u8 {
         files.ca.display(),
         files.restart_script.display(),
         files.site.display()
+    );
+    println!(
+        "signed {} with key {key_id} ({}); the site file trusts it",
+        component.display(),
+        dir.join("sim-signer.key").display()
     );
     println!(
         "\ntry:  cmk-host run {} --site {}",

@@ -5,13 +5,16 @@
 //! capabilities in [`caps`] (one module per WIT interface, each enforcing its own
 //! policy); [`report`] and [`ui`] say what happened.
 
+pub mod cache;
 pub mod caps;
 pub mod cli;
 pub mod demo;
 pub mod grants;
 pub mod report;
 pub mod runtime;
+pub mod signing;
 pub mod site;
+pub mod trust;
 pub mod ui;
 
 /// The bundled rotation component (`guest-rotate`), built by `build.rs`.

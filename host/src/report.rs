@@ -45,6 +45,16 @@ pub struct RunReport {
     pub component_sha256: String,
     /// `--plan`: the procedure only read the cluster.
     pub plan: bool,
+    /// The `[[trust.signer]]` whose key verified the component; absent when it ran
+    /// unsigned (`--allow-unsigned`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The id of the key that verified the component.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// What the precompile cache did: hit, stored, miss, discarded or off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
     pub outcome: RunOutcome,
     pub exit_code: u8,
     pub steps: Vec<StepRecord>,
@@ -66,6 +76,9 @@ impl RunReport {
             site: site.path.display().to_string(),
             component_sha256: loaded.sha256.clone(),
             plan: false,
+            signer: None,
+            key_id: None,
+            cache: None,
             outcome: RunOutcome::Failed,
             exit_code: exit::FAILED,
             steps: Vec::new(),

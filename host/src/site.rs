@@ -15,6 +15,7 @@ use crate::caps::http::tls::{RawTls, Tls};
 use crate::caps::pods::{Cluster, RawCluster};
 use crate::caps::restart::{RawRestart, Restart};
 use crate::grants::{Capability, Grants, HttpMethod};
+use crate::trust::{RawTrust, Trust};
 
 /// A site file error: the file, the key (as `[section] key`), and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,8 @@ pub struct Site {
     pub restart: Option<Restart>,
     /// `[params]`: passed to the procedure as key/value pairs.
     pub params: Vec<(String, String)>,
+    /// `[trust]`: the signers whose components may run, and their grants.
+    pub trust: Trust,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +74,8 @@ struct RawSite {
     restart: Option<RawRestart>,
     #[serde(default)]
     params: std::collections::BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    trust: RawTrust,
 }
 
 impl Site {
@@ -106,6 +111,7 @@ impl Site {
         let cluster = raw.cluster.validate(&file)?;
         let tls = raw.tls.validate(&file)?;
         let restart = raw.restart.map(|r| r.validate(&file)).transpose()?;
+        let trust = raw.trust.validate(&file)?;
 
         let mut params = Vec::new();
         for (key, value) in raw.params {
@@ -132,6 +138,7 @@ impl Site {
             tls,
             restart,
             params,
+            trust,
         })
     }
 }

@@ -194,6 +194,12 @@ pub fn summary(report: &RunReport) -> String {
         "  component: sha256:{}\n",
         report.component_sha256
     ));
+    match (&report.signer, &report.key_id) {
+        (Some(signer), Some(key_id)) => {
+            out.push_str(&format!("  signed by: {signer} (key {key_id})\n"))
+        }
+        _ => out.push_str("  signed by: nobody (run with --allow-unsigned)\n"),
+    }
     if let Some(f) = &report.failure {
         out.push_str(&format!(
             "  failed at: {}\n  reason:   {}\n",

@@ -13,7 +13,8 @@ async fn rotate(faults: Faults) -> (Cluster, cmk_tests::Outcome) {
     })
     .await;
     let site = cluster.site().to_str().unwrap().to_string();
-    let out = run(BIN, &["run", ROTATE_WASM, "--site", &site, "--json"]).await;
+    let component = cluster.signed(ROTATE_WASM);
+    let out = run(BIN, &["run", &component, "--site", &site, "--json"]).await;
     (cluster, out)
 }
 

@@ -14,13 +14,14 @@ async fn probe(
     batch: bool,
 ) -> Vec<(String, String, String)> {
     let site = cluster.site().to_str().unwrap().to_string();
+    let probe = cluster.signed(PROBE_WASM);
     let requests = format!("requests={}", requests.join("|"));
     let batch = format!("batch={batch}");
     let out = run(
         BIN,
         &[
             "run",
-            PROBE_WASM,
+            &probe,
             "--site",
             &site,
             "--param",
@@ -118,11 +119,12 @@ async fn nothing_is_reachable_before_the_pods_are_listed() {
     let cluster = Cluster::pods(1).await;
     let (_, pod_ip) = cluster.sim.pod_ips().remove(0);
     let site = cluster.site().to_str().unwrap().to_string();
+    let probe = cluster.signed(PROBE_WASM);
     let request = format!("requests=GET https://{pod_ip}:4444/cluster/v1/key");
     let out = run(
         BIN,
         &[
-            "run", PROBE_WASM, "--site", &site, "--param", &request, "--json",
+            "run", &probe, "--site", &site, "--param", &request, "--json",
         ],
     )
     .await;

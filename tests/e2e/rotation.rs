@@ -8,7 +8,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
 async fn rotate_with_run(pods: usize) {
     let cluster = Cluster::pods(pods).await;
     let site = cluster.site().to_str().unwrap().to_string();
-    let out = run(BIN, &["run", ROTATE_WASM, "--site", &site, "--json"]).await;
+    let component = cluster.signed(ROTATE_WASM);
+    let out = run(BIN, &["run", &component, "--site", &site, "--json"]).await;
     assert_eq!(out.code, 0, "{out}");
     let report = out.json();
     assert_eq!(report["outcome"], "succeeded", "{out}");
@@ -103,9 +104,10 @@ async fn demo_summary_tells_what_happened() {
 async fn plan_reads_and_changes_nothing() {
     let cluster = Cluster::pods(3).await;
     let site = cluster.site().to_str().unwrap().to_string();
+    let component = cluster.signed(ROTATE_WASM);
     let out = run(
         BIN,
-        &["run", ROTATE_WASM, "--site", &site, "--plan", "--json"],
+        &["run", &component, "--site", &site, "--plan", "--json"],
     )
     .await;
     assert_eq!(out.code, 0, "{out}");

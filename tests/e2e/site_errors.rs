@@ -10,7 +10,8 @@ async fn run_with_site(
     edit: impl FnOnce(String) -> String,
 ) -> cmk_tests::Outcome {
     let site = cluster.site_with("edited.toml", edit);
-    let out = run(BIN, &["run", ROTATE_WASM, "--site", site.to_str().unwrap()]).await;
+    let component = cluster.signed(ROTATE_WASM);
+    let out = run(BIN, &["run", &component, "--site", site.to_str().unwrap()]).await;
     assert!(cluster.oracle().calls.is_empty(), "no pod contacted: {out}");
     assert!(
         out.stderr.contains("edited.toml"),

@@ -20,14 +20,82 @@ pub const ROTATE_WASM: &str = env!("CMK_GUEST_ROTATE_WASM");
 /// The policy probe: makes the http calls its parameters name (`guests/probe`).
 pub const PROBE_WASM: &str = env!("CMK_GUEST_PROBE_WASM");
 
+/// The precompile cache every run of the binary uses (`XDG_CACHE_HOME`), unless a
+/// test passes its own `--cache-dir` or `--no-cache`.
+pub const CACHE_HOME: &str = env!("CMK_TEST_CACHE_DIR");
+
 /// No single run of the binary in a test may take longer than this.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
-/// A simulated cluster and the files `cmk-host sim` would write for it.
+/// A simulated cluster and the files `cmk-host sim` would write for it, plus a
+/// signer ("ops") its site file trusts with everything the site grants.
 pub struct Cluster {
     pub sim: Sim,
     pub files: SimFiles,
+    pub ops: Signer,
     _dir: tempfile::TempDir,
+}
+
+/// The `[[trust.signer]]` grants of a signer that may do all the site allows.
+pub const ALL_GRANTS: &str = r#"capabilities = ["pods", "http", "restart", "log"]
+http_methods = ["GET", "POST"]
+http_paths = ["/cluster/v1/key"]"#;
+
+/// A signing key pair written as `cmk-host keygen` writes it (PEM; `.key` 0600).
+pub struct Signer {
+    pub name: String,
+    /// The id `cmk-host` names it by (24 hex digits).
+    pub key_id: String,
+    pub public: PathBuf,
+    pub secret: PathBuf,
+    sk: wasmsign2::SecretKey,
+    pk: wasmsign2::PublicKey,
+}
+
+impl Signer {
+    /// Generates `dir/NAME.key` and `dir/NAME.pub`.
+    pub fn generate(dir: &Path, name: &str) -> Signer {
+        use std::os::unix::fs::PermissionsExt;
+        let pair = wasmsign2::KeyPair::generate();
+        let pk = pair.pk.attach_default_key_id();
+        let key_id = pk
+            .key_id()
+            .expect("key id")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let public = dir.join(format!("{name}.pub"));
+        let secret = dir.join(format!("{name}.key"));
+        std::fs::write(&public, pk.to_pem()).expect("write the public key");
+        std::fs::write(&secret, pair.sk.to_pem()).expect("write the secret key");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the secret key");
+        Signer {
+            name: name.to_string(),
+            key_id,
+            public,
+            secret,
+            sk: pair.sk,
+            pk,
+        }
+    }
+
+    /// `bytes` signed with this key (wasmsign2's embedded signature).
+    pub fn sign_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        let module = wasmsign2::Module::deserialize(&mut std::io::Cursor::new(bytes))
+            .expect("parse the component's sections");
+        let signed = self.sk.sign(module, self.pk.key_id()).expect("sign");
+        let mut out = Vec::new();
+        signed.serialize(&mut out).expect("serialise");
+        out
+    }
+
+    /// Signs the component at `wasm` into `out`; returns `out` as a string, for args.
+    pub fn sign(&self, wasm: &str, out: &Path) -> String {
+        let bytes = std::fs::read(wasm).expect("read the component");
+        std::fs::write(out, self.sign_bytes(&bytes)).expect("write the signed component");
+        out.to_str().expect("utf-8 path").to_string()
+    }
 }
 
 impl Cluster {
@@ -39,11 +107,42 @@ impl Cluster {
         let files = sim
             .write_files(dir.path())
             .expect("write the simulator's files");
-        Cluster {
+        let ops = Signer::generate(dir.path(), "ops");
+        let cluster = Cluster {
             sim,
             files,
+            ops,
             _dir: dir,
-        }
+        };
+        cluster.trust(&cluster.ops, ALL_GRANTS);
+        cluster
+    }
+
+    /// Appends a `[[trust.signer]]` for `signer` with `grants` (TOML lines) to the
+    /// site file.
+    pub fn trust(&self, signer: &Signer, grants: &str) {
+        use std::io::Write;
+        let mut site = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.files.site)
+            .expect("open site.toml");
+        write!(
+            site,
+            "\n[[trust.signer]]\nname = {:?}\nkey = {:?}\n{grants}\n",
+            signer.name,
+            signer.public.file_name().unwrap().to_str().unwrap()
+        )
+        .expect("append to site.toml");
+    }
+
+    /// The component at `wasm` signed by the trusted "ops" signer, as a path argument.
+    pub fn signed(&self, wasm: &str) -> String {
+        let name = Path::new(wasm).file_name().expect("file name");
+        let out = self
+            .files
+            .dir
+            .join(format!("signed-{}", name.to_string_lossy()));
+        self.ops.sign(wasm, &out)
     }
 
     pub async fn pods(n: usize) -> Cluster {
@@ -101,6 +200,7 @@ impl std::fmt::Display for Outcome {
 pub async fn run(bin: &str, args: &[&str]) -> Outcome {
     let child = Command::new(bin)
         .args(args)
+        .env("XDG_CACHE_HOME", CACHE_HOME)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -130,6 +130,11 @@ impl Runtime {
         Ok(Runtime { engine, linker })
     }
 
+    /// The engine, for the precompile cache (`crate::cache`).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Compiles `bytes` (the exact bytes that were read, so the digest is theirs).
     pub fn load(&self, bytes: &[u8]) -> Result<Loaded, RunError> {
         let sha256 = hex(&Sha256::digest(bytes));

@@ -1,0 +1,346 @@
+//! Signing and verifying components: the WebAssembly tool-conventions signature
+//! format, as implemented by `wasmsign2` (Ed25519 over SHA-256 of every byte after
+//! the signature section, embedded as the `signature` custom section or detached).
+//!
+//! What this module adds to `wasmsign2`, and why:
+//! - only components are accepted: the 8-byte preamble is not covered by the
+//!   signature, so it must be the component preamble exactly;
+//! - partial signatures (`signature_delimiter` sections) are refused: they let a
+//!   prefix of a signed file verify, and a procedure must be verified whole;
+//! - a refusal says which key ids the signature names, so an operator can tell "not
+//!   trusted here" from "modified after signing".
+
+use std::io::Cursor;
+
+use wasmsign2::{Module, Section, WSError};
+
+use super::keys::{KeyId, SigningKey, VerifyingKey};
+
+/// The preamble of a component binary (`\0asm`, version 0x0d, layer 1).
+pub const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+/// The preamble of a core module (`\0asm`, version 1, layer 0).
+const MODULE_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+
+/// Why a component was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not a component binary at all: a usage error, not a signature refusal.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("not signed")]
+    NotSigned,
+    #[error("the signature section cannot be read ({0}): modified or damaged")]
+    Malformed(String),
+    #[error(
+        "partially signed (it has `signature_delimiter` sections); this host verifies components whole"
+    )]
+    Partial,
+    #[error("signed by key {}, which is not trusted here", list(.0))]
+    Untrusted(Vec<KeyId>),
+    #[error(
+        "the signature by key {0} does not match the component's bytes: modified after signing"
+    )]
+    Mismatch(KeyId),
+}
+
+impl Refusal {
+    /// Whether this is a refusal (exit 3) rather than a wrong file (exit 2).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, Refusal::NotAComponent(_))
+    }
+}
+
+fn list(ids: &[KeyId]) -> String {
+    if ids.is_empty() {
+        return "(no key id in the signature)".into();
+    }
+    ids.iter()
+        .map(|id| id.0.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A signature that verified: the index of the key (in the order given) and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub key_index: usize,
+    pub key_id: KeyId,
+}
+
+/// Checks the component preamble.
+fn check_preamble(bytes: &[u8]) -> Result<(), Refusal> {
+    match bytes.get(..8) {
+        Some(p) if p == COMPONENT_PREAMBLE => Ok(()),
+        Some(p) if p == MODULE_PREAMBLE => Err(Refusal::NotAComponent(
+            "it is a core module; this host runs components".into(),
+        )),
+        _ => Err(Refusal::NotAComponent(
+            "it does not start with the component preamble".into(),
+        )),
+    }
+}
+
+fn malformed(e: WSError) -> Refusal {
+    Refusal::Malformed(e.to_string())
+}
+
+/// Signs a component with `key`, embedding the signature (an existing one is
+/// replaced). Returns the signed bytes.
+pub fn sign(bytes: &[u8], key: &SigningKey) -> Result<Vec<u8>, String> {
+    check_preamble(bytes).map_err(|e| e.to_string())?;
+    let module = Module::deserialize(&mut Cursor::new(bytes))
+        .map_err(|e| format!("cannot read the component's sections: {e}"))?;
+    if module.sections.iter().any(Section::is_signature_delimiter) {
+        return Err(
+            "the component has `signature_delimiter` sections (partial signing); \
+                    this host verifies components whole"
+                .into(),
+        );
+    }
+    let signed = key
+        .key
+        .sign(module, key.public.key.key_id())
+        .map_err(|e| format!("cannot sign: {e}"))?;
+    let mut out = Vec::with_capacity(bytes.len() + 128);
+    signed
+        .serialize(&mut out)
+        .map_err(|e| format!("cannot write the signed component: {e}"))?;
+    Ok(out)
+}
+
+/// Signs a component without changing it: the detached signature (the payload the
+/// `signature` section would hold).
+pub fn sign_detached(bytes: &[u8], key: &SigningKey) -> Result<Vec<u8>, String> {
+    check_preamble(bytes).map_err(|e| e.to_string())?;
+    let module = Module::deserialize(&mut Cursor::new(bytes))
+        .map_err(|e| format!("cannot read the component's sections: {e}"))?;
+    if module.sections.iter().any(Section::is_signature_header) {
+        return Err("the component already carries an embedded signature".into());
+    }
+    let (_, signature) = key
+        .key
+        .sign_multi(module, key.public.key.key_id(), true, false)
+        .map_err(|e| format!("cannot sign: {e}"))?;
+    Ok(signature)
+}
+
+/// Verifies `bytes` (the exact bytes that will be compiled) against `keys`, with the
+/// embedded signature or, when given, a detached one. The first key that verifies wins.
+pub fn verify(
+    bytes: &[u8],
+    detached: Option<&[u8]>,
+    keys: &[&VerifyingKey],
+) -> Result<Verified, Refusal> {
+    check_preamble(bytes)?;
+    let module = Module::deserialize(&mut Cursor::new(bytes)).map_err(malformed)?;
+    if module.sections.iter().any(Section::is_signature_delimiter) {
+        return Err(Refusal::Partial);
+    }
+    let payload = match (detached, module.sections.first()) {
+        (Some(signature), _) => {
+            if module.sections.iter().any(Section::is_signature_header) {
+                return Err(Refusal::Malformed(
+                    "both a detached and an embedded signature were given".into(),
+                ));
+            }
+            signature.to_vec()
+        }
+        (None, Some(Section::Custom(first))) if first.is_signature_header() => {
+            first.signature_data().map_err(malformed)?;
+            wasmsign2::SectionLike::payload(first).to_vec()
+        }
+        (None, _) => {
+            // A signature section anywhere but first is not a signature of this file.
+            return Err(
+                if module.sections.iter().any(Section::is_signature_header) {
+                    Refusal::Malformed("the signature section is not the first section".into())
+                } else {
+                    Refusal::NotSigned
+                },
+            );
+        }
+    };
+    let data = wasmsign2::SignatureData::deserialize(&payload).map_err(malformed)?;
+    let seen: Vec<KeyId> = data
+        .signed_hashes_set
+        .iter()
+        .flat_map(|set| &set.signatures)
+        .filter_map(|s| s.key_id.as_deref().map(KeyId::from_bytes))
+        .collect();
+    if data
+        .signed_hashes_set
+        .iter()
+        .all(|set| set.signatures.is_empty())
+    {
+        return Err(Refusal::Malformed("it holds no signature".into()));
+    }
+
+    for (key_index, key) in keys.iter().enumerate() {
+        if key.key.verify(&mut Cursor::new(bytes), detached).is_ok() {
+            return Ok(Verified {
+                key_index,
+                key_id: key.id(),
+            });
+        }
+    }
+    match keys.iter().find(|k| seen.contains(&k.id())) {
+        Some(known) => Err(Refusal::Mismatch(known.id())),
+        None => Err(Refusal::Untrusted(dedup(seen))),
+    }
+}
+
+fn dedup(mut ids: Vec<KeyId>) -> Vec<KeyId> {
+    let mut seen = Vec::new();
+    ids.retain(|id| {
+        let new = !seen.contains(id);
+        seen.push(id.clone());
+        new
+    });
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component() -> &'static [u8] {
+        crate::ROTATE_COMPONENT
+    }
+
+    #[test]
+    fn wasmsign2_reads_and_signs_component_binaries() {
+        // The component preamble (version 0x0d, layer 1) differs from a core
+        // module's; wasmsign2 0.2.8 accepts both, and its section walk holds for the
+        // component's top-level sections.
+        assert_eq!(&component()[..8], &COMPONENT_PREAMBLE);
+        let module = Module::deserialize(&mut Cursor::new(component())).unwrap();
+        assert_eq!(module.header, COMPONENT_PREAMBLE);
+        let mut round = Vec::new();
+        module.serialize(&mut round).unwrap();
+        assert_eq!(round, component(), "sections re-serialise byte for byte");
+
+        let key = SigningKey::generate();
+        let signed = sign(component(), &key).unwrap();
+        assert_eq!(&signed[..8], &COMPONENT_PREAMBLE);
+        assert_eq!(
+            verify(&signed, None, &[key.public()]).unwrap(),
+            Verified {
+                key_index: 0,
+                key_id: key.id()
+            }
+        );
+        // The signed bytes are the original ones behind one custom section.
+        assert!(signed.ends_with(&component()[8..]));
+    }
+
+    #[test]
+    fn wasmtime_compiles_the_signed_component() {
+        let key = SigningKey::generate();
+        let signed = sign(component(), &key).unwrap();
+        let runtime = crate::runtime::Runtime::new().unwrap();
+        runtime.load(&signed).unwrap();
+    }
+
+    #[test]
+    fn unsigned_is_not_signed() {
+        let key = SigningKey::generate();
+        assert_eq!(
+            verify(component(), None, &[key.public()]),
+            Err(Refusal::NotSigned)
+        );
+    }
+
+    #[test]
+    fn any_flipped_byte_is_refused() {
+        let key = SigningKey::generate();
+        let signed = sign(component(), &key).unwrap();
+        let sig_len = signed.len() - component().len() + 8;
+        // The preamble, every byte of the signature section, and a sample of the rest.
+        let positions = (0..sig_len + 64).chain((sig_len + 64..signed.len()).step_by(997));
+        for i in positions {
+            let mut bad = signed.clone();
+            bad[i] ^= 0x01;
+            let r = verify(&bad, None, &[key.public()]);
+            assert!(r.is_err(), "byte {i} flipped still verifies");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let trusted = SigningKey::generate();
+        let other = SigningKey::generate();
+        let signed = sign(component(), &other).unwrap();
+        assert_eq!(
+            verify(&signed, None, &[trusted.public()]),
+            Err(Refusal::Untrusted(vec![other.id()]))
+        );
+    }
+
+    #[test]
+    fn resigned_by_another_key_is_untrusted() {
+        let trusted = SigningKey::generate();
+        let other = SigningKey::generate();
+        let signed = sign(component(), &trusted).unwrap();
+        let resigned = sign(&signed, &other).unwrap();
+        assert!(matches!(
+            verify(&resigned, None, &[trusted.public()]),
+            Err(Refusal::Untrusted(ids)) if ids == vec![other.id()]
+        ));
+    }
+
+    #[test]
+    fn detached_signatures_verify_the_unchanged_file() {
+        let key = SigningKey::generate();
+        let sig = sign_detached(component(), &key).unwrap();
+        assert!(verify(component(), Some(&sig), &[key.public()]).is_ok());
+        let mut bad = component().to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(
+            verify(&bad, Some(&sig), &[key.public()]),
+            Err(Refusal::Mismatch(key.id()))
+        );
+    }
+
+    #[test]
+    fn partial_signatures_are_refused() {
+        // wasmsign2's partial signing: delimiter sections, each prefix signed.
+        let key = SigningKey::generate();
+        let module = Module::deserialize(&mut Cursor::new(component())).unwrap();
+        let (signed, _) = key
+            .key
+            .sign_multi(module, key.public.key.key_id(), false, true)
+            .unwrap();
+        let mut bytes = Vec::new();
+        signed.serialize(&mut bytes).unwrap();
+        assert_eq!(verify(&bytes, None, &[key.public()]), Err(Refusal::Partial));
+        assert!(
+            sign(&bytes, &key)
+                .unwrap_err()
+                .contains("signature_delimiter")
+        );
+    }
+
+    #[test]
+    fn a_signature_section_that_is_not_first_is_malformed() {
+        let key = SigningKey::generate();
+        let signed = sign(component(), &key).unwrap();
+        let mut module = Module::deserialize(&mut Cursor::new(&signed[..])).unwrap();
+        let header = module.sections.remove(0);
+        module.sections.push(header);
+        let mut moved = Vec::new();
+        module.serialize(&mut moved).unwrap();
+        assert!(matches!(
+            verify(&moved, None, &[key.public()]),
+            Err(Refusal::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_core_module_is_not_a_component() {
+        let module = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+        let r = verify(&module, None, &[]).unwrap_err();
+        assert!(!r.is_refusal());
+        assert!(r.to_string().contains("core module"));
+    }
+}

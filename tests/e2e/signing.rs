@@ -1,0 +1,523 @@
+//! Signed components and per-signer grants, end to end: the real binary, real
+//! components, the simulated cluster. Every refusal is asserted on the simulator's
+//! oracle (no request reached a pod, no restart ran) and on the precompile cache
+//! (nothing was compiled: wasmtime never saw the bytes).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use cmk_tests::{Cluster, Outcome, PROBE_WASM, ROTATE_WASM, Signer, run};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
+
+/// Runs `component` against the cluster's site (plus `extra` args) with a private
+/// cache directory.
+async fn run_component(
+    cluster: &Cluster,
+    component: &str,
+    cache: &Path,
+    extra: &[&str],
+) -> Outcome {
+    let site = cluster.site().to_str().unwrap().to_string();
+    let cache = cache.to_str().unwrap().to_string();
+    let mut args = vec!["run", component, "--site", &site, "--cache-dir", &cache];
+    args.extend_from_slice(extra);
+    run(BIN, &args).await
+}
+
+/// Exit 3, the message, and nothing happened: no request to any pod, no restart,
+/// nothing compiled.
+fn assert_refused(cluster: &Cluster, cache: &Path, out: &Outcome, why: &str) {
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("refused: "), "{out}");
+    assert!(out.stderr.contains(why), "expected {why:?}: {out}");
+    let oracle = cluster.oracle();
+    assert!(
+        oracle.calls.is_empty(),
+        "no request at all: {:#?}",
+        oracle.calls
+    );
+    assert!(oracle.restarts.is_empty(), "no restart");
+    let compiled = std::fs::read_dir(cache).map_or(0, |d| d.count());
+    assert_eq!(compiled, 0, "nothing compiled or cached");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsigned_component_is_refused_and_nothing_runs() {
+    let cluster = Cluster::pods(3).await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = run_component(&cluster, ROTATE_WASM, cache.path(), &[]).await;
+    assert_refused(&cluster, cache.path(), &out, "not signed");
+    assert!(
+        out.stderr.contains("cmk-host sign"),
+        "says how to fix it: {out}"
+    );
+}
+
+/// The offset of the first byte after `needle` in `bytes`.
+fn after(bytes: &[u8], needle: &[u8]) -> usize {
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{:?} not found", String::from_utf8_lossy(needle)))
+        + needle.len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_flipped_byte_anywhere_is_refused() {
+    let cluster = Cluster::pods(3).await;
+    let signed = std::fs::read(cluster.signed(ROTATE_WASM)).unwrap();
+    let unsigned_len = std::fs::read(ROTATE_WASM).unwrap().len();
+    let signature_end = signed.len() - unsigned_len + 8;
+    let places = [
+        // A byte of the signature itself (inside the Ed25519 signature, at the end
+        // of the signature section).
+        ("signature", signature_end - 5),
+        // A code byte, well inside the embedded core module.
+        ("code", signature_end + (signed.len() - signature_end) / 2),
+        // A byte of a custom section the runtime never reads (the name section of
+        // the embedded core module, or the producers section).
+        ("custom section", after(&signed, b"producers") + 2),
+        // The last byte of the file.
+        ("last byte", signed.len() - 1),
+    ];
+    for (what, at) in places {
+        let mut bad = signed.clone();
+        bad[at] ^= 0x01;
+        let path = cluster.dir().join(format!("flipped-{at}.wasm"));
+        std::fs::write(&path, &bad).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let out = run_component(&cluster, path.to_str().unwrap(), cache.path(), &[]).await;
+        assert_eq!(out.code, 3, "{what} (byte {at}) flipped: {out}");
+        assert_refused(&cluster, cache.path(), &out, "refused");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_not_in_the_trust_list_is_refused_and_named() {
+    let cluster = Cluster::pods(3).await;
+    let stranger = Signer::generate(cluster.dir(), "stranger");
+    let component = stranger.sign(ROTATE_WASM, &cluster.dir().join("stranger.wasm"));
+    let cache = tempfile::tempdir().unwrap();
+    let out = run_component(&cluster, &component, cache.path(), &[]).await;
+    assert_refused(
+        &cluster,
+        cache.path(),
+        &out,
+        &format!(
+            "signed by key {}, which is not trusted here",
+            stranger.key_id
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signature_stripped_and_re_added_by_another_key_is_refused() {
+    let cluster = Cluster::pods(3).await;
+    let signed = std::fs::read(cluster.signed(ROTATE_WASM)).unwrap();
+    // Strip the ops signature (the first section after the preamble) by hand, then
+    // sign what is left with another key.
+    let section_len = signed[9] as usize | ((signed[10] as usize & 0x7f) << 7);
+    assert!(
+        signed[9] & 0x80 != 0 && signed[10] & 0x80 == 0,
+        "2-byte LEB length"
+    );
+    let mut stripped = signed[..8].to_vec();
+    stripped.extend_from_slice(&signed[11 + section_len..]);
+    assert_eq!(
+        stripped,
+        std::fs::read(ROTATE_WASM).unwrap(),
+        "stripped whole"
+    );
+    let mallory = Signer::generate(cluster.dir(), "mallory");
+    let path = cluster.dir().join("resigned.wasm");
+    std::fs::write(&path, mallory.sign_bytes(&stripped)).unwrap();
+
+    let cache = tempfile::tempdir().unwrap();
+    let out = run_component(&cluster, path.to_str().unwrap(), cache.path(), &[]).await;
+    assert_refused(&cluster, cache.path(), &out, &mallory.key_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsigned_runs_only_when_the_site_and_the_flag_both_allow_it_and_always_warns() {
+    let cluster = Cluster::pods(1).await;
+    let cache = tempfile::tempdir().unwrap();
+
+    // The flag alone: refused, and told what the site would need.
+    let out = run_component(&cluster, ROTATE_WASM, cache.path(), &["--allow-unsigned"]).await;
+    assert_refused(&cluster, cache.path(), &out, "not signed");
+    assert!(out.stderr.contains("allow_unsigned = true"), "{out}");
+
+    // The site alone: refused.
+    let lax = cluster.site_with("lax.toml", |s| {
+        s.replacen(
+            "[[trust.signer]]",
+            "[trust]\nallow_unsigned = true\n\n[[trust.signer]]",
+            1,
+        )
+    });
+    let lax = lax.to_str().unwrap();
+    let out = run(BIN, &["run", ROTATE_WASM, "--site", lax, "--no-cache"]).await;
+    assert_refused(&cluster, cache.path(), &out, "not signed");
+    assert!(out.stderr.contains("only with --allow-unsigned"), "{out}");
+
+    // Both: it runs, with a warning, every time.
+    for _ in 0..2 {
+        let out = run(
+            BIN,
+            &[
+                "run",
+                ROTATE_WASM,
+                "--site",
+                lax,
+                "--no-cache",
+                "--allow-unsigned",
+                "--plan",
+                "--json",
+            ],
+        )
+        .await;
+        assert_eq!(out.code, 0, "{out}");
+        assert!(
+            out.stderr
+                .contains("--allow-unsigned: a component without a signature will run"),
+            "{out}"
+        );
+        assert!(
+            out.stderr.contains("running an UNSIGNED component"),
+            "{out}"
+        );
+        let report = out.json();
+        assert!(report.get("signer").is_none(), "{report}");
+        assert!(report.get("key_id").is_none(), "{report}");
+    }
+    assert!(
+        cluster.oracle().mutations().is_empty(),
+        "--plan changes nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signer_granted_only_pods_and_log_cannot_restart_or_call_http() {
+    let cluster = Cluster::pods(2).await;
+    let vendor = Signer::generate(cluster.dir(), "vendor");
+    cluster.trust(&vendor, r#"capabilities = ["pods", "log"]"#);
+    let probe = vendor.sign(PROBE_WASM, &cluster.dir().join("vendor-probe.wasm"));
+    let (_, pod_ip) = cluster.sim.pod_ips().remove(0);
+    let propose = format!("POST https://{pod_ip}:4444/cluster/v1/key/propose");
+    let status = format!("GET https://{pod_ip}:4444/cluster/v1/key");
+    let cache = tempfile::tempdir().unwrap();
+    let requests = format!("requests={propose}|{status}");
+    let out = run_component(
+        &cluster,
+        &probe,
+        cache.path(),
+        &[
+            "--param",
+            "list_pods=true",
+            "--param",
+            &requests,
+            "--param",
+            "restart=true",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let report = out.json();
+    assert_eq!(report["signer"], "vendor", "{out}");
+    assert_eq!(report["key_id"], vendor.key_id.as_str(), "{out}");
+
+    let steps = report["steps"].as_array().unwrap();
+    let detail = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name}: {out}"))["detail"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(detail("pods.list"), "ok 2 pods", "pods is granted");
+    for call in [&propose, &status] {
+        let d = detail(call);
+        assert!(
+            d.starts_with("denied: ") && d.contains("http is not granted"),
+            "{d}"
+        );
+    }
+    let d = detail("restart");
+    assert!(
+        d.starts_with("denied: ") && d.contains("restart is not granted"),
+        "{d}"
+    );
+    let denied: Vec<&str> = report["denials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["capability"].as_str().unwrap())
+        .collect();
+    assert_eq!(denied, ["http", "http", "restart"], "{out}");
+
+    let oracle = cluster.oracle();
+    assert!(
+        oracle.calls.is_empty(),
+        "no request reached a pod: {:#?}",
+        oracle.calls
+    );
+    assert!(oracle.restarts.is_empty(), "no restart ran");
+    assert_eq!(oracle.version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_and_report_name_the_signer_key_and_digest() {
+    let cluster = Cluster::pods(1).await;
+    let component = cluster.signed(ROTATE_WASM);
+    let cache = tempfile::tempdir().unwrap();
+    let out = run_component(&cluster, &component, cache.path(), &["--plan", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let report = out.json();
+    assert_eq!(report["signer"], "ops");
+    assert_eq!(report["key_id"], cluster.ops.key_id.as_str());
+    let sha256 = report["component_sha256"].as_str().unwrap();
+    assert_eq!(sha256.len(), 64);
+    let verified = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("verified"))
+        .unwrap_or_else(|| panic!("no 'verified' log line: {out}"));
+    assert!(verified.contains(&cluster.ops.key_id), "{verified}");
+    assert!(verified.contains(sha256), "{verified}");
+    assert!(verified.contains("signer=ops"), "{verified}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_second_run_loads_from_the_cache_and_a_corrupted_entry_is_recompiled() {
+    let cluster = Cluster::pods(1).await;
+    let component = cluster.signed(ROTATE_WASM);
+    let base = tempfile::tempdir().unwrap();
+    let cache = base.path().join("cmk-host");
+    let plan = async |cache: &Path| {
+        let out = run_component(&cluster, &component, cache, &["--plan", "--json"]).await;
+        assert_eq!(out.code, 0, "{out}");
+        let status = out.json()["cache"].as_str().unwrap().to_string();
+        assert!(out.stderr.contains(&format!("cache: {status}")), "{out}");
+        status
+    };
+
+    assert_eq!(plan(&cache).await, "stored");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cache), 0o700, "the host creates its cache 0700");
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(mode(entry), 0o600, "entries are 0600");
+
+    assert_eq!(
+        plan(&cache).await,
+        "hit",
+        "the second run does not recompile"
+    );
+
+    // Corrupt the compiled code: discarded and recompiled, not loaded.
+    let mut data = std::fs::read(entry).unwrap();
+    let at = data.len() / 2;
+    data[at] ^= 0xff;
+    std::fs::write(entry, &data).unwrap();
+    assert_eq!(plan(&cache).await, "discarded");
+    assert_eq!(plan(&cache).await, "hit", "and stored again");
+
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &component,
+            "--site",
+            cluster.site().to_str().unwrap(),
+            "--no-cache",
+            "--plan",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.json()["cache"], "off", "{out}");
+    assert!(cluster.oracle().mutations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keygen_sign_and_verify_from_the_command_line() {
+    let cluster = Cluster::pods(1).await;
+    let dir = cluster.dir();
+    let name = dir.join("team");
+    let out = run(BIN, &["keygen", "--out", name.to_str().unwrap()]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let key_id = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key id: "))
+        .unwrap_or_else(|| panic!("no key id: {out}"))
+        .to_string();
+    let secret = dir.join("team.key");
+    let public = dir.join("team.pub");
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A second keygen never overwrites.
+    let again = run(BIN, &["keygen", "--out", name.to_str().unwrap()]).await;
+    assert_eq!(again.code, 2, "{again}");
+
+    let signed = dir.join("team-rotate.wasm");
+    let out = run(
+        BIN,
+        &[
+            "sign",
+            "--key",
+            secret.to_str().unwrap(),
+            ROTATE_WASM,
+            "-o",
+            signed.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let (public, signed) = (public.to_str().unwrap(), signed.to_str().unwrap());
+
+    let out = run(BIN, &["verify", "--key", public, signed]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains(&key_id), "{out}");
+    let out = run(BIN, &["verify", "--key", public, ROTATE_WASM]).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("not signed"), "{out}");
+
+    // With the site: untrusted until listed, then verified with its name and grants.
+    let site = cluster.site().to_str().unwrap();
+    let out = run(BIN, &["verify", "--site", site, signed]).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains(&key_id), "{out}");
+    let listed = cluster.site_with("team.toml", |s| {
+        format!(
+            "{s}\n[[trust.signer]]\nname = \"team\"\nkey = \"team.pub\"\ncapabilities = [\"pods\", \"log\", \"http\"]\n\
+             http_methods = [\"GET\"]\nhttp_paths = [\"/cluster/v1/key\"]\n"
+        )
+    });
+    let out = run(BIN, &["verify", "--site", listed.to_str().unwrap(), signed]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("signed by team"), "{out}");
+    assert!(
+        out.stdout
+            .contains("grants: pods, http (GET under /cluster/v1/key), log"),
+        "{out}"
+    );
+
+    // A detached signature verifies (and runs) the unchanged file.
+    let sig = dir.join("rotate.sig");
+    let out = run(
+        BIN,
+        &[
+            "sign",
+            "--key",
+            secret.to_str().unwrap(),
+            ROTATE_WASM,
+            "-o",
+            sig.to_str().unwrap(),
+            "--detached",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let sig = sig.to_str().unwrap();
+    let out = run(
+        BIN,
+        &["verify", "--key", public, ROTATE_WASM, "--signature", sig],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = run(
+        BIN,
+        &[
+            "run",
+            ROTATE_WASM,
+            "--site",
+            listed.to_str().unwrap(),
+            "--signature",
+            sig,
+            "--plan",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.json()["signer"], "team");
+    assert!(cluster.oracle().mutations().is_empty());
+}
+
+/// An edit of the generated site file's text.
+type SiteEdit = fn(String) -> String;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_section_mistakes_are_site_errors_that_name_the_key() {
+    let cluster = Cluster::pods(1).await;
+    let component = cluster.signed(ROTATE_WASM);
+    let cases: [(&str, SiteEdit, &str); 3] = [
+        (
+            "typo.toml",
+            |s: String| {
+                s.replacen(
+                    "[[trust.signer]]",
+                    "[trust]\nallow_unsgned = true\n\n[[trust.signer]]",
+                    1,
+                )
+            },
+            "[trust] allow_unsgned",
+        ),
+        (
+            "missing.toml",
+            |s: String| s.replace("key = \"ops.pub\"", "key = \"gone.pub\""),
+            "[[trust.signer]] key: signer \"ops\": cannot read",
+        ),
+        (
+            "capability.toml",
+            |s: String| s.replace("\"restart\", \"log\"]", "\"restart\", \"disk\"]"),
+            "[[trust.signer]] capabilities",
+        ),
+    ];
+    for (name, edit, key) in cases {
+        let site = cluster.site_with(name, edit);
+        let out = run(BIN, &["run", &component, "--site", site.to_str().unwrap()]).await;
+        assert_eq!(out.code, 2, "{out}");
+        assert!(out.stderr.contains(name), "names the file: {out}");
+        assert!(out.stderr.contains(key), "names {key:?}: {out}");
+    }
+    assert!(cluster.oracle().calls.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_signs_with_an_ephemeral_key_and_takes_the_verification_path() {
+    let out = run(BIN, &["demo", "--pods", "1"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let key_id = out
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("signed the bundled component with ephemeral key ")
+        })
+        .unwrap_or_else(|| panic!("the demo prints its key id: {out}"))
+        .to_string();
+    assert_eq!(key_id.len(), 24, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("signed by: demo-signer (key {key_id})")),
+        "{out}"
+    );
+    let verified = out
+        .stderr
+        .lines()
+        .find(|l| l.contains(" verified "))
+        .unwrap_or_else(|| panic!("no 'verified' log line: {out}"));
+    assert!(verified.contains(&format!("key_id={key_id}")), "{verified}");
+}
