@@ -3,7 +3,12 @@
 
 fn main() {
     let built = cmk_build_guests::build(
-        &["guest-rotate", "guest-probe"],
+        &[
+            "guest-rotate",
+            "guest-probe",
+            "guest-hostile",
+            "guest-outside",
+        ],
         &["guest-rotate", "tests/guests"],
     );
     println!(
@@ -13,5 +18,13 @@ fn main() {
     println!(
         "cargo:rustc-env=CMK_GUEST_PROBE_WASM={}",
         built[1].display()
+    );
+    println!(
+        "cargo:rustc-env=CMK_GUEST_HOSTILE_WASM={}",
+        built[2].display()
+    );
+    println!(
+        "cargo:rustc-env=CMK_GUEST_OUTSIDE_WASM={}",
+        built[3].display()
     );
 }

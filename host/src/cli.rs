@@ -49,6 +49,23 @@ pub enum Command {
     /// Writes DIR/kubeconfig, DIR/ca.pem, DIR/restart.sh and DIR/site.toml, then
     /// waits until interrupted (Ctrl-C).
     Sim(SimArgs),
+    /// Show a component's imports, exports, size and digest, and what a site would grant it.
+    ///
+    /// Exit 3 when a run would refuse the component (an import outside the world).
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The component to describe.
+    #[arg(value_name = "COMPONENT.wasm")]
+    pub component: PathBuf,
+    /// The site file whose grants and limits to show.
+    #[arg(long, value_name = "SITE.toml")]
+    pub site: Option<PathBuf>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +156,7 @@ pub fn main() -> u8 {
                 crate::demo::demo(args.pods as usize, args.json, &terminal).await
             }
             Command::Sim(args) => crate::demo::sim(args.pods as usize, args.port, &args.dir).await,
+            Command::Inspect(args) => inspect(args),
         }
     })
 }
@@ -170,6 +188,41 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
     }
 }
 
+fn inspect(args: InspectArgs) -> u8 {
+    let site = match args.site.as_deref().map(Site::load).transpose() {
+        Ok(site) => site,
+        Err(e) => return ui::error(exit::USAGE, e),
+    };
+    let bytes = match std::fs::read(&args.component) {
+        Ok(b) => b,
+        Err(e) => {
+            return ui::error(
+                exit::USAGE,
+                format!("cannot read component {}: {e}", args.component.display()),
+            );
+        }
+    };
+    let inspection = match crate::inspect::inspect(&bytes, &args.component, site.as_ref()) {
+        Ok(i) => i,
+        Err(e) => {
+            return ui::error(exit::USAGE, format!("{}: {e}", args.component.display()));
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&inspection) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return ui::error(exit::FAILED, format!("cannot render: {e}")),
+        }
+    } else {
+        print!("{inspection}");
+    }
+    if inspection.refused.is_some() {
+        exit::REFUSED
+    } else {
+        exit::DONE
+    }
+}
+
 /// Compiles and runs a component; `Err` carries the exit code and the message.
 pub async fn execute(
     bytes: &[u8],
@@ -179,9 +232,13 @@ pub async fn execute(
 ) -> Result<RunReport, (u8, String)> {
     let runtime =
         Runtime::new().map_err(|e| (exit::FAILED, format!("cannot start wasmtime: {e:#}")))?;
-    let loaded = runtime
-        .load(bytes)
-        .map_err(|e| (exit::USAGE, format!("{}: {e}", origin.display())))?;
+    let loaded = runtime.load_checked(bytes).map_err(|e| {
+        let code = match e {
+            RunError::Refused(_) => exit::REFUSED,
+            _ => exit::USAGE,
+        };
+        (code, format!("{}: {e}", origin.display()))
+    })?;
     tracing::info!(
         component = %origin.display(),
         sha256 = %loaded.sha256,
@@ -192,6 +249,7 @@ pub async fn execute(
         let code = match e {
             RunError::Refused(_) => exit::REFUSED,
             RunError::Invalid(_) | RunError::Setup(_) => exit::USAGE,
+            RunError::Limit(_) => exit::FAILED,
         };
         (code, format!("{}: {e}", origin.display()))
     })

@@ -15,6 +15,7 @@ use crate::caps::http::tls::{RawTls, Tls};
 use crate::caps::pods::{Cluster, RawCluster};
 use crate::caps::restart::{RawRestart, Restart};
 use crate::grants::{Capability, Grants, HttpMethod};
+use crate::runtime::limits::{Limits, RawLimits};
 
 /// A site file error: the file, the key (as `[section] key`), and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,8 @@ pub struct Site {
     pub cluster: Cluster,
     pub tls: Tls,
     pub restart: Option<Restart>,
+    /// `[limits]`: memory, wall clock and host calls of a run (defaults when absent).
+    pub limits: Limits,
     /// `[params]`: passed to the procedure as key/value pairs.
     pub params: Vec<(String, String)>,
 }
@@ -69,6 +72,8 @@ struct RawSite {
     cluster: RawCluster,
     tls: RawTls,
     restart: Option<RawRestart>,
+    #[serde(default)]
+    limits: RawLimits,
     #[serde(default)]
     params: std::collections::BTreeMap<String, toml::Value>,
 }
@@ -106,6 +111,9 @@ impl Site {
         let cluster = raw.cluster.validate(&file)?;
         let tls = raw.tls.validate(&file)?;
         let restart = raw.restart.map(|r| r.validate(&file)).transpose()?;
+        let limits = raw
+            .limits
+            .validate(&file, restart.as_ref().map(|r| r.timeout))?;
 
         let mut params = Vec::new();
         for (key, value) in raw.params {
@@ -131,6 +139,7 @@ impl Site {
             cluster,
             tls,
             restart,
+            limits,
             params,
         })
     }

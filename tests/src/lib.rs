@@ -19,6 +19,11 @@ use tokio::process::Command;
 pub const ROTATE_WASM: &str = env!("CMK_GUEST_ROTATE_WASM");
 /// The policy probe: makes the http calls its parameters name (`guests/probe`).
 pub const PROBE_WASM: &str = env!("CMK_GUEST_PROBE_WASM");
+/// The hostile component: attacks the sandbox as its `attack` parameter names
+/// (`guests/hostile`).
+pub const HOSTILE_WASM: &str = env!("CMK_GUEST_HOSTILE_WASM");
+/// A procedure that imports an interface outside the world (`guests/outside`).
+pub const OUTSIDE_WASM: &str = env!("CMK_GUEST_OUTSIDE_WASM");
 
 /// No single run of the binary in a test may take longer than this.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
