@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::caps::http::policy::{Http, RawHttp};
 use crate::caps::http::tls::{RawTls, Tls};
 use crate::caps::pods::{Cluster, RawCluster};
 use crate::caps::restart::{RawRestart, Restart};
-use crate::grants::{Capability, Grants, HttpMethod};
+use crate::grants::{Capability, Grants};
 use crate::runtime::limits::{Limits, RawLimits};
 
 /// A site file error: the file, the key (as `[section] key`), and what is wrong.
@@ -59,6 +60,8 @@ pub struct Site {
     pub path: PathBuf,
     pub cluster: Cluster,
     pub tls: Tls,
+    /// `[http]`: paths, methods, sizes, time and concurrency of `http`.
+    pub http: Http,
     pub restart: Option<Restart>,
     /// `[limits]`: memory, wall clock and host calls of a run (defaults when absent).
     pub limits: Limits,
@@ -71,6 +74,8 @@ pub struct Site {
 struct RawSite {
     cluster: RawCluster,
     tls: RawTls,
+    #[serde(default)]
+    http: RawHttp,
     restart: Option<RawRestart>,
     #[serde(default)]
     limits: RawLimits,
@@ -79,16 +84,14 @@ struct RawSite {
 }
 
 impl Site {
-    /// What the site grants a component: pods, log, http to the DSM cluster-key API,
-    /// and restart when a `[restart]` section says how.
+    /// What the site grants a component: pods, log, http with the `[http]` methods
+    /// and paths (default: GET and POST under the DSM cluster-key API), and restart
+    /// when a `[restart]` section says how.
     pub fn grants(&self) -> Grants {
         let grants = Grants::none()
             .allow(Capability::Pods)
             .allow(Capability::Log)
-            .allow_http(
-                [HttpMethod::Get, HttpMethod::Post],
-                ["/cluster/v1/key".to_string()],
-            );
+            .allow_http(self.http.methods.iter().copied(), self.http.paths.clone());
         match self.restart {
             Some(_) => grants.allow(Capability::Restart),
             None => grants,
@@ -110,6 +113,7 @@ impl Site {
         let raw: RawSite = toml::from_str(text).map_err(|e| toml_error(&file, text, e))?;
         let cluster = raw.cluster.validate(&file)?;
         let tls = raw.tls.validate(&file)?;
+        let http = raw.http.validate(&file)?;
         let restart = raw.restart.map(|r| r.validate(&file)).transpose()?;
         let limits = raw
             .limits
@@ -138,6 +142,7 @@ impl Site {
             path: path.to_path_buf(),
             cluster,
             tls,
+            http,
             restart,
             limits,
             params,
