@@ -203,6 +203,7 @@ pub fn is_executable(path: &Path) -> bool {
 mod tests {
     use super::*;
     use crate::caps::http::tls::Tls;
+    use crate::caps::restart::{Mechanism, Workload, WorkloadKind};
     use std::time::Duration;
 
     fn site_in(dir: &Path, body: &str) -> Result<Site, SiteError> {
@@ -247,7 +248,11 @@ hash_field = "h"
         assert_eq!(site.cluster.port, 4444);
         assert!(matches!(&site.tls, Tls::Ca { path, .. } if path == &dir.path().join("ca.pem")));
         let restart = site.restart.unwrap();
-        assert_eq!(restart.command, ["/bin/true", "--now"]);
+        assert!(matches!(
+            &restart.mechanism,
+            Mechanism::Command { argv, working_dir: None, env }
+                if argv == &["/bin/true", "--now"] && env.iter().any(|e| e == "PATH")
+        ));
         assert_eq!(restart.timeout, Duration::from_secs(60));
         assert_eq!(
             site.params,
@@ -294,6 +299,87 @@ hash_field = "h"
         ca(dir.path());
         let err = site_in(dir.path(), &GOOD.replace("app=sdkms", "app in sdkms")).unwrap_err();
         assert_eq!(err.key, "[cluster] selector");
+    }
+
+    #[test]
+    fn restart_by_kubernetes_rollout_names_its_workload() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path());
+        let body = GOOD.replace(
+            "command = [\"/bin/true\", \"--now\"]",
+            "kind = \"kubernetes\"\nworkload = \"deployment/sdkms\"",
+        );
+        let restart = site_in(dir.path(), &body).unwrap().restart.unwrap();
+        assert_eq!(
+            restart.mechanism,
+            Mechanism::Kubernetes(Workload {
+                kind: WorkloadKind::Deployment,
+                name: "sdkms".into()
+            })
+        );
+        for (edit, key) in [
+            ("kind = \"kubernetes\"", "[restart] workload"),
+            (
+                "kind = \"kubernetes\"\nworkload = \"pod/x\"",
+                "[restart] workload",
+            ),
+            ("kind = \"ssh\"", "[restart] kind"),
+            (
+                "kind = \"kubernetes\"\nworkload = \"sts/sdkms\"\nenv = [\"PATH\"]",
+                "[restart] env",
+            ),
+        ] {
+            let body = GOOD.replace("command = [\"/bin/true\", \"--now\"]", edit);
+            assert_eq!(site_in(dir.path(), &body).unwrap_err().key, key, "{edit}");
+        }
+    }
+
+    #[test]
+    fn restart_command_takes_a_working_dir_and_an_env_allow_list() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path());
+        let body = GOOD.replace(
+            "timeout_secs = 60",
+            "timeout_secs = 60\nworking_dir = \".\"\nenv = [\"KUBECONFIG\"]",
+        );
+        let restart = site_in(dir.path(), &body).unwrap().restart.unwrap();
+        let Mechanism::Command {
+            working_dir, env, ..
+        } = restart.mechanism
+        else {
+            panic!("a command");
+        };
+        assert_eq!(working_dir, Some(dir.path().join(".")));
+        assert_eq!(env, ["KUBECONFIG"]);
+        let bad = GOOD.replace("timeout_secs = 60", "timeout_secs = 60\nenv = [\"A=B\"]");
+        assert_eq!(site_in(dir.path(), &bad).unwrap_err().key, "[restart] env");
+        let bad = GOOD.replace(
+            "timeout_secs = 60",
+            "timeout_secs = 60\nworking_dir = \"nope\"",
+        );
+        assert_eq!(
+            site_in(dir.path(), &bad).unwrap_err().key,
+            "[restart] working_dir"
+        );
+    }
+
+    #[test]
+    fn limits_and_http_sections_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path());
+        let body = format!(
+            "{GOOD}\n[limits]\nmemory_mib = 32\n\n[http]\nmethods = [\"GET\"]\npaths = [\"/cluster/v1/key/status\"]\n"
+        );
+        let site = site_in(dir.path(), &body).unwrap();
+        assert_eq!(site.limits.memory_bytes, 32 << 20);
+        assert_eq!(
+            site.grants().to_string(),
+            "pods, http (GET under /cluster/v1/key/status), restart, log"
+        );
+        let bad = format!("{GOOD}\n[limits]\nmemory = 32\n");
+        let err = site_in(dir.path(), &bad).unwrap_err();
+        assert_eq!(err.key, "[limits] memory");
+        assert!(err.message.contains("unknown field"), "{err}");
     }
 
     #[test]

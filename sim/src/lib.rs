@@ -57,6 +57,18 @@ pub struct SimConfig {
     /// The pause between the steps of a pod replacement in a rolling restart.
     pub restart_step_delay: Duration,
     pub faults: Faults,
+    /// The kind of the workload `sdkms` that owns the pods (for restarts by rollout).
+    pub workload: WorkloadKind,
+}
+
+/// What owns the simulated pods, as the API server shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// `apps/v1` StatefulSet `sdkms` (DSM's usual deployment).
+    #[default]
+    StatefulSet,
+    /// `apps/v1` Deployment `sdkms`.
+    Deployment,
 }
 
 impl Default for SimConfig {
@@ -68,6 +80,7 @@ impl Default for SimConfig {
             labels: BTreeMap::from([("app".to_string(), "sdkms".to_string())]),
             restart_step_delay: Duration::from_millis(30),
             faults: Faults::default(),
+            workload: WorkloadKind::default(),
         }
     }
 }
