@@ -214,3 +214,66 @@ async fn a_response_over_the_limit_is_cut_with_a_typed_error() {
     .await;
     assert_eq!(step_detail(&report, &read), "ok 200");
 }
+
+/// The generated site with `[tls] ca` replaced by `pins`.
+fn pinned_site(cluster: &Cluster, pins: &[String]) -> String {
+    let ca_line = format!("ca = \"{}\"", cluster.files.ca.display());
+    let pins = pins
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let path = cluster.site_with("pinned.toml", |s| {
+        assert!(s.contains(&ca_line), "{s}");
+        s.replace(&ca_line, &format!("pins = [{pins}]"))
+    });
+    path.to_str().unwrap().to_string()
+}
+
+/// `sha256:<hex>` of the simulator's CA certificate (DER).
+fn ca_pin(cluster: &Cluster) -> String {
+    use sha2::{Digest, Sha256};
+    let pem = cluster.sim.ca_pem();
+    let der = rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("PEM");
+    let hex: String = Sha256::digest(der.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pinned_certificates_are_trusted_and_others_are_not() {
+    let cluster = Cluster::pods(1).await;
+    let (_, pod_ip) = cluster.sim.pod_ips().remove(0);
+    let read = format!("GET https://{pod_ip}:4444/cluster/v1/key");
+
+    let wrong = pinned_site(&cluster, &["00".repeat(32)]);
+    let report = probe(&wrong, std::slice::from_ref(&read), &[]).await;
+    let detail = step_detail(&report, &read);
+    assert!(
+        detail.starts_with("tls: ") && detail.contains("matches a pin"),
+        "{detail}"
+    );
+    assert!(cluster.oracle().calls.is_empty(), "no request was sent");
+
+    let right = pinned_site(&cluster, &["00".repeat(32), ca_pin(&cluster)]);
+    let report = probe(&right, std::slice::from_ref(&read), &[]).await;
+    assert_eq!(step_detail(&report, &read), "ok 200");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_runs_with_the_ca_pinned_across_restarts() {
+    let cluster = Cluster::pods(3).await;
+    let site = pinned_site(&cluster, &[ca_pin(&cluster)]);
+    let out = run(
+        BIN,
+        &["run", cmk_tests::ROTATE_WASM, "--site", &site, "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    cmk_tests::assert_rotated_once(&cluster.oracle(), 3);
+}
