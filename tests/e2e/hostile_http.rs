@@ -277,3 +277,56 @@ async fn a_rotation_runs_with_the_ca_pinned_across_restarts() {
     assert_eq!(out.code, 0, "{out}");
     cmk_tests::assert_rotated_once(&cluster.oracle(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_over_the_time_limit_ends_with_a_typed_timeout() {
+    let cluster = Cluster::start(SimConfig {
+        faults: Faults {
+            slow_status_on: Some(("sdkms-0".into(), 3000)),
+            ..Faults::default()
+        },
+        ..SimConfig::pods(1)
+    })
+    .await;
+    let (_, pod_ip) = cluster.sim.pod_ips().remove(0);
+    let read = format!("GET https://{pod_ip}:4444/cluster/v1/key");
+    let site = cluster.site_with("fast.toml", |s| format!("{s}\n[http]\ntimeout_secs = 1\n"));
+    let report = probe(site.to_str().unwrap(), std::slice::from_ref(&read), &[]).await;
+    assert_eq!(step_detail(&report, &read), "timeout");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_keeps_to_the_concurrency_limit() {
+    let cluster = Cluster::start(SimConfig {
+        faults: Faults {
+            slow_status_on: Some(("sdkms-0".into(), 400)),
+            ..Faults::default()
+        },
+        ..SimConfig::pods(1)
+    })
+    .await;
+    let (_, pod_ip) = cluster.sim.pod_ips().remove(0);
+    let read = format!("GET https://{pod_ip}:4444/cluster/v1/key");
+    let site = cluster.site_with("serial.toml", |s| {
+        format!("{s}\n[http]\nmax_concurrency = 1\n")
+    });
+    // Four reads of 400 ms each, one at a time: at least 1.6 s (at the default
+    // concurrency they overlap and take about 0.4 s).
+    let requests = vec![read.clone(); 4];
+    let report = probe(site.to_str().unwrap(), &requests, &["batch=true"]).await;
+    assert!(
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["detail"] == "ok 200")
+            .count()
+            == 4,
+        "{report:#}"
+    );
+    assert!(
+        report["duration_ms"].as_u64().unwrap() >= 1600,
+        "{report:#}"
+    );
+    assert_eq!(cluster.oracle().calls.len(), 4);
+}
