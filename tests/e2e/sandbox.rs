@@ -143,7 +143,7 @@ async fn a_component_recursing_without_end_is_trapped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_component_calling_the_host_without_end_is_stopped_at_the_host_call_limit() {
     let cluster = Cluster::pods(1).await;
-    let site = limited_site(&cluster, "host_calls = 200");
+    let site = limited_site(&cluster, "host_calls = 200\nwall_clock_secs = 20");
     let out = attack(&site, "host-calls", &[]).await;
     assert_stopped(&out, "more than 200 host calls");
 }
