@@ -144,6 +144,9 @@ impl LimitHit {
 #[derive(Debug)]
 pub struct Enforcer {
     memory_bytes: usize,
+    /// Linear memory of every memory of the store together: the limit is for the
+    /// component, not per memory (a component may define several).
+    memory_used: usize,
     host_calls_limit: u64,
     host_calls: u64,
 }
@@ -152,6 +155,7 @@ impl Enforcer {
     pub fn new(limits: &Limits) -> Enforcer {
         Enforcer {
             memory_bytes: limits.memory_bytes,
+            memory_used: 0,
             host_calls_limit: limits.host_calls,
             host_calls: 0,
         }
@@ -176,19 +180,21 @@ impl Enforcer {
 impl ResourceLimiter for Enforcer {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = (self.memory_used - current.min(self.memory_used)).saturating_add(desired);
+        if total > self.memory_bytes {
             // A trap, not a failed `memory.grow`: the guest's allocator would abort
             // anyway, and this way the operator is told which limit it was.
             return Err(LimitHit::Memory {
                 limit_mib: self.memory_bytes >> 20,
-                asked_mib: desired.div_ceil(1 << 20),
+                asked_mib: total.div_ceil(1 << 20),
             }
             .into());
         }
+        self.memory_used = total;
         Ok(true)
     }
 
@@ -292,6 +298,19 @@ mod tests {
                 asked_mib: 5
             })
         );
+    }
+
+    #[test]
+    fn the_memory_limit_counts_every_memory_together() {
+        let mut e = Enforcer::new(&Limits {
+            memory_bytes: 4 << 20,
+            wall_clock: Duration::from_secs(1),
+            host_calls: 2,
+        });
+        // Two memories of 2 MiB each fill the limit; a third cannot start.
+        assert!(e.memory_growing(0, 2 << 20, None).unwrap());
+        assert!(e.memory_growing(0, 2 << 20, None).unwrap());
+        assert!(e.memory_growing(0, 1 << 16, None).is_err());
     }
 
     #[test]
