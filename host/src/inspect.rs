@@ -7,6 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::caps::http::tls::Tls;
+use crate::caps::restart::Mechanism;
 use crate::grants::Grants;
 use crate::runtime::imports::import_allowed;
 use crate::runtime::{Limits, RunError, Runtime};
@@ -28,6 +30,49 @@ pub struct Inspection {
     pub grants: Grants,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsView>,
+    /// How `http` reaches the pods, in words (with a site).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// How pod certificates are trusted (with a site).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    /// The restart mechanism (with a site that grants one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
+}
+
+fn describe_http(site: &Site) -> String {
+    let h = &site.http;
+    format!(
+        "https://<IP of a listed pod>:{} only; bodies up to {} B sent, {} B received; {}s per request; {} at once",
+        site.cluster.port,
+        h.max_request_bytes,
+        h.max_response_bytes,
+        h.timeout.as_secs(),
+        h.max_concurrency
+    )
+}
+
+fn describe_tls(tls: &Tls) -> String {
+    match tls {
+        Tls::Ca { path, .. } => format!("verified against the CA in {}", path.display()),
+        Tls::Pins(pins) => format!("pinned: {} SHA-256 certificate digest(s)", pins.len()),
+        Tls::Insecure => "NOT VERIFIED (insecure = true)".to_string(),
+    }
+}
+
+fn describe_restart(site: &Site) -> Option<String> {
+    let r = site.restart.as_ref()?;
+    let how = match &r.mechanism {
+        Mechanism::Command { argv, .. } => format!("command {}", argv.join(" ")),
+        Mechanism::Kubernetes(w) => {
+            format!(
+                "rollout restart of {w} in namespace {}",
+                site.cluster.namespace
+            )
+        }
+    };
+    Some(format!("{how}; within {}s", r.timeout.as_secs()))
 }
 
 /// The limits, in the units of the site file.
@@ -64,6 +109,9 @@ pub fn inspect(bytes: &[u8], origin: &Path, site: Option<&Site>) -> Result<Inspe
         site: site.map(|s| s.path.display().to_string()),
         grants: site.map_or_else(Grants::none, Site::grants),
         limits: site.map(|s| LimitsView::from(&s.limits)),
+        http: site.map(describe_http),
+        tls: site.map(|s| describe_tls(&s.tls)),
+        restart: site.and_then(describe_restart),
     })
 }
 
@@ -103,6 +151,15 @@ impl fmt::Display for Inspection {
                 "limits     memory {} MiB, wall clock {}s, {} host calls",
                 l.memory_mib, l.wall_clock_secs, l.host_calls
             )?;
+        }
+        for (label, value) in [
+            ("http", &self.http),
+            ("tls", &self.tls),
+            ("restart", &self.restart),
+        ] {
+            if let Some(value) = value {
+                writeln!(f, "{label:<10} {value}")?;
+            }
         }
         Ok(())
     }

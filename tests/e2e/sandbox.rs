@@ -275,6 +275,12 @@ async fn inspect_shows_imports_exports_digest_and_grants() {
         format!("site       {site}"),
         "grants     pods, http (GET/POST under /cluster/v1/key), restart, log".to_string(),
         "limits     memory 256 MiB, wall clock 2040s, 10000 host calls".to_string(),
+        "http       https://<IP of a listed pod>:4444 only; bodies up to 65536 B sent, 1048576 B received; 30s per request; 64 at once".to_string(),
+        format!("tls        verified against the CA in {}", cluster.files.ca.display()),
+        format!(
+            "restart    command {}; within 120s",
+            cluster.files.restart_script.display()
+        ),
     ] {
         assert!(
             out.stdout.lines().any(|l| l == line),
