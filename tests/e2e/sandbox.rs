@@ -318,3 +318,55 @@ async fn inspect_marks_an_import_outside_the_world() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_restart_command_gets_only_the_allowed_environment_in_its_working_dir() {
+    let cluster = Cluster::pods(1).await;
+    let workdir = cluster.dir().join("restart-wd");
+    std::fs::create_dir_all(&workdir).unwrap();
+    let site = cluster.site_with("env.toml", |s| {
+        let cut = s.find("[restart]").unwrap();
+        format!(
+            "{}[restart]\ncommand = [\"/bin/sh\", \"-c\", \"echo wd=$(pwd); env | sed 's/^/ENVLINE:/'\"]\nworking_dir = \"{}\"\nenv = [\"PATH\"]\ntimeout_secs = 30\n",
+            &s[..cut],
+            workdir.display()
+        )
+    });
+    // The host's environment holds more than PATH (HOME at least, under cargo).
+    assert!(std::env::var_os("CARGO").is_some() || std::env::var_os("HOME").is_some());
+    let out = run(
+        BIN,
+        &[
+            "run",
+            PROBE_WASM,
+            "--site",
+            site.to_str().unwrap(),
+            "--param",
+            "restart=true",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.json()["steps"][0]["detail"], "ok", "{out}");
+    assert!(
+        out.stderr.contains(&format!("wd={}", workdir.display())),
+        "{out}"
+    );
+    let env: Vec<&str> = out
+        .stderr
+        .lines()
+        // The log line announcing the command quotes it: skip that one.
+        .filter(|l| !l.contains("sed "))
+        .filter_map(|l| l.split_once("ENVLINE:").map(|(_, v)| v))
+        .collect();
+    assert!(env.iter().any(|v| v.starts_with("PATH=")), "{out}");
+    // Only PATH, and what the shell itself sets (PWD, SHLVL, _).
+    for v in &env {
+        let name = v.split('=').next().unwrap();
+        assert!(
+            ["PATH", "PWD", "SHLVL", "_", "OLDPWD"].contains(&name),
+            "{name} leaked into the restart command: {out}"
+        );
+    }
+}
