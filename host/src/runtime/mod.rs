@@ -171,7 +171,7 @@ impl Runtime {
 
         let denials = Denials::default();
         let grants = &options.grants;
-        tracing::info!(grants = %grants, "granted");
+        tracing::info!(grants = %grants, limits = %options.limits, "granted");
         let addresses = PodAddresses::default();
         let (wasi, output) = wasi::deny_all();
         let state = RunState {
