@@ -330,3 +330,24 @@ async fn a_batch_keeps_to_the_concurrency_limit() {
     );
     assert_eq!(cluster.oracle().calls.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_certificate_from_another_ca_is_a_typed_tls_error() {
+    let cluster = Cluster::pods(1).await;
+    let (_, pod_ip) = cluster.sim.pod_ips().remove(0);
+    let read = format!("GET https://{pod_ip}:4444/cluster/v1/key");
+    let other_ca = cluster.dir().join("other-ca.pem");
+    let other = cmk_sim::pki::Pki::new().unwrap();
+    std::fs::write(&other_ca, other.ca_pem()).unwrap();
+    let ca_line = format!("ca = \"{}\"", cluster.files.ca.display());
+    let site = cluster.site_with("other-ca.toml", |s| {
+        s.replace(&ca_line, &format!("ca = \"{}\"", other_ca.display()))
+    });
+    let report = probe(site.to_str().unwrap(), std::slice::from_ref(&read), &[]).await;
+    let detail = step_detail(&report, &read);
+    assert!(
+        detail.starts_with("tls: ") && detail.contains("invalid peer certificate"),
+        "{detail}"
+    );
+    assert!(cluster.oracle().calls.is_empty(), "no request was sent");
+}
