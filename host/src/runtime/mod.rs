@@ -241,6 +241,11 @@ impl Runtime {
         let mut report = RunReport::new(site, loaded, started);
         report.denials = denials.snapshot();
         let host_steps = store.data().log.steps().to_vec();
+        tracing::debug!(
+            host_calls = store.data().enforcer.host_calls(),
+            limit = options.limits.host_calls,
+            "component finished"
+        );
         match result {
             Ok(Ok(Ok(done))) => {
                 report.set_outcome(RunOutcome::Succeeded);
