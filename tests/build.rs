@@ -3,7 +3,12 @@
 
 fn main() {
     let built = cmk_build_guests::build(
-        &["guest-rotate", "guest-probe"],
+        &[
+            "guest-rotate",
+            "guest-probe",
+            "guest-hostile",
+            "guest-outside",
+        ],
         &["guest-rotate", "tests/guests"],
     );
     println!(
@@ -18,4 +23,12 @@ fn main() {
     // never the user's ~/.cache.
     let out = std::env::var("OUT_DIR").expect("OUT_DIR");
     println!("cargo:rustc-env=CMK_TEST_CACHE_DIR={out}/cmk-host-cache");
+    println!(
+        "cargo:rustc-env=CMK_GUEST_HOSTILE_WASM={}",
+        built[2].display()
+    );
+    println!(
+        "cargo:rustc-env=CMK_GUEST_OUTSIDE_WASM={}",
+        built[3].display()
+    );
 }

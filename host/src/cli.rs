@@ -64,6 +64,23 @@ pub enum Command {
     ///
     /// Exit 0 and the signer's name, or exit 3 and why.
     Verify(VerifyArgs),
+    /// Show a component's imports, exports, size and digest, and what a site would grant it.
+    ///
+    /// Exit 3 when a run would refuse the component (an import outside the world).
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The component to describe.
+    #[arg(value_name = "COMPONENT.wasm")]
+    pub component: PathBuf,
+    /// The site file whose grants and limits to show.
+    #[arg(long, value_name = "SITE.toml")]
+    pub site: Option<PathBuf>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -208,6 +225,7 @@ pub fn main() -> u8 {
             Command::Keygen(args) => crate::signing::keygen(&args),
             Command::Sign(args) => crate::signing::sign(&args),
             Command::Verify(args) => crate::signing::verify(&args),
+            Command::Inspect(args) => inspect(args),
         }
     })
 }
@@ -255,6 +273,41 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
     match execute(&bytes, &args.component, &site, &launch, options).await {
         Ok(report) => finish(&report, args.json),
         Err((code, message)) => ui::error(code, message),
+    }
+}
+
+fn inspect(args: InspectArgs) -> u8 {
+    let site = match args.site.as_deref().map(Site::load).transpose() {
+        Ok(site) => site,
+        Err(e) => return ui::error(exit::USAGE, e),
+    };
+    let bytes = match std::fs::read(&args.component) {
+        Ok(b) => b,
+        Err(e) => {
+            return ui::error(
+                exit::USAGE,
+                format!("cannot read component {}: {e}", args.component.display()),
+            );
+        }
+    };
+    let inspection = match crate::inspect::inspect(&bytes, &args.component, site.as_ref()) {
+        Ok(i) => i,
+        Err(e) => {
+            return ui::error(exit::USAGE, format!("{}: {e}", args.component.display()));
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&inspection) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return ui::error(exit::FAILED, format!("cannot render: {e}")),
+        }
+    } else {
+        print!("{inspection}");
+    }
+    if inspection.refused.is_some() {
+        exit::REFUSED
+    } else {
+        exit::DONE
     }
 }
 
@@ -370,6 +423,14 @@ pub async fn execute(
     }
     .map_err(|e| (exit::USAGE, format!("{}: {e}", origin.display())))?;
     tracing::info!("cache: {cache_status}");
+    // The load-time check: imports outside the world are refused before instantiation,
+    // whether the component was compiled now or loaded from the cache.
+    runtime.interfaces(&loaded).check().map_err(|e| {
+        (
+            exit::REFUSED,
+            format!("{}: {}", origin.display(), RunError::Refused(e)),
+        )
+    })?;
     tracing::info!(
         component = %origin.display(),
         sha256 = %loaded.sha256,
@@ -380,6 +441,7 @@ pub async fn execute(
         let code = match e {
             RunError::Refused(_) => exit::REFUSED,
             RunError::Invalid(_) | RunError::Setup(_) => exit::USAGE,
+            RunError::Limit(_) => exit::FAILED,
         };
         (code, format!("{}: {e}", origin.display()))
     })?;

@@ -10,6 +10,7 @@ pub mod caps;
 pub mod cli;
 pub mod demo;
 pub mod grants;
+pub mod inspect;
 pub mod report;
 pub mod runtime;
 pub mod signing;

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::caps::http::policy::{Http, RawHttp};
 use crate::caps::http::tls::{RawTls, Tls};
 use crate::caps::pods::{Cluster, RawCluster};
 use crate::caps::restart::{RawRestart, Restart};
-use crate::grants::{Capability, Grants, HttpMethod};
+use crate::grants::{Capability, Grants};
+use crate::runtime::limits::{Limits, RawLimits};
 use crate::trust::{RawTrust, Trust};
 
 /// A site file error: the file, the key (as `[section] key`), and what is wrong.
@@ -59,7 +61,11 @@ pub struct Site {
     pub path: PathBuf,
     pub cluster: Cluster,
     pub tls: Tls,
+    /// `[http]`: paths, methods, sizes, time and concurrency of `http`.
+    pub http: Http,
     pub restart: Option<Restart>,
+    /// `[limits]`: memory, wall clock and host calls of a run (defaults when absent).
+    pub limits: Limits,
     /// `[params]`: passed to the procedure as key/value pairs.
     pub params: Vec<(String, String)>,
     /// `[trust]`: the signers whose components may run, and their grants.
@@ -71,7 +77,11 @@ pub struct Site {
 struct RawSite {
     cluster: RawCluster,
     tls: RawTls,
+    #[serde(default)]
+    http: RawHttp,
     restart: Option<RawRestart>,
+    #[serde(default)]
+    limits: RawLimits,
     #[serde(default)]
     params: std::collections::BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -79,16 +89,14 @@ struct RawSite {
 }
 
 impl Site {
-    /// What the site grants a component: pods, log, http to the DSM cluster-key API,
-    /// and restart when a `[restart]` section says how.
+    /// What the site grants a component: pods, log, http with the `[http]` methods
+    /// and paths (default: GET and POST under the DSM cluster-key API), and restart
+    /// when a `[restart]` section says how.
     pub fn grants(&self) -> Grants {
         let grants = Grants::none()
             .allow(Capability::Pods)
             .allow(Capability::Log)
-            .allow_http(
-                [HttpMethod::Get, HttpMethod::Post],
-                ["/cluster/v1/key".to_string()],
-            );
+            .allow_http(self.http.methods.iter().copied(), self.http.paths.clone());
         match self.restart {
             Some(_) => grants.allow(Capability::Restart),
             None => grants,
@@ -110,8 +118,12 @@ impl Site {
         let raw: RawSite = toml::from_str(text).map_err(|e| toml_error(&file, text, e))?;
         let cluster = raw.cluster.validate(&file)?;
         let tls = raw.tls.validate(&file)?;
+        let http = raw.http.validate(&file)?;
         let restart = raw.restart.map(|r| r.validate(&file)).transpose()?;
         let trust = raw.trust.validate(&file)?;
+        let limits = raw
+            .limits
+            .validate(&file, restart.as_ref().map(|r| r.timeout))?;
 
         let mut params = Vec::new();
         for (key, value) in raw.params {
@@ -136,7 +148,9 @@ impl Site {
             path: path.to_path_buf(),
             cluster,
             tls,
+            http,
             restart,
+            limits,
             params,
             trust,
         })
@@ -196,6 +210,7 @@ pub fn is_executable(path: &Path) -> bool {
 mod tests {
     use super::*;
     use crate::caps::http::tls::Tls;
+    use crate::caps::restart::{Mechanism, Workload, WorkloadKind};
     use std::time::Duration;
 
     fn site_in(dir: &Path, body: &str) -> Result<Site, SiteError> {
@@ -240,7 +255,11 @@ hash_field = "h"
         assert_eq!(site.cluster.port, 4444);
         assert!(matches!(&site.tls, Tls::Ca { path, .. } if path == &dir.path().join("ca.pem")));
         let restart = site.restart.unwrap();
-        assert_eq!(restart.command, ["/bin/true", "--now"]);
+        assert!(matches!(
+            &restart.mechanism,
+            Mechanism::Command { argv, working_dir: None, env }
+                if argv == &["/bin/true", "--now"] && env.iter().any(|e| e == "PATH")
+        ));
         assert_eq!(restart.timeout, Duration::from_secs(60));
         assert_eq!(
             site.params,
@@ -287,6 +306,87 @@ hash_field = "h"
         ca(dir.path());
         let err = site_in(dir.path(), &GOOD.replace("app=sdkms", "app in sdkms")).unwrap_err();
         assert_eq!(err.key, "[cluster] selector");
+    }
+
+    #[test]
+    fn restart_by_kubernetes_rollout_names_its_workload() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path());
+        let body = GOOD.replace(
+            "command = [\"/bin/true\", \"--now\"]",
+            "kind = \"kubernetes\"\nworkload = \"deployment/sdkms\"",
+        );
+        let restart = site_in(dir.path(), &body).unwrap().restart.unwrap();
+        assert_eq!(
+            restart.mechanism,
+            Mechanism::Kubernetes(Workload {
+                kind: WorkloadKind::Deployment,
+                name: "sdkms".into()
+            })
+        );
+        for (edit, key) in [
+            ("kind = \"kubernetes\"", "[restart] workload"),
+            (
+                "kind = \"kubernetes\"\nworkload = \"pod/x\"",
+                "[restart] workload",
+            ),
+            ("kind = \"ssh\"", "[restart] kind"),
+            (
+                "kind = \"kubernetes\"\nworkload = \"sts/sdkms\"\nenv = [\"PATH\"]",
+                "[restart] env",
+            ),
+        ] {
+            let body = GOOD.replace("command = [\"/bin/true\", \"--now\"]", edit);
+            assert_eq!(site_in(dir.path(), &body).unwrap_err().key, key, "{edit}");
+        }
+    }
+
+    #[test]
+    fn restart_command_takes_a_working_dir_and_an_env_allow_list() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path());
+        let body = GOOD.replace(
+            "timeout_secs = 60",
+            "timeout_secs = 60\nworking_dir = \".\"\nenv = [\"KUBECONFIG\"]",
+        );
+        let restart = site_in(dir.path(), &body).unwrap().restart.unwrap();
+        let Mechanism::Command {
+            working_dir, env, ..
+        } = restart.mechanism
+        else {
+            panic!("a command");
+        };
+        assert_eq!(working_dir, Some(dir.path().join(".")));
+        assert_eq!(env, ["KUBECONFIG"]);
+        let bad = GOOD.replace("timeout_secs = 60", "timeout_secs = 60\nenv = [\"A=B\"]");
+        assert_eq!(site_in(dir.path(), &bad).unwrap_err().key, "[restart] env");
+        let bad = GOOD.replace(
+            "timeout_secs = 60",
+            "timeout_secs = 60\nworking_dir = \"nope\"",
+        );
+        assert_eq!(
+            site_in(dir.path(), &bad).unwrap_err().key,
+            "[restart] working_dir"
+        );
+    }
+
+    #[test]
+    fn limits_and_http_sections_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path());
+        let body = format!(
+            "{GOOD}\n[limits]\nmemory_mib = 32\n\n[http]\nmethods = [\"GET\"]\npaths = [\"/cluster/v1/key/status\"]\n"
+        );
+        let site = site_in(dir.path(), &body).unwrap();
+        assert_eq!(site.limits.memory_bytes, 32 << 20);
+        assert_eq!(
+            site.grants().to_string(),
+            "pods, http (GET under /cluster/v1/key/status), restart, log"
+        );
+        let bad = format!("{GOOD}\n[limits]\nmemory = 32\n");
+        let err = site_in(dir.path(), &bad).unwrap_err();
+        assert_eq!(err.key, "[limits] memory");
+        assert!(err.message.contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Faults {
     /// This pod's `GET /cluster/v1/key` returns valid JSON padded to at least this
     /// many bytes (for response-size-limit tests).
     pub oversized_status_on: Option<(String, usize)>,
+    /// This pod's `GET /cluster/v1/key` answers only after this many milliseconds
+    /// (for time-limit and concurrency-limit tests).
+    pub slow_status_on: Option<(String, u64)>,
 }
 
 impl Faults {
@@ -36,6 +39,14 @@ impl Faults {
     /// Does the rolling restart number `n` (1-based) fail?
     pub fn fails_restart(&self, n: u32) -> bool {
         self.fail_restart == Some(n)
+    }
+
+    /// How long this pod's status read is held, if it is to be slow.
+    pub fn slow_status(&self, pod: &str) -> Option<std::time::Duration> {
+        match &self.slow_status_on {
+            Some((p, ms)) if p == pod => Some(std::time::Duration::from_millis(*ms)),
+            _ => None,
+        }
     }
 
     /// The padded size of this pod's status body, if it is to be oversized.
@@ -58,6 +69,7 @@ mod tests {
         assert!(!f.diverges_hash("sdkms-0"));
         assert!(!f.fails_restart(1));
         assert_eq!(f.oversized_status("sdkms-0"), None);
+        assert_eq!(f.slow_status("sdkms-0"), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - `GET /apis/apps/v1/namespaces/{ns}/statefulsets[/sdkms]` -> the StatefulSet
 //! - `PATCH /apis/apps/v1/namespaces/{ns}/statefulsets/sdkms` -> a template change
 //!   (`kubectl rollout restart`) starts a rolling restart in the background
+//! - the same two under `deployments` when `SimConfig::workload` is a Deployment
+//!   (then `statefulsets` has none, and the other way round)
 //! - `GET /version`                                        -> version info
 //! - `POST /sim/v1/rolling-restart` -> 200 when every pod is Ready again, 500 on failure
 //! - `GET /sim/v1/oracle`           -> the oracle JSON
@@ -35,7 +37,7 @@ use serde_json::json;
 use crate::selector::Selector;
 use crate::serve::{self, ServerHandle};
 use crate::workload::{self, Counts};
-use crate::{Faults, Phase, Shared};
+use crate::{Faults, Phase, Shared, WorkloadKind};
 
 /// Start the API server on 127.0.0.1 (a random port).
 pub(crate) async fn start(shared: Arc<Shared>) -> anyhow::Result<ServerHandle> {
@@ -107,6 +109,10 @@ async fn handle(
         ["api", "v1", "namespaces", ns, "pods", name] => Route::GetPod(ns, name),
         ["apis", "apps", "v1", "namespaces", ns, "statefulsets"] => Route::ListWorkloads(ns),
         ["apis", "apps", "v1", "namespaces", ns, "statefulsets", name] => Route::Workload(ns, name),
+        ["apis", "apps", "v1", "namespaces", ns, "deployments"] => Route::ListDeployments(ns),
+        ["apis", "apps", "v1", "namespaces", ns, "deployments", name] => {
+            Route::Deployment(ns, name)
+        }
         ["version"] => Route::Version,
         ["sim", "v1", "rolling-restart"] => Route::Restart,
         ["sim", "v1", "oracle"] => Route::Oracle,
@@ -122,7 +128,7 @@ async fn handle(
     let allowed: &[Method] = match route {
         Route::Restart => &[Method::POST],
         Route::Faults => &[Method::GET, Method::PUT],
-        Route::Workload(..) => &[Method::GET, Method::PATCH],
+        Route::Workload(..) | Route::Deployment(..) => &[Method::GET, Method::PATCH],
         _ => &[Method::GET],
     };
     if !allowed.contains(&method) {
@@ -148,6 +154,38 @@ async fn handle(
                 format!("pods \"{name}\" not found"),
             ),
         },
+        Route::ListDeployments(ns) => {
+            let items = deployment(&shared, ns).into_iter().collect();
+            let rv = shared.state().resource_version;
+            ok_json(&k8s_openapi::List {
+                items,
+                metadata: ListMeta {
+                    resource_version: Some(rv.to_string()),
+                    ..ListMeta::default()
+                },
+            })
+        }
+        Route::Deployment(ns, name) => {
+            if name != workload::NAME
+                || ns != shared.config.namespace
+                || shared.config.workload != WorkloadKind::Deployment
+            {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("deployments.apps \"{name}\" not found"),
+                );
+            }
+            if method == Method::PATCH
+                && let Some(resp) = patch_workload(&shared, &body)
+            {
+                return resp;
+            }
+            match deployment(&shared, ns) {
+                Some(d) => ok_json(&d),
+                None => status(StatusCode::NOT_FOUND, "NotFound", "deployment not found"),
+            }
+        }
         Route::ListWorkloads(ns) => {
             let items = workload(&shared, ns).into_iter().collect();
             let rv = shared.state().resource_version;
@@ -160,7 +198,10 @@ async fn handle(
             })
         }
         Route::Workload(ns, name) => {
-            if name != workload::NAME || ns != shared.config.namespace {
+            if name != workload::NAME
+                || ns != shared.config.namespace
+                || shared.config.workload != WorkloadKind::StatefulSet
+            {
                 return status(
                     StatusCode::NOT_FOUND,
                     "NotFound",
@@ -216,6 +257,8 @@ enum Route<'a> {
     ListPods(Option<&'a str>),
     ListWorkloads(&'a str),
     Workload(&'a str, &'a str),
+    ListDeployments(&'a str),
+    Deployment(&'a str, &'a str),
     GetPod(&'a str, &'a str),
     Version,
     Restart,
@@ -313,12 +356,8 @@ fn get_pod(shared: &Shared, ns: &str, name: &str) -> Option<Pod> {
         .find(|p| p.metadata.name.as_deref() == Some(name))
 }
 
-/// The StatefulSet, with its status counted from the pods.
-fn workload(shared: &Shared, ns: &str) -> Option<k8s_openapi::api::apps::v1::StatefulSet> {
-    if ns != shared.config.namespace {
-        return None;
-    }
-    let st = shared.state();
+/// The status counts of the workload, from the pod slots.
+fn counts(st: &crate::State) -> Counts {
     let w = &st.workload;
     let mut counts = Counts::default();
     for slot in st.slots.values().filter(|s| s.phase != Phase::Absent) {
@@ -327,7 +366,32 @@ fn workload(shared: &Shared, ns: &str) -> Option<k8s_openapi::api::apps::v1::Sta
         counts.updated += usize::from(slot.revision == w.update_revision);
         counts.current += usize::from(slot.revision == w.current_revision);
     }
-    Some(w.to_object(
+    counts
+}
+
+/// The Deployment, with its status counted from the pods (when the workload is one).
+fn deployment(shared: &Shared, ns: &str) -> Option<k8s_openapi::api::apps::v1::Deployment> {
+    if ns != shared.config.namespace || shared.config.workload != WorkloadKind::Deployment {
+        return None;
+    }
+    let st = shared.state();
+    Some(st.workload.to_deployment(
+        &shared.config.namespace,
+        &shared.config.labels,
+        shared.config.pods,
+        counts(&st),
+        st.resource_version,
+    ))
+}
+
+/// The StatefulSet, with its status counted from the pods.
+fn workload(shared: &Shared, ns: &str) -> Option<k8s_openapi::api::apps::v1::StatefulSet> {
+    if ns != shared.config.namespace || shared.config.workload != WorkloadKind::StatefulSet {
+        return None;
+    }
+    let st = shared.state();
+    let counts = counts(&st);
+    Some(st.workload.to_object(
         &shared.config.namespace,
         &shared.config.labels,
         shared.config.pods,

@@ -57,6 +57,18 @@ pub struct SimConfig {
     /// The pause between the steps of a pod replacement in a rolling restart.
     pub restart_step_delay: Duration,
     pub faults: Faults,
+    /// The kind of the workload `sdkms` that owns the pods (for restarts by rollout).
+    pub workload: WorkloadKind,
+}
+
+/// What owns the simulated pods, as the API server shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// `apps/v1` StatefulSet `sdkms` (DSM's usual deployment).
+    #[default]
+    StatefulSet,
+    /// `apps/v1` Deployment `sdkms`.
+    Deployment,
 }
 
 impl Default for SimConfig {
@@ -68,6 +80,7 @@ impl Default for SimConfig {
             labels: BTreeMap::from([("app".to_string(), "sdkms".to_string())]),
             restart_step_delay: Duration::from_millis(30),
             faults: Faults::default(),
+            workload: WorkloadKind::default(),
         }
     }
 }
@@ -298,7 +311,14 @@ impl Shared {
         let result = self.replace_pods(n, fail).await;
         let mut st = self.state();
         match &result {
-            Ok(detail) => {
+            Ok((detail, last)) => {
+                // The last pod turns Ready in the same step as the restart is
+                // recorded and the rollout completes: whoever sees the rollout done
+                // (a Deployment's counts, a StatefulSet's revisions) also finds it
+                // in the oracle.
+                if let Some(slot) = st.slots.get_mut(last) {
+                    slot.phase = Phase::Running;
+                }
                 st.recorder.restart(true, detail.clone());
                 st.workload.rollout_done();
                 st.resource_version += 1;
@@ -315,10 +335,19 @@ impl Shared {
         result.map(|_| ())
     }
 
-    async fn replace_pods(self: &Arc<Self>, n: u32, fail: bool) -> anyhow::Result<String> {
+    /// Replaces the pods one by one. Every pod but the last is Running when this
+    /// returns; the last is left Pending for the caller to finish (with the record).
+    /// Returns the record's detail and the last pod's name.
+    async fn replace_pods(
+        self: &Arc<Self>,
+        n: u32,
+        fail: bool,
+    ) -> anyhow::Result<(String, String)> {
         let delay = self.config.restart_step_delay;
         let mut replaced = Vec::new();
-        for (i, name) in self.pod_names().into_iter().enumerate() {
+        let names = self.pod_names();
+        let last = names.last().cloned().unwrap_or_default();
+        for (i, name) in names.into_iter().enumerate() {
             if self.closed.load(Ordering::SeqCst) {
                 bail!("rolling restart #{n} aborted: simulator shut down");
             }
@@ -327,7 +356,9 @@ impl Shared {
             tokio::time::sleep(delay).await;
             self.start_pod(&name, Phase::Pending, true).await?;
             tokio::time::sleep(delay).await;
-            self.set_phase(&name, Phase::Running);
+            if name != last || fail {
+                self.set_phase(&name, Phase::Running);
+            }
             let new_ip = self.state().slots.get(&name).and_then(|s| s.ip);
             replaced.push(format!(
                 "{name} {} -> {}",
@@ -340,7 +371,10 @@ impl Shared {
                 );
             }
         }
-        Ok(format!("rolling restart #{n}: {}", replaced.join(", ")))
+        Ok((
+            format!("rolling restart #{n}: {}", replaced.join(", ")),
+            last,
+        ))
     }
 
     /// Stop every pod server at once (synchronously: usable from `Drop`).

@@ -1,4 +1,4 @@
-//! The StatefulSet `sdkms` that owns the pods, so that a rolling restart can also be
+//! The workload `sdkms` (a StatefulSet, or a Deployment: `SimConfig::workload`) that owns the pods, so that a rolling restart can also be
 //! requested the Kubernetes way (`kubectl rollout restart`, kube's `Api::restart`):
 //! a patch of the pod template's annotations bumps the generation and the update
 //! revision, the simulator replaces the pods one by one (the same rolling restart as
@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec, StatefulSetStatus,
+};
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::Value;
@@ -179,6 +181,41 @@ impl Workload {
                 current_revision: Some(self.current_revision.clone()),
                 update_revision: Some(self.update_revision.clone()),
                 ..StatefulSetStatus::default()
+            }),
+        }
+    }
+}
+
+impl Workload {
+    /// The same workload as a Deployment: the status a Deployment controller reports
+    /// (`updatedReplicas`, `readyReplicas`, `availableReplicas`; no revisions).
+    pub fn to_deployment(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        pods: usize,
+        counts: Counts,
+        resource_version: u64,
+    ) -> Deployment {
+        let n = |x: usize| i32::try_from(x).unwrap_or(i32::MAX);
+        let sts = self.to_object(namespace, labels, pods, counts, resource_version);
+        let spec = sts.spec.unwrap_or_default();
+        Deployment {
+            metadata: sts.metadata,
+            spec: Some(DeploymentSpec {
+                replicas: spec.replicas,
+                selector: spec.selector,
+                template: spec.template,
+                ..DeploymentSpec::default()
+            }),
+            status: Some(DeploymentStatus {
+                replicas: Some(n(counts.replicas)),
+                updated_replicas: Some(n(counts.updated)),
+                ready_replicas: Some(n(counts.ready)),
+                available_replicas: Some(n(counts.ready)),
+                unavailable_replicas: Some(n(pods.saturating_sub(counts.ready))),
+                observed_generation: Some(self.generation),
+                ..DeploymentStatus::default()
             }),
         }
     }

@@ -559,3 +559,64 @@ async fn hundreds_of_pods_get_distinct_addresses() {
     assert_eq!(status(&c, &sim, last).await["node"], "sdkms-299");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn kube_rollout_restart_of_a_deployment_replaces_the_pods() {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use kube::api::Api;
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    use std::time::Duration;
+
+    let sim = Sim::start(SimConfig {
+        workload: cmk_sim::WorkloadKind::Deployment,
+        ..SimConfig::pods(2)
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = sim.write_files(dir.path()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&files.kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    // Only the configured kind exists.
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), "sdkms");
+    assert!(sts.get("sdkms").await.is_err());
+    let deploy: Api<Deployment> = Api::namespaced(client, "sdkms");
+    let before_ips = sim.pod_ips();
+
+    let generation = deploy
+        .restart("sdkms")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+    assert_eq!(generation, 2);
+    // Wait as `kubectl rollout status` does for a Deployment.
+    let done = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let st = deploy.get("sdkms").await.unwrap().status.unwrap();
+            if st.observed_generation >= Some(generation)
+                && st.updated_replicas == Some(2)
+                && st.replicas == Some(2)
+                && st.available_replicas == Some(2)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "rollout did not complete");
+    let o = sim.oracle();
+    assert_eq!(o.restarts.len(), 1);
+    assert!(o.restarts[0].ok);
+    for ((_, a), (_, b)) in before_ips.iter().zip(sim.pod_ips()) {
+        assert_ne!(a, &b);
+    }
+    sim.shutdown().await;
+}

@@ -19,6 +19,11 @@ use tokio::process::Command;
 pub const ROTATE_WASM: &str = env!("CMK_GUEST_ROTATE_WASM");
 /// The policy probe: makes the http calls its parameters name (`guests/probe`).
 pub const PROBE_WASM: &str = env!("CMK_GUEST_PROBE_WASM");
+/// The hostile component: attacks the sandbox as its `attack` parameter names
+/// (`guests/hostile`).
+pub const HOSTILE_WASM: &str = env!("CMK_GUEST_HOSTILE_WASM");
+/// A procedure that imports an interface outside the world (`guests/outside`).
+pub const OUTSIDE_WASM: &str = env!("CMK_GUEST_OUTSIDE_WASM");
 
 /// The precompile cache every run of the binary uses (`XDG_CACHE_HOME`), unless a
 /// test passes its own `--cache-dir` or `--no-cache`.
@@ -332,4 +337,14 @@ pub fn assert_no_restart_no_activate(oracle: &Oracle) {
     assert!(oracle.activates().is_empty(), "no activate");
     assert_eq!(oracle.version, 1, "still on version 1");
     assert!(oracle.broken_pods().is_empty(), "no pod broken");
+}
+
+/// `text` (a site file) with its `[restart]` section replaced by `replacement`
+/// (which may be empty); every other section, `[[trust.signer]]` included, is kept.
+pub fn replace_restart(text: &str, replacement: &str) -> String {
+    let start = text.find("[restart]").expect("a [restart] section");
+    let end = text[start + 1..]
+        .find("\n[")
+        .map_or(text.len(), |i| start + 1 + i + 1);
+    format!("{}{replacement}{}", &text[..start], &text[end..])
 }

@@ -92,6 +92,7 @@ impl RawCluster {
 pub struct PodLister {
     api: Api<KubePod>,
     selector: String,
+    namespace: String,
 }
 
 /// Why a Kubernetes client could not be made from the site's configuration.
@@ -127,7 +128,18 @@ impl PodLister {
         Ok(PodLister {
             api: Api::namespaced(client, &site.cluster.namespace),
             selector: site.cluster.selector.clone(),
+            namespace: site.cluster.namespace.clone(),
         })
+    }
+
+    /// The Kubernetes client (for `restart`'s rollouts, with the same credentials).
+    pub fn client(&self) -> Client {
+        self.api.clone().into_client()
+    }
+
+    /// The site's namespace: the only one any capability touches.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The pods now, sorted by name.

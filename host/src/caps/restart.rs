@@ -1,11 +1,17 @@
 //! `restart`: the cluster's rolling restart, by the mechanism the site fixes.
 //!
-//! The site's `[restart] command` runs as a child process (argv, no shell), with a
-//! minimal environment; its output goes to the log. The call returns once the
-//! command exited 0 and every pod matching the selector is Ready with an IP, all
-//! within the site's timeout. Without a `[restart]` section the call is denied.
+//! `[restart] kind = "command"` (the default when `command` is given): the argv runs
+//! as a child process (no shell), in the site's working directory, with only the
+//! environment variables the site lists; its output goes to the log.
+//! `kind = "kubernetes"`: the workload's pod template is patched as
+//! `kubectl rollout restart` does, and the rollout is awaited as `kubectl rollout
+//! status` does ([`kubernetes`]). Either way the call returns once every pod
+//! matching the selector is Ready with an IP, all within the site's timeout.
+//! Without a `[restart]` section the call is denied.
 
-use std::path::Path;
+pub mod kubernetes;
+
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -16,10 +22,12 @@ use tokio::process::Command;
 use super::Denials;
 use super::pods::PodLister;
 use crate::runtime::bindings::cmk::procedure::restart::{Host, RestartError};
-use crate::site::{SiteError, SiteFile, is_executable};
+use crate::site::{SiteError, SiteFile, is_dns_label, is_executable};
+pub use kubernetes::{Workload, WorkloadKind};
 
-/// Environment variables the restart command inherits; everything else is cleared
-/// so that the host's secrets (tokens, credentials) do not leak into it.
+/// Environment variables the restart command inherits when the site lists none;
+/// everything else is cleared so that the host's secrets (tokens, credentials) do
+/// not leak into it.
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "KUBECONFIG"];
 
 /// How often the pod list is read while waiting for every pod to be Ready.
@@ -28,15 +36,36 @@ const READY_POLL: Duration = Duration::from_millis(200);
 /// `[restart]`: how the cluster is restarted. Without it, `restart` is denied.
 #[derive(Debug, Clone)]
 pub struct Restart {
-    /// argv: the program and its arguments. Run directly, never through a shell.
-    pub command: Vec<String>,
+    pub mechanism: Mechanism,
+    /// The whole restart: the command or rollout, and the wait for Ready pods.
     pub timeout: Duration,
+}
+
+/// The two ways a site can restart its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mechanism {
+    /// `kind = "command"`: a program the host runs.
+    Command {
+        /// argv: the program and its arguments. Run directly, never through a shell.
+        argv: Vec<String>,
+        /// Where it runs; the host's working directory when absent.
+        working_dir: Option<PathBuf>,
+        /// The names of the host's environment variables it inherits.
+        env: Vec<String>,
+    },
+    /// `kind = "kubernetes"`: a rollout restart of a workload in the site's namespace.
+    Kubernetes(Workload),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRestart {
-    command: Vec<String>,
+    kind: Option<String>,
+    command: Option<Vec<String>>,
+    working_dir: Option<PathBuf>,
+    env: Option<Vec<String>>,
+    /// `statefulset/NAME` or `deployment/NAME`, as kubectl writes it.
+    workload: Option<String>,
     #[serde(default = "default_restart_timeout")]
     timeout_secs: u64,
 }
@@ -47,10 +76,63 @@ fn default_restart_timeout() -> u64 {
 
 impl RawRestart {
     pub fn validate(self, file: &SiteFile<'_>) -> Result<Restart, SiteError> {
-        let Some(program) = self.command.first() else {
+        if self.timeout_secs == 0 {
+            return Err(file.error("[restart] timeout_secs", "must be at least 1"));
+        }
+        let timeout = Duration::from_secs(self.timeout_secs);
+        let kind = match (self.kind.as_deref(), &self.command, &self.workload) {
+            (Some(kind), _, _) => kind,
+            (None, Some(_), _) => "command",
+            (None, None, Some(_)) => "kubernetes",
+            (None, None, None) => {
+                return Err(file.error(
+                    "[restart]",
+                    "say how to restart: `command = [...]`, or `kind = \"kubernetes\"` with `workload = \"statefulset/NAME\"`",
+                ));
+            }
+        };
+        let mechanism = match kind {
+            "command" => self.command_mechanism(file)?,
+            "kubernetes" => {
+                for (key, set) in [
+                    ("command", self.command.is_some()),
+                    ("working_dir", self.working_dir.is_some()),
+                    ("env", self.env.is_some()),
+                ] {
+                    if set {
+                        return Err(
+                            file.error(format!("[restart] {key}"), "only for kind = \"command\"")
+                        );
+                    }
+                }
+                let Some(workload) = &self.workload else {
+                    return Err(file.error(
+                        "[restart] workload",
+                        "missing: kind = \"kubernetes\" restarts `statefulset/NAME` or `deployment/NAME`",
+                    ));
+                };
+                let workload =
+                    Workload::parse(workload).map_err(|e| file.error("[restart] workload", e))?;
+                Mechanism::Kubernetes(workload)
+            }
+            other => {
+                return Err(file.error(
+                    "[restart] kind",
+                    format!("{other:?} is not a restart kind: \"command\" or \"kubernetes\""),
+                ));
+            }
+        };
+        Ok(Restart { mechanism, timeout })
+    }
+
+    fn command_mechanism(&self, file: &SiteFile<'_>) -> Result<Mechanism, SiteError> {
+        if self.workload.is_some() {
+            return Err(file.error("[restart] workload", "only for kind = \"kubernetes\""));
+        }
+        let Some(program) = self.command.as_ref().and_then(|c| c.first()) else {
             return Err(file.error("[restart] command", "must name a program"));
         };
-        let mut command = self.command.clone();
+        let mut argv = self.command.clone().unwrap_or_default();
         if program.contains('/') {
             let resolved = file.resolve(Path::new(program));
             if !is_executable(&resolved) {
@@ -59,16 +141,49 @@ impl RawRestart {
                     format!("{} is not an executable file", resolved.display()),
                 ));
             }
-            command[0] = resolved.display().to_string();
+            argv[0] = resolved.display().to_string();
         }
-        if self.timeout_secs == 0 {
-            return Err(file.error("[restart] timeout_secs", "must be at least 1"));
-        }
-        Ok(Restart {
-            command,
-            timeout: Duration::from_secs(self.timeout_secs),
+        let working_dir = match &self.working_dir {
+            Some(dir) => {
+                let dir = file.resolve(dir);
+                if !dir.is_dir() {
+                    return Err(file.error(
+                        "[restart] working_dir",
+                        format!("{} is not a directory", dir.display()),
+                    ));
+                }
+                Some(dir)
+            }
+            None => None,
+        };
+        let env = match &self.env {
+            Some(names) => {
+                for name in names {
+                    let valid = !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        && !name.as_bytes()[0].is_ascii_digit();
+                    if !valid {
+                        return Err(file.error(
+                            "[restart] env",
+                            format!("{name:?} is not an environment variable name"),
+                        ));
+                    }
+                }
+                names.clone()
+            }
+            None => INHERITED_ENV.iter().map(|s| s.to_string()).collect(),
+        };
+        Ok(Mechanism::Command {
+            argv,
+            working_dir,
+            env,
         })
     }
+}
+
+/// Whether `name` is a valid name of a Kubernetes object (DNS subdomain).
+pub(crate) fn is_object_name(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
 }
 
 /// The `restart` capability of one run.
@@ -100,80 +215,31 @@ impl RestartCap {
         self.count += 1;
         let n = self.count;
         let deadline = Instant::now() + config.timeout;
-        let argv = config.command.join(" ");
-        tracing::info!(restart = n, command = %argv, "rolling restart started");
-
-        let mut cmd = Command::new(&config.command[0]);
-        cmd.args(&config.command[1..])
-            .env_clear()
-            .envs(
-                INHERITED_ENV
-                    .iter()
-                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| RestartError::Failed(format!("cannot start {argv}: {e}")))?;
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let forward = async {
-            let mut out = BufReader::new(stdout).lines();
-            let mut err = BufReader::new(stderr).lines();
-            let (mut out_open, mut err_open) = (true, true);
-            let mut last_err = String::new();
-            while out_open || err_open {
-                tokio::select! {
-                    line = out.next_line(), if out_open => match line {
-                        Ok(Some(l)) => tracing::info!(target: "cmk_host::restart", "{l}"),
-                        _ => out_open = false,
-                    },
-                    line = err.next_line(), if err_open => match line {
-                        Ok(Some(l)) => {
-                            tracing::warn!(target: "cmk_host::restart", "{l}");
-                            last_err = l;
-                        }
-                        _ => err_open = false,
-                    },
-                }
+        match &config.mechanism {
+            Mechanism::Command {
+                argv,
+                working_dir,
+                env,
+            } => {
+                tracing::info!(restart = n, command = %argv.join(" "), "rolling restart started");
+                run_command(argv, working_dir.as_deref(), env, deadline, config.timeout).await?;
             }
-            last_err
-        };
-        let waited = tokio::time::timeout_at(deadline.into(), async {
-            let last_err = forward.await;
-            (child.wait().await, last_err)
-        })
-        .await;
-        let (status, last_err) = match waited {
-            Err(_) => {
-                // kill_on_drop ends the child; say so explicitly for the log.
-                let _ = child.start_kill();
-                return Err(RestartError::Timeout(format!(
-                    "{argv} did not finish within {}s",
-                    config.timeout.as_secs()
-                )));
+            Mechanism::Kubernetes(workload) => {
+                tracing::info!(restart = n, %workload, "rollout restart started");
+                kubernetes::rollout_restart(
+                    &self.lister.client(),
+                    self.lister.namespace(),
+                    workload,
+                    deadline,
+                    config.timeout,
+                )
+                .await?;
             }
-            Ok((status, last_err)) => (status, last_err),
-        };
-        let status = status.map_err(|e| RestartError::Failed(format!("{argv}: {e}")))?;
-        if !status.success() {
-            let tail = if last_err.is_empty() {
-                String::new()
-            } else {
-                format!(": {last_err}")
-            };
-            return Err(RestartError::Failed(format!(
-                "{argv} exited with {status}{tail}"
-            )));
         }
         self.wait_ready(deadline, config.timeout).await?;
         tracing::info!(restart = n, "rolling restart done: every pod Ready");
         Ok(())
     }
-
     /// Waits until the selector matches at least one pod and every one is Ready with an IP.
     async fn wait_ready(&self, deadline: Instant, timeout: Duration) -> Result<(), RestartError> {
         let mut last: String;
@@ -205,6 +271,84 @@ impl RestartCap {
             tokio::time::sleep(READY_POLL).await;
         }
     }
+}
+
+/// Runs the site's restart command to completion within the deadline: its stdout
+/// and stderr go to the log, a non-zero exit is a failure naming its last error line.
+async fn run_command(
+    argv: &[String],
+    working_dir: Option<&Path>,
+    env: &[String],
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), RestartError> {
+    let line = argv.join(" ");
+    let mut cmd = Command::new(&argv[0]);
+    if let Some(dir) = working_dir {
+        cmd.current_dir(dir);
+    }
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(env.iter().filter_map(|k| Some((k, std::env::var_os(k)?))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RestartError::Failed(format!("cannot start {line}: {e}")))?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let forward = async {
+        let mut out = BufReader::new(stdout).lines();
+        let mut err = BufReader::new(stderr).lines();
+        let (mut out_open, mut err_open) = (true, true);
+        let mut last_err = String::new();
+        while out_open || err_open {
+            tokio::select! {
+                line = out.next_line(), if out_open => match line {
+                    Ok(Some(l)) => tracing::info!(target: "cmk_host::restart", "{l}"),
+                    _ => out_open = false,
+                },
+                line = err.next_line(), if err_open => match line {
+                    Ok(Some(l)) => {
+                        tracing::warn!(target: "cmk_host::restart", "{l}");
+                        last_err = l;
+                    }
+                    _ => err_open = false,
+                },
+            }
+        }
+        last_err
+    };
+    let waited = tokio::time::timeout_at(deadline.into(), async {
+        let last_err = forward.await;
+        (child.wait().await, last_err)
+    })
+    .await;
+    let (status, last_err) = match waited {
+        Err(_) => {
+            // kill_on_drop ends the child; say so explicitly for the log.
+            let _ = child.start_kill();
+            return Err(RestartError::Timeout(format!(
+                "{line} did not finish within {}s",
+                timeout.as_secs()
+            )));
+        }
+        Ok((status, last_err)) => (status, last_err),
+    };
+    let status = status.map_err(|e| RestartError::Failed(format!("{line}: {e}")))?;
+    if !status.success() {
+        let tail = if last_err.is_empty() {
+            String::new()
+        } else {
+            format!(": {last_err}")
+        };
+        return Err(RestartError::Failed(format!(
+            "{line} exited with {status}{tail}"
+        )));
+    }
+    Ok(())
 }
 
 impl Host for RestartCap {

@@ -5,7 +5,11 @@
 //! each with its own store, capabilities and limits.
 
 pub mod bindings;
+pub mod imports;
+pub mod limits;
 mod wasi;
+
+pub use limits::{LimitHit, Limits};
 
 use std::sync::Arc;
 use std::thread;
@@ -13,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{CallHook, Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::caps::http::{HttpCap, HttpPolicy};
@@ -32,28 +36,9 @@ use bindings::exports::cmk::procedure::procedure::{Context, Mode};
 /// How often the engine's epoch advances; the wall-clock limit is counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Limits of one run.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Linear memory of the component, in bytes.
-    pub memory_bytes: usize,
-    /// Wall-clock time of the whole run, host calls included.
-    pub wall_clock: Duration,
-}
-
-impl Limits {
-    /// Defaults that suit a rotation: two rolling restarts at most, plus margin.
-    pub fn for_site(site: &Site) -> Limits {
-        let restarts = site
-            .restart
-            .as_ref()
-            .map_or(Duration::ZERO, |r| r.timeout * 2);
-        Limits {
-            memory_bytes: 256 << 20,
-            wall_clock: restarts + Duration::from_secs(30 * 60),
-        }
-    }
-}
+/// The guest's native (wasm) stack: deep enough for any real procedure; unbounded
+/// recursion traps here instead of taking the host thread's stack.
+const MAX_WASM_STACK: usize = 512 << 10;
 
 /// What a run is asked to do.
 pub struct RunOptions {
@@ -79,6 +64,9 @@ pub enum RunError {
     /// The site's configuration could not be turned into a client (exit 2).
     #[error("{0}")]
     Setup(String),
+    /// A `[limits]` value too small for the component even to start (exit 1).
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// A compiled component and the digest of the exact bytes it was compiled from.
@@ -97,7 +85,7 @@ pub struct Runtime {
 pub struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    enforcer: limits::Enforcer,
     pods: PodsCap,
     http: HttpCap,
     restart: RestartCap,
@@ -116,7 +104,10 @@ impl WasiView for RunState {
 impl Runtime {
     pub fn new() -> wasmtime::Result<Runtime> {
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK);
         let engine = Engine::new(&config)?;
         spawn_epoch_ticker(&engine);
 
@@ -136,6 +127,7 @@ impl Runtime {
     }
 
     /// Compiles `bytes` (the exact bytes that were read, so the digest is theirs).
+    /// Does not judge its imports: see [`Runtime::load_checked`].
     pub fn load(&self, bytes: &[u8]) -> Result<Loaded, RunError> {
         let sha256 = hex(&Sha256::digest(bytes));
         let component = Component::new(&self.engine, bytes).map_err(|e| {
@@ -144,6 +136,21 @@ impl Runtime {
             ))
         })?;
         Ok(Loaded { component, sha256 })
+    }
+
+    /// Compiles `bytes` and refuses (exit 3) a component that imports anything
+    /// outside the world and the WASI of std, before it can be instantiated.
+    pub fn load_checked(&self, bytes: &[u8]) -> Result<Loaded, RunError> {
+        let loaded = self.load(bytes)?;
+        self.interfaces(&loaded)
+            .check()
+            .map_err(RunError::Refused)?;
+        Ok(loaded)
+    }
+
+    /// The component's imports and exports, and the imports this host refuses.
+    pub fn interfaces(&self, loaded: &Loaded) -> imports::Interfaces {
+        imports::Interfaces::of(&self.engine, &loaded.component)
     }
 
     /// Runs `loaded` against `site`. Returns `Err` only when the run could not start.
@@ -169,16 +176,13 @@ impl Runtime {
 
         let denials = Denials::default();
         let grants = &options.grants;
-        tracing::info!(grants = %grants, "granted");
+        tracing::info!(grants = %grants, limits = %options.limits, "granted");
         let addresses = PodAddresses::default();
         let (wasi, output) = wasi::deny_all();
         let state = RunState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(options.limits.memory_bytes)
-                .instances(16)
-                .build(),
+            enforcer: limits::Enforcer::new(&options.limits),
             pods: PodsCap::new(
                 lister.clone(),
                 addresses.clone(),
@@ -199,17 +203,26 @@ impl Runtime {
             ),
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.enforcer);
+        store.call_hook(|mut store, hook| {
+            if let CallHook::CallingHost = hook {
+                store.data_mut().enforcer.host_call()?;
+            }
+            Ok(())
+        });
         let ticks = (options.limits.wall_clock.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
         let rotation = Rotation::instantiate_async(&mut store, &loaded.component, &self.linker)
             .await
-            .map_err(|e| {
-                RunError::Refused(format!(
+            .map_err(|e| match LimitHit::find(&e) {
+                // Over a limit already while starting (its initial memory): the
+                // limit's message, not a policy refusal.
+                Some(hit) => RunError::Limit(hit.to_string()),
+                None => RunError::Refused(format!(
                     "the component cannot be instantiated with the rotation world: {e:#}"
-                ))
+                )),
             })?;
 
         let mut params = site.params.clone();
@@ -234,6 +247,11 @@ impl Runtime {
         report.plan = options.plan;
         report.denials = denials.snapshot();
         let host_steps = store.data().log.steps().to_vec();
+        tracing::debug!(
+            host_calls = store.data().enforcer.host_calls(),
+            limit = options.limits.host_calls,
+            "component finished"
+        );
         match result {
             Ok(Ok(Ok(done))) => {
                 report.set_outcome(RunOutcome::Succeeded);
@@ -303,15 +321,26 @@ fn reported_steps(
 /// A trap in words an operator can act on, with the guest's last output (a panic
 /// message, an allocation failure).
 fn describe_trap(trap: &wasmtime::Error, limits: &Limits, output: &str) -> String {
+    if let Some(hit) = LimitHit::find(trap) {
+        return with_output(hit.to_string(), output);
+    }
     let what = match trap.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => format!(
             "stopped: the run exceeded its wall-clock limit of {}s",
             limits.wall_clock.as_secs()
         ),
-        Some(wasmtime::Trap::StackOverflow) => "the component overflowed its stack".to_string(),
+        Some(wasmtime::Trap::StackOverflow) => format!(
+            "stopped: the component overflowed its stack limit of {} KiB",
+            MAX_WASM_STACK >> 10
+        ),
         Some(t) => format!("the component trapped: {t}"),
         None => format!("the component failed: {trap:#}"),
     };
+    with_output(what, output)
+}
+
+/// `what`, followed by the guest's last lines of output, if any.
+fn with_output(what: String, output: &str) -> String {
     let last = output.trim_end().lines().rev().take(5).collect::<Vec<_>>();
     if last.is_empty() {
         what

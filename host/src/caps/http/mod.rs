@@ -145,18 +145,7 @@ fn classify(e: reqwest::Error) -> HttpError {
         return HttpError::Timeout;
     }
     let chain = error_chain(&e);
-    let tls = {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        let mut found = false;
-        while let Some(s) = source {
-            if s.downcast_ref::<rustls::Error>().is_some() {
-                found = true;
-                break;
-            }
-            source = s.source();
-        }
-        found
-    };
+    let tls = has_rustls_error(&e);
     if tls {
         HttpError::Tls(chain)
     } else if e.is_connect() {
@@ -164,6 +153,22 @@ fn classify(e: reqwest::Error) -> HttpError {
     } else {
         HttpError::Protocol(chain)
     }
+}
+
+/// Whether a rustls error is anywhere in `e`'s chain. hyper and tokio-rustls hand it
+/// over inside `io::Error`s, whose `source()` skips the wrapped error: look inside.
+fn has_rustls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.downcast_ref::<rustls::Error>().is_some() {
+        return true;
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && has_rustls_error(inner)
+    {
+        return true;
+    }
+    e.source().is_some_and(has_rustls_error)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -9,10 +9,153 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use serde::Deserialize;
 use url::Url;
 
 use crate::caps::PodAddresses;
-use crate::site::Site;
+use crate::grants::HttpMethod;
+use crate::site::{Site, SiteError, SiteFile};
+
+/// `[http]`: what `http` may send, and how much. Every key has a default that suits
+/// the DSM cluster-key API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http {
+    /// Path prefixes requests may target (on segment boundaries).
+    pub paths: Vec<String>,
+    pub methods: Vec<HttpMethod>,
+    pub max_request_bytes: usize,
+    pub max_response_bytes: usize,
+    /// Per request, connection included.
+    pub timeout: Duration,
+    /// Requests of one `batch` in flight at once.
+    pub max_concurrency: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            paths: vec!["/cluster/v1/key".to_string()],
+            methods: vec![HttpMethod::Get, HttpMethod::Post],
+            max_request_bytes: 64 << 10,
+            max_response_bytes: 1 << 20,
+            timeout: Duration::from_secs(30),
+            max_concurrency: 64,
+        }
+    }
+}
+
+/// Upper bounds a site may set: a response is held in host memory and then copied
+/// into the guest's, so it must stay well below the memory limit.
+const MAX_BODY_BYTES: usize = 64 << 20;
+const MAX_TIMEOUT_SECS: u64 = 3600;
+const MAX_CONCURRENCY: usize = 1024;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    paths: Option<Vec<String>>,
+    methods: Option<Vec<String>>,
+    max_request_bytes: Option<usize>,
+    max_response_bytes: Option<usize>,
+    timeout_secs: Option<u64>,
+    max_concurrency: Option<usize>,
+}
+
+impl RawHttp {
+    pub fn validate(self, file: &SiteFile<'_>) -> Result<Http, SiteError> {
+        let mut http = Http::default();
+        if let Some(paths) = self.paths {
+            if paths.is_empty() {
+                return Err(file.error(
+                    "[http] paths",
+                    "must name at least one path prefix (without [http] the default is [\"/cluster/v1/key\"])",
+                ));
+            }
+            for path in &paths {
+                check_prefix(path).map_err(|e| file.error("[http] paths", e))?;
+            }
+            http.paths = paths;
+        }
+        if let Some(methods) = self.methods {
+            if methods.is_empty() {
+                return Err(file.error("[http] methods", "must name at least one method"));
+            }
+            let mut parsed = Vec::new();
+            for m in &methods {
+                let method = match m.as_str() {
+                    "GET" => HttpMethod::Get,
+                    "POST" => HttpMethod::Post,
+                    other => {
+                        return Err(file.error(
+                            "[http] methods",
+                            format!("{other:?} is not a method `http` has: \"GET\" or \"POST\""),
+                        ));
+                    }
+                };
+                if !parsed.contains(&method) {
+                    parsed.push(method);
+                }
+            }
+            http.methods = parsed;
+        }
+        let bytes = |key: &str, value: Option<usize>, default: usize| match value {
+            None => Ok(default),
+            Some(n) if (1..=MAX_BODY_BYTES).contains(&n) => Ok(n),
+            Some(n) => Err(file.error(
+                format!("[http] {key}"),
+                format!("must be 1..={MAX_BODY_BYTES}, not {n}"),
+            )),
+        };
+        http.max_request_bytes = bytes(
+            "max_request_bytes",
+            self.max_request_bytes,
+            http.max_request_bytes,
+        )?;
+        http.max_response_bytes = bytes(
+            "max_response_bytes",
+            self.max_response_bytes,
+            http.max_response_bytes,
+        )?;
+        if let Some(secs) = self.timeout_secs {
+            if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
+                return Err(file.error(
+                    "[http] timeout_secs",
+                    format!("must be 1..={MAX_TIMEOUT_SECS}, not {secs}"),
+                ));
+            }
+            http.timeout = Duration::from_secs(secs);
+        }
+        if let Some(n) = self.max_concurrency {
+            if !(1..=MAX_CONCURRENCY).contains(&n) {
+                return Err(file.error(
+                    "[http] max_concurrency",
+                    format!("must be 1..={MAX_CONCURRENCY}, not {n}"),
+                ));
+            }
+            http.max_concurrency = n;
+        }
+        Ok(http)
+    }
+}
+
+/// A path prefix as the site may write it: absolute, no dot segments, no query or
+/// fragment, nothing a URL parser would rewrite.
+fn check_prefix(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with '/'"));
+    }
+    if path.contains(['?', '#', '%', '\\'])
+        || path.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{path:?} must be a plain path (no query, fragment, escapes or spaces)"
+        ));
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!("{path:?} must not contain '.' or '..' segments"));
+    }
+    Ok(())
+}
 
 /// What the site allows `http` to do.
 #[derive(Debug, Clone)]
@@ -28,10 +171,10 @@ impl HttpPolicy {
     pub fn from_site(site: &Site) -> Self {
         HttpPolicy {
             port: site.cluster.port,
-            max_response_bytes: 1 << 20,
-            max_request_bytes: 64 << 10,
-            timeout: Duration::from_secs(30),
-            max_concurrency: 64,
+            max_response_bytes: site.http.max_response_bytes,
+            max_request_bytes: site.http.max_request_bytes,
+            timeout: site.http.timeout,
+            max_concurrency: site.http.max_concurrency,
         }
     }
 
@@ -157,6 +300,55 @@ mod tests {
         for (url, rule) in cases {
             let err = policy().check(url, &pods()).unwrap_err();
             assert!(err.contains(rule), "{url}: {err}");
+        }
+    }
+
+    fn http(text: &str) -> Result<Http, SiteError> {
+        let raw: RawHttp = toml::from_str(text).unwrap();
+        raw.validate(&SiteFile {
+            path: std::path::Path::new("site.toml"),
+        })
+    }
+
+    #[test]
+    fn http_section_defaults_and_overrides() {
+        assert_eq!(http("").unwrap(), Http::default());
+        let h = http(
+            r#"paths = ["/cluster/v1/key", "/sys/v1/health"]
+methods = ["GET"]
+max_request_bytes = 10
+max_response_bytes = 20
+timeout_secs = 3
+max_concurrency = 2"#,
+        )
+        .unwrap();
+        assert_eq!(h.paths, ["/cluster/v1/key", "/sys/v1/health"]);
+        assert_eq!(h.methods, [HttpMethod::Get]);
+        assert_eq!(
+            (h.max_request_bytes, h.max_response_bytes, h.max_concurrency),
+            (10, 20, 2)
+        );
+        assert_eq!(h.timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn http_section_errors_name_the_key() {
+        for (text, key) in [
+            ("paths = []", "[http] paths"),
+            ("paths = [\"cluster\"]", "[http] paths"),
+            ("paths = [\"/a/../admin\"]", "[http] paths"),
+            ("paths = [\"/a?x=1\"]", "[http] paths"),
+            ("methods = [\"DELETE\"]", "[http] methods"),
+            ("methods = []", "[http] methods"),
+            ("max_request_bytes = 0", "[http] max_request_bytes"),
+            (
+                "max_response_bytes = 1000000000",
+                "[http] max_response_bytes",
+            ),
+            ("timeout_secs = 0", "[http] timeout_secs"),
+            ("max_concurrency = 0", "[http] max_concurrency"),
+        ] {
+            assert_eq!(http(text).unwrap_err().key, key, "{text}");
         }
     }
 

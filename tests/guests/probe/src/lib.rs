@@ -5,7 +5,8 @@
 //! - `list_pods = "true"`: call `pods.list` first (it becomes the http allow-list);
 //! - `requests = "METHOD URL|METHOD URL|..."`: the http calls, in order;
 //! - `batch = "true"`: make them all in one `http.batch` instead of one by one;
-//! - `restart = "true"`: call `restart.rolling-restart()` last.
+//! - `restart = "true"`: call `restart.rolling-restart()` last;
+//! - `body_bytes = "N"`: every POST carries a JSON body of exactly N bytes.
 //!
 //! The report holds one step per call, named after it, whose detail renders the
 //! result stably (`ok 204`, `denied: ...`, `status 503: ...`) for tests to match.
@@ -42,6 +43,12 @@ pub fn parse_requests(requests: &str) -> Result<Vec<Call>, String> {
             })
         })
         .collect()
+}
+
+/// A JSON object of exactly `n` bytes (at least 12): `{"pad":"xxx…"}`.
+pub fn padded_body(n: usize) -> String {
+    let pad = n.saturating_sub(10).max(1);
+    format!("{{\"pad\":\"{}\"}}", "x".repeat(pad))
 }
 
 /// The value of the last `key` in `params`.
@@ -118,13 +125,17 @@ mod component {
                 });
             }
 
+            let body = super::param(&ctx.params, "body_bytes")
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .map(super::padded_body);
+
             if super::flag(&ctx.params, "batch") {
                 let requests: Vec<Request> = calls
                     .iter()
                     .map(|c| Request {
                         method: if c.post { Method::Post } else { Method::Get },
                         url: c.url.clone(),
-                        body: None,
+                        body: if c.post { body.clone() } else { None },
                     })
                     .collect();
                 let results = http::batch(&requests);
@@ -137,7 +148,7 @@ mod component {
             } else {
                 for call in &calls {
                     let result = if call.post {
-                        http::post(&call.url, None)
+                        http::post(&call.url, body.as_deref())
                     } else {
                         http::get(&call.url)
                     };
@@ -187,6 +198,12 @@ mod tests {
         assert_eq!(calls[1].url, "https://10.0.0.1:4444/p");
         assert!(parse_requests("PUT https://x").is_err());
         assert!(parse_requests("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn padded_body_has_the_size_asked() {
+        assert_eq!(padded_body(100).len(), 100);
+        assert_eq!(padded_body(5000).len(), 5000);
     }
 
     #[test]
