@@ -57,6 +57,22 @@ pub struct SimConfig {
     /// The pause between the steps of a pod replacement in a rolling restart.
     pub restart_step_delay: Duration,
     pub faults: Faults,
+    /// The key state the cluster starts in.
+    pub start: Start,
+}
+
+/// The key state a simulated cluster starts in. Set up directly in the database,
+/// not through the pods' API: the oracle records no call for it, so a test's
+/// assertions see only what the component under test did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Version 1, nothing proposed: a cluster before its first rotation.
+    #[default]
+    Fresh,
+    /// As after step 3 of the procedure: a proposal made on `sdkms-0` and fetched by
+    /// every other pod. A pod named by [`Faults::diverge_hash_on`] holds a different
+    /// hash, as if its fetch had gone wrong: pods that disagree, for read-only checks.
+    Distributed,
 }
 
 impl Default for SimConfig {
@@ -68,6 +84,7 @@ impl Default for SimConfig {
             labels: BTreeMap::from([("app".to_string(), "sdkms".to_string())]),
             restart_step_delay: Duration::from_millis(30),
             faults: Faults::default(),
+            start: Start::Fresh,
         }
     }
 }
@@ -255,6 +272,21 @@ impl Shared {
         }
         if self.closed.load(Ordering::SeqCst) {
             self.stop_all();
+        }
+        Ok(())
+    }
+
+    /// Applies [`Start::Distributed`]: propose on the first pod, fetch on the others
+    /// (honouring `diverge_hash_on`), straight on the database.
+    fn distribute_proposal(&self) -> anyhow::Result<()> {
+        let names = self.pod_names();
+        let (proposer, others) = names.split_first().context("no pods")?;
+        let mut st = self.state();
+        st.db.propose(proposer, random_hex(32))?;
+        for name in others {
+            let diverge = st.faults.diverges_hash(name).then(|| random_hex(32));
+            st.db
+                .fetch(name, Some(proposer), "start: distributed", diverge)?;
         }
         Ok(())
     }
@@ -461,6 +493,12 @@ impl Sim {
         });
         for name in shared.pod_names() {
             shared.start_pod(&name, Phase::Running, false).await?;
+        }
+        match shared.config.start {
+            Start::Fresh => {}
+            Start::Distributed => shared
+                .distribute_proposal()
+                .context("starting with a distributed proposal")?,
         }
         let api = kube_api::start(shared.clone()).await?;
         tracing::info!(api = %api.addr(), pods = shared.config.pods, "simulated cluster started");
