@@ -114,7 +114,7 @@ pub fn run(host: &mut impl Host, params: &[(String, String)]) -> Result<Report, 
         let reason = verdict.problems.join("; ");
         steps.host.log(
             Level::Warn,
-            "the pods do not agree",
+            "the status check found problems",
             &[("problems", &reason)],
         );
         return Err(steps.fail("verdict", reason));
