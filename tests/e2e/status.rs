@@ -263,3 +263,38 @@ async fn the_status_signer_is_denied_a_post_and_nothing_is_posted() {
     assert!(oracle.restarts.is_empty());
     assert!(oracle.proposes().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_that_cannot_be_read_is_named_and_the_exit_code_is_1() {
+    // sdkms-1 answers with a body over the site's response limit (1 MiB).
+    let cluster = Cluster::start(SimConfig {
+        faults: Faults {
+            oversized_status_on: Some(("sdkms-1".into(), 2 << 20)),
+            ..Faults::default()
+        },
+        ..SimConfig::pods(3)
+    })
+    .await;
+    let (_, component) = status_component(&cluster);
+    let out = status(&cluster, &component, &["--json"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let report = out.json();
+    let reason = report["failure"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("could not be read: sdkms-1 ("),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("sdkms-0") && !reason.contains("sdkms-2"),
+        "{reason}"
+    );
+    let rows = rows(&report);
+    assert_eq!(rows[1].1, "failed");
+    assert_eq!(rows[1].2["version"], "?");
+    assert!(
+        rows[1].2["note"].as_str().unwrap().starts_with("unread: "),
+        "{out}"
+    );
+    assert_eq!((rows[0].1.as_str(), rows[2].1.as_str()), ("done", "done"));
+    assert_read_only(&cluster, 1);
+}
