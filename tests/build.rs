@@ -1,34 +1,28 @@
-//! Builds the components the end-to-end tests run: the rotation itself and the
-//! test fixtures under `guests/`, as real `wasm32-wasip2` components.
+//! Builds the components the end-to-end tests run: the rotation, the status
+//! procedure, the guide's example (`examples/hello-procedure`) and the test fixtures
+//! under `guests/`, as real `wasm32-wasip2` components.
+
+/// Each component and the variable its path is exported in (read by `src/lib.rs`).
+const COMPONENTS: &[(&str, &str)] = &[
+    ("guest-rotate", "CMK_GUEST_ROTATE_WASM"),
+    ("guest-probe", "CMK_GUEST_PROBE_WASM"),
+    ("guest-hostile", "CMK_GUEST_HOSTILE_WASM"),
+    ("guest-outside", "CMK_GUEST_OUTSIDE_WASM"),
+    ("guest-status", "CMK_GUEST_STATUS_WASM"),
+    ("hello-procedure", "CMK_HELLO_PROCEDURE_WASM"),
+];
 
 fn main() {
+    let packages: Vec<&str> = COMPONENTS.iter().map(|(p, _)| *p).collect();
     let built = cmk_build_guests::build(
-        &[
-            "guest-rotate",
-            "guest-probe",
-            "guest-hostile",
-            "guest-outside",
-        ],
-        &["guest-rotate", "tests/guests"],
+        &packages,
+        &["guest-rotate", "tests/guests", "guest-status", "examples"],
     );
-    println!(
-        "cargo:rustc-env=CMK_GUEST_ROTATE_WASM={}",
-        built[0].display()
-    );
-    println!(
-        "cargo:rustc-env=CMK_GUEST_PROBE_WASM={}",
-        built[1].display()
-    );
+    for ((_, var), path) in COMPONENTS.iter().zip(&built) {
+        println!("cargo:rustc-env={var}={}", path.display());
+    }
     // The precompile cache of the binary under test: inside the target directory,
     // never the user's ~/.cache.
     let out = std::env::var("OUT_DIR").expect("OUT_DIR");
     println!("cargo:rustc-env=CMK_TEST_CACHE_DIR={out}/cmk-host-cache");
-    println!(
-        "cargo:rustc-env=CMK_GUEST_HOSTILE_WASM={}",
-        built[2].display()
-    );
-    println!(
-        "cargo:rustc-env=CMK_GUEST_OUTSIDE_WASM={}",
-        built[3].display()
-    );
 }

@@ -131,7 +131,8 @@ pub struct RunArgs {
     pub site: PathBuf,
     /// A procedure parameter; overrides the site's [params]. Repeatable.
     ///
-    /// The rotation takes `port`, `version_field`, `hash_field`, `read_timeout_secs`.
+    /// The rotation and guest-status take `port`, `version_field`, `hash_field`,
+    /// `read_timeout_secs`.
     #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
     /// Read the cluster and show the steps that would be taken; change nothing.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::caps::log::{Fields, StepRecord};
 use crate::report::RunReport;
 
 /// Where step progress goes.
@@ -166,6 +167,79 @@ impl Progress for Spinners {
     }
 }
 
+/// Longest cell the table shows whole (but the last column, shown whole): long
+/// values (a hash) are cut on the terminal; `--json` has them whole.
+const CELL: usize = 16;
+
+/// The steps whose details are `key=value` pairs (a procedure's rows, such as one per
+/// pod), as a table: a mark, the step's name, then one column per key in the order
+/// the keys first appear. Empty when no step has such a detail.
+fn table(steps: &[StepRecord]) -> String {
+    let rows: Vec<(&StepRecord, &Fields)> = steps
+        .iter()
+        .filter_map(|s| Some((s, s.fields.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut keys: Vec<&str> = Vec::new();
+    for (_, fields) in &rows {
+        for (k, _) in &fields.0 {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+    }
+    let cut = |v: &str, last: bool| {
+        if last || v.chars().count() <= CELL {
+            v.to_string()
+        } else {
+            format!("{}…", v.chars().take(CELL - 1).collect::<String>())
+        }
+    };
+    let mut lines: Vec<Vec<String>> = vec![
+        std::iter::once(String::new())
+            .chain(keys.iter().map(|k| k.to_uppercase()))
+            .collect(),
+    ];
+    for (step, fields) in &rows {
+        let mut line = vec![step.name.clone()];
+        for (i, key) in keys.iter().enumerate() {
+            let value = fields.get(key).unwrap_or("");
+            line.push(cut(value, i + 1 == keys.len()));
+        }
+        lines.push(line);
+    }
+    let widths: Vec<usize> = (0..=keys.len())
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::from("\n");
+    for (i, line) in lines.iter().enumerate() {
+        let mark = match i {
+            0 => " ",
+            _ => mark(rows[i - 1].0.outcome),
+        };
+        let mut text = format!("  {mark} ");
+        for (c, cell) in line.iter().enumerate() {
+            let pad = widths[c] - cell.chars().count();
+            text.push_str(cell);
+            if c + 1 < line.len() {
+                text.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
+
 /// The summary printed at the end of a run.
 pub fn summary(report: &RunReport) -> String {
     let mut out = String::new();
@@ -177,7 +251,7 @@ pub fn summary(report: &RunReport) -> String {
         report.outcome_text()
     ));
     out.push_str(&format!("  pods:     {}\n", report.pods));
-    if report.plan {
+    if report.plan || report.version_before == report.version_after {
         out.push_str(&format!("  version:  {}\n", version(report.version_before)));
     } else {
         out.push_str(&format!(
@@ -200,6 +274,7 @@ pub fn summary(report: &RunReport) -> String {
         }
         _ => out.push_str("  signed by: nobody (run with --allow-unsigned)\n"),
     }
+    out.push_str(&table(&report.steps));
     if let Some(f) = &report.failure {
         out.push_str(&format!(
             "  failed at: {}\n  reason:   {}\n",
@@ -221,4 +296,42 @@ pub fn summary(report: &RunReport) -> String {
         out.push_str("  next: DR and cold-standby nodes must now rejoin the cluster\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str, outcome: &'static str, detail: &str) -> StepRecord {
+        StepRecord::new(name.into(), outcome, detail.into(), 0)
+    }
+
+    #[test]
+    fn rows_with_key_value_details_make_a_table_and_prose_steps_do_not() {
+        let hash = "0123456789abcdef0123456789abcdef";
+        let steps = [
+            step("pods", "done", "3 pods"),
+            step("sdkms-0", "done", &format!("version=1 hash={hash} note=-")),
+            step(
+                "sdkms-10",
+                "failed",
+                r#"version=2 hash=none note="version differs""#,
+            ),
+            step("verdict", "failed", "key versions differ"),
+        ];
+        let text = table(&steps);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "",
+                "              VERSION  HASH              NOTE",
+                "  ✓ sdkms-0   1        0123456789abcde…  -",
+                "  ✗ sdkms-10  2        none              version differs",
+                "",
+            ],
+            "{text}"
+        );
+        assert_eq!(table(&steps[..1]), "", "no rows, no table");
+    }
 }

@@ -59,6 +59,8 @@ pub struct SimConfig {
     pub faults: Faults,
     /// The kind of the workload `sdkms` that owns the pods (for restarts by rollout).
     pub workload: WorkloadKind,
+    /// The key state the cluster starts in.
+    pub start: Start,
 }
 
 /// What owns the simulated pods, as the API server shows it.
@@ -71,6 +73,20 @@ pub enum WorkloadKind {
     Deployment,
 }
 
+/// The key state a simulated cluster starts in. Set up directly in the database,
+/// not through the pods' API: the oracle records no call for it, so a test's
+/// assertions see only what the component under test did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Version 1, nothing proposed: a cluster before its first rotation.
+    #[default]
+    Fresh,
+    /// As after step 3 of the procedure: a proposal made on `sdkms-0` and fetched by
+    /// every other pod. A pod named by [`Faults::diverge_hash_on`] holds a different
+    /// hash, as if its fetch had gone wrong: pods that disagree, for read-only checks.
+    Distributed,
+}
+
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
@@ -81,6 +97,7 @@ impl Default for SimConfig {
             restart_step_delay: Duration::from_millis(30),
             faults: Faults::default(),
             workload: WorkloadKind::default(),
+            start: Start::Fresh,
         }
     }
 }
@@ -268,6 +285,21 @@ impl Shared {
         }
         if self.closed.load(Ordering::SeqCst) {
             self.stop_all();
+        }
+        Ok(())
+    }
+
+    /// Applies [`Start::Distributed`]: propose on the first pod, fetch on the others
+    /// (honouring `diverge_hash_on`), straight on the database.
+    fn distribute_proposal(&self) -> anyhow::Result<()> {
+        let names = self.pod_names();
+        let (proposer, others) = names.split_first().context("no pods")?;
+        let mut st = self.state();
+        st.db.propose(proposer, random_hex(32))?;
+        for name in others {
+            let diverge = st.faults.diverges_hash(name).then(|| random_hex(32));
+            st.db
+                .fetch(name, Some(proposer), "start: distributed", diverge)?;
         }
         Ok(())
     }
@@ -495,6 +527,12 @@ impl Sim {
         });
         for name in shared.pod_names() {
             shared.start_pod(&name, Phase::Running, false).await?;
+        }
+        match shared.config.start {
+            Start::Fresh => {}
+            Start::Distributed => shared
+                .distribute_proposal()
+                .context("starting with a distributed proposal")?,
         }
         let api = kube_api::start(shared.clone()).await?;
         tracing::info!(api = %api.addr(), pods = shared.config.pods, "simulated cluster started");

@@ -620,3 +620,51 @@ async fn kube_rollout_restart_of_a_deployment_replaces_the_pods() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_cluster_can_start_with_a_distributed_proposal_one_pod_diverging() {
+    let sim = Sim::start(SimConfig {
+        start: cmk_sim::Start::Distributed,
+        faults: Faults {
+            diverge_hash_on: Some("sdkms-2".into()),
+            ..Faults::default()
+        },
+        ..SimConfig::pods(3)
+    })
+    .await
+    .unwrap();
+    let c = client(&sim);
+    let oracle = sim.oracle();
+    let proposal = oracle.proposal.clone().expect("a proposal exists");
+    let hash = |i: usize| oracle.pods[i].fetched_hash.clone();
+    assert_eq!(hash(0).as_deref(), Some(proposal.as_str()), "the proposer");
+    assert_eq!(hash(1).as_deref(), Some(proposal.as_str()), "fetched");
+    assert!(hash(2).is_some() && hash(2) != hash(0), "diverged");
+    assert!(oracle.calls.is_empty(), "set up without requests");
+    assert_eq!(oracle.version, 1);
+    // And the pods say so.
+    let pods = sim.pod_ips();
+    assert_eq!(
+        status(&c, &sim, &pods[1].1).await["fetched_proposal_hash"],
+        proposal.as_str()
+    );
+    assert_eq!(
+        status(&c, &sim, &pods[2].1).await["fetched_proposal_hash"],
+        hash(2).unwrap().as_str()
+    );
+
+    // Without the fault, every pod holds the proposal.
+    let sim = Sim::start(SimConfig {
+        start: cmk_sim::Start::Distributed,
+        ..SimConfig::pods(2)
+    })
+    .await
+    .unwrap();
+    let oracle = sim.oracle();
+    assert!(
+        oracle
+            .pods
+            .iter()
+            .all(|p| p.fetched_hash == oracle.proposal)
+    );
+}

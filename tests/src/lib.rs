@@ -24,6 +24,10 @@ pub const PROBE_WASM: &str = env!("CMK_GUEST_PROBE_WASM");
 pub const HOSTILE_WASM: &str = env!("CMK_GUEST_HOSTILE_WASM");
 /// A procedure that imports an interface outside the world (`guests/outside`).
 pub const OUTSIDE_WASM: &str = env!("CMK_GUEST_OUTSIDE_WASM");
+/// The read-only status procedure (`guest-status`).
+pub const STATUS_WASM: &str = env!("CMK_GUEST_STATUS_WASM");
+/// The example of `docs/writing-procedures.md` (`examples/hello-procedure`).
+pub const HELLO_WASM: &str = env!("CMK_HELLO_PROCEDURE_WASM");
 
 /// The precompile cache every run of the binary uses (`XDG_CACHE_HOME`), unless a
 /// test passes its own `--cache-dir` or `--no-cache`.
@@ -44,6 +48,12 @@ pub struct Cluster {
 /// The `[[trust.signer]]` grants of a signer that may do all the site allows.
 pub const ALL_GRANTS: &str = r#"capabilities = ["pods", "http", "restart", "log"]
 http_methods = ["GET", "POST"]
+http_paths = ["/cluster/v1/key"]"#;
+
+/// The `[[trust.signer]]` grants of a read-only procedure such as `guest-status`:
+/// the pod list, the log, and GET of the status endpoint; no POST, no restart.
+pub const READ_ONLY_GRANTS: &str = r#"capabilities = ["pods", "log", "http"]
+http_methods = ["GET"]
 http_paths = ["/cluster/v1/key"]"#;
 
 /// A signing key pair written as `cmk-host keygen` writes it (PEM; `.key` 0600).

@@ -26,6 +26,99 @@ pub struct StepRecord {
     pub outcome: &'static str,
     pub detail: String,
     pub duration_ms: u64,
+    /// The detail's `key=value` pairs, when it is written that way (see [`Fields`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Fields>,
+}
+
+impl StepRecord {
+    pub fn new(name: String, outcome: &'static str, detail: String, duration_ms: u64) -> Self {
+        let fields = Fields::parse(&detail);
+        StepRecord {
+            name,
+            outcome,
+            detail,
+            duration_ms,
+            fields,
+        }
+    }
+}
+
+/// A step detail written as `key=value` pairs separated by spaces, each value bare
+/// (no space, quote, backslash or `=`) or double-quoted with `\"` and `\\` escapes:
+/// `version=1 hash=none note="hash differs"`. Procedures that report rows (one step
+/// per pod, as `guest-status` does) write their details so; the summary shows those
+/// steps as a table and `--json` carries the pairs as an object, in their order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields(pub Vec<(String, String)>);
+
+impl Fields {
+    /// `None` unless the whole detail is pairs (prose details stay prose).
+    pub fn parse(detail: &str) -> Option<Fields> {
+        let mut pairs = Vec::new();
+        let mut rest = detail.trim_start();
+        while !rest.is_empty() {
+            let eq = rest.find('=')?;
+            let key = &rest[..eq];
+            let key_ok = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+            if !key_ok {
+                return None;
+            }
+            rest = &rest[eq + 1..];
+            let value;
+            if let Some(quoted) = rest.strip_prefix('"') {
+                let mut v = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = None;
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '"' => {
+                            end = Some(i + 1);
+                            break;
+                        }
+                        '\\' => v.push(chars.next()?.1),
+                        c => v.push(c),
+                    }
+                }
+                value = v;
+                rest = &quoted[end?..];
+            } else {
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                value = rest[..end].to_string();
+                if value.is_empty() || value.contains(['"', '\\', '=']) {
+                    return None;
+                }
+                rest = &rest[end..];
+            }
+            if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
+                return None;
+            }
+            pairs.push((key.to_string(), value));
+            rest = rest.trim_start();
+        }
+        (!pairs.is_empty()).then_some(Fields(pairs))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// The `log` capability of one run.
@@ -134,12 +227,63 @@ impl Host for LogCap {
         let outcome = outcome_name(outcome);
         self.progress.step_end(&name, outcome, &detail, elapsed);
         if self.steps.len() < 1024 {
-            self.steps.push(StepRecord {
+            self.steps.push(StepRecord::new(
                 name,
                 outcome,
                 detail,
-                duration_ms: elapsed.as_millis() as u64,
-            });
+                elapsed.as_millis() as u64,
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(detail: &str) -> Option<Vec<(String, String)>> {
+        Fields::parse(detail).map(|f| f.0)
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn key_value_details_become_fields_in_order() {
+        assert_eq!(
+            pairs(r#"version=1 hash=none note="hash differs; \"x\" \\ y" ready=true"#),
+            owned(&[
+                ("version", "1"),
+                ("hash", "none"),
+                ("note", r#"hash differs; "x" \ y"#),
+                ("ready", "true"),
+            ])
+        );
+        assert_eq!(pairs(r#"empty="""#), owned(&[("empty", "")]));
+        let json = serde_json::to_string(&Fields::parse("b=2 a=1").unwrap()).unwrap();
+        assert_eq!(json, r#"{"b":"2","a":"1"}"#, "keeps the order");
+    }
+
+    #[test]
+    fn prose_stays_prose() {
+        for detail in [
+            "",
+            "3 pods",
+            "proposed on sdkms-0 (hash=abc)",
+            "the hash is abc=1",
+            "a=b=c",
+            "=x",
+            r#"a="unterminated"#,
+            r#"a="x"b"#,
+            "all 3 pods agree: version 1, no proposal",
+        ] {
+            assert_eq!(Fields::parse(detail), None, "{detail:?}");
         }
     }
 }

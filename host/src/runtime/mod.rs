@@ -306,14 +306,17 @@ fn reported_steps(
 ) -> Vec<StepRecord> {
     steps
         .into_iter()
-        .map(|step| StepRecord {
-            duration_ms: seen
+        .map(|step| {
+            let duration_ms = seen
                 .iter()
                 .find(|s| s.name == step.name)
-                .map_or(0, |s| s.duration_ms),
-            name: step.name,
-            outcome: outcome_name(step.outcome),
-            detail: step.detail,
+                .map_or(0, |s| s.duration_ms);
+            StepRecord::new(
+                step.name,
+                outcome_name(step.outcome),
+                step.detail,
+                duration_ms,
+            )
         })
         .collect()
 }
