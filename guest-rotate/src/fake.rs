@@ -47,6 +47,14 @@ pub struct Fake {
     pub sleeps: Vec<Duration>,
     /// `begin <name>` / `end <name> <outcome>`.
     pub progress: Vec<String>,
+    /// The host's journal (kept across runs on the same fake).
+    pub journal: std::collections::BTreeMap<String, String>,
+    /// Journal writes fail with this message.
+    pub journal_broken: Option<String>,
+    /// The answer to every confirmation (`Ok`: yes).
+    pub confirm_answer: Result<(), String>,
+    /// The actions asked about.
+    pub asked: Vec<String>,
     proposals: usize,
 }
 
@@ -77,6 +85,10 @@ impl Fake {
             now: Duration::ZERO,
             sleeps: Vec::new(),
             progress: Vec::new(),
+            journal: Default::default(),
+            journal_broken: None,
+            confirm_answer: Ok(()),
+            asked: Vec::new(),
             proposals: 0,
         };
         fake.assign_ips();
@@ -259,6 +271,34 @@ impl Host for Fake {
 
     fn step_end(&mut self, name: &str, outcome: Outcome, _detail: &str) {
         self.progress.push(format!("end {name} {outcome:?}"));
+    }
+
+    fn journal_entries(&mut self) -> Vec<(String, String)> {
+        self.journal
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn journal_set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        if let Some(m) = &self.journal_broken {
+            return Err(m.clone());
+        }
+        self.journal.insert(key.into(), value.into());
+        Ok(())
+    }
+
+    fn journal_remove(&mut self, key: &str) -> Result<(), String> {
+        if let Some(m) = &self.journal_broken {
+            return Err(m.clone());
+        }
+        self.journal.remove(key);
+        Ok(())
+    }
+
+    fn confirm(&mut self, action: &str, _details: &[(&str, &str)]) -> Result<(), String> {
+        self.asked.push(action.into());
+        self.confirm_answer.clone()
     }
 
     fn sleep(&mut self, duration: Duration) {

@@ -7,7 +7,13 @@ use std::time::Duration;
 /// The step name a parameter error is reported under.
 pub const STEP: &str = "params";
 
-const KNOWN: &[&str] = &["port", "version_field", "hash_field", "read_timeout_secs"];
+const KNOWN: &[&str] = &[
+    "port",
+    "version_field",
+    "hash_field",
+    "read_timeout_secs",
+    "new_rotation",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
@@ -19,6 +25,9 @@ pub struct Params {
     pub hash_field: String,
     /// The total time one read may spend retrying.
     pub read_timeout: Duration,
+    /// Rotate again although the journal records a completed rotation to the
+    /// version the pods run (without it, a rerun reports "already rotated").
+    pub new_rotation: bool,
 }
 
 impl Default for Params {
@@ -28,6 +37,7 @@ impl Default for Params {
             version_field: "version".into(),
             hash_field: "fetched_proposal_hash".into(),
             read_timeout: Duration::from_secs(120),
+            new_rotation: false,
         }
     }
 }
@@ -51,6 +61,11 @@ impl Params {
                 "read_timeout_secs" => {
                     p.read_timeout = v.parse().map(Duration::from_secs).map_err(|_| {
                         format!("parameter `read_timeout_secs`: `{value}` is not a whole number of seconds")
+                    })?
+                }
+                "new_rotation" => {
+                    p.new_rotation = v.parse().map_err(|_| {
+                        format!("parameter `new_rotation`: `{value}` is not true or false")
                     })?
                 }
                 _ => {

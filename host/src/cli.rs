@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
+use crate::caps::confirm::Answerer;
 use crate::report::{RunReport, exit};
 use crate::runtime::{Limits, RunError, RunOptions, Runtime};
 use crate::site::Site;
@@ -70,6 +71,10 @@ pub struct RunArgs {
     /// Print one machine-readable JSON report on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
+    /// Answer yes to the confirmation before the point of no return (activation),
+    /// for automation. Without it, and without a terminal, the run stops before it.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Args, Debug)]
@@ -157,12 +162,28 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
             );
         }
     };
+    let Some(state_dir) = site
+        .state
+        .dir
+        .clone()
+        .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
+    else {
+        return ui::error(
+            exit::USAGE,
+            format!(
+                "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
+                args.site.display()
+            ),
+        );
+    };
     let options = RunOptions {
         plan: args.plan,
         params: args.params,
         limits: Limits::for_site(&site),
         grants: site.grants(),
         progress: terminal.progress(),
+        state_dir,
+        answerer: Answerer::detect(args.yes),
     };
     match execute(&bytes, &args.component, &site, options).await {
         Ok(report) => finish(&report, args.json),

@@ -51,6 +51,12 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
         limits: Limits::for_site(&site),
         grants: site.grants(),
         progress: terminal.progress(),
+        state_dir: site
+            .state
+            .dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state")),
+        answerer: crate::caps::confirm::Answerer::Yes,
     };
     let origin = Path::new("<bundled guest-rotate>");
     let code = match crate::cli::execute(crate::ROTATE_COMPONENT, origin, &site, options).await {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::caps::http::tls::{RawTls, Tls};
+use crate::caps::journal::{RawState, State};
 use crate::caps::pods::{Cluster, RawCluster};
 use crate::caps::restart::{RawRestart, Restart};
 use crate::grants::{Capability, Grants, HttpMethod};
@@ -59,6 +60,8 @@ pub struct Site {
     pub cluster: Cluster,
     pub tls: Tls,
     pub restart: Option<Restart>,
+    /// `[state]`: where the journal (and other run-spanning state) is kept.
+    pub state: State,
     /// `[params]`: passed to the procedure as key/value pairs.
     pub params: Vec<(String, String)>,
 }
@@ -69,6 +72,8 @@ struct RawSite {
     cluster: RawCluster,
     tls: RawTls,
     restart: Option<RawRestart>,
+    #[serde(default)]
+    state: RawState,
     #[serde(default)]
     params: std::collections::BTreeMap<String, toml::Value>,
 }
@@ -106,6 +111,7 @@ impl Site {
         let cluster = raw.cluster.validate(&file)?;
         let tls = raw.tls.validate(&file)?;
         let restart = raw.restart.map(|r| r.validate(&file)).transpose()?;
+        let state = raw.state.validate(&file)?;
 
         let mut params = Vec::new();
         for (key, value) in raw.params {
@@ -131,6 +137,7 @@ impl Site {
             cluster,
             tls,
             restart,
+            state,
             params,
         })
     }

@@ -140,6 +140,9 @@ ca = {ca}
 [restart]
 command = [{restart}]
 timeout_secs = 120
+
+[state]
+dir = {state}
 ",
         kubeconfig = toml_str(&f.kubeconfig.display().to_string()),
         ns = toml_str(p.namespace),
@@ -147,6 +150,7 @@ timeout_secs = 120
         port = p.port,
         ca = toml_str(&f.ca.display().to_string()),
         restart = toml_str(&f.restart_script.display().to_string()),
+        state = toml_str(&f.dir.join("state").display().to_string()),
     )
 }
 

@@ -379,6 +379,7 @@ impl Shared {
             pods,
             version: st.db.version(),
             proposal: st.db.proposal().map(str::to_string),
+            restarts_started: st.restarts_started,
         }
     }
 

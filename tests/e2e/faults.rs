@@ -13,7 +13,11 @@ async fn rotate(faults: Faults) -> (Cluster, cmk_tests::Outcome) {
     })
     .await;
     let site = cluster.site().to_str().unwrap().to_string();
-    let out = run(BIN, &["run", ROTATE_WASM, "--site", &site, "--json"]).await;
+    let out = run(
+        BIN,
+        &["run", ROTATE_WASM, "--site", &site, "--json", "--yes"],
+    )
+    .await;
     (cluster, out)
 }
 

@@ -8,7 +8,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
 async fn rotate_with_run(pods: usize) {
     let cluster = Cluster::pods(pods).await;
     let site = cluster.site().to_str().unwrap().to_string();
-    let out = run(BIN, &["run", ROTATE_WASM, "--site", &site, "--json"]).await;
+    let out = run(
+        BIN,
+        &["run", ROTATE_WASM, "--site", &site, "--json", "--yes"],
+    )
+    .await;
     assert_eq!(out.code, 0, "{out}");
     let report = out.json();
     assert_eq!(report["outcome"], "succeeded", "{out}");

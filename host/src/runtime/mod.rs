@@ -16,7 +16,9 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::caps::confirm::{Answerer, ConfirmCap};
 use crate::caps::http::{HttpCap, HttpPolicy};
+use crate::caps::journal::{Journal, JournalCap};
 use crate::caps::log::{LogCap, StepRecord, outcome_name};
 use crate::caps::pods::{PodLister, PodsCap};
 use crate::caps::restart::RestartCap;
@@ -64,6 +66,10 @@ pub struct RunOptions {
     /// What the component may use (the site's grants, narrowed by its signer's).
     pub grants: Grants,
     pub progress: Arc<dyn Progress>,
+    /// Where the cluster's journal lives (the site's `[state] dir`, or the default).
+    pub state_dir: std::path::PathBuf,
+    /// Who answers the procedure's confirmations (`--yes`, a terminal, or nobody).
+    pub answerer: Answerer,
 }
 
 /// Why a run could not start. Failures of the procedure itself are not errors:
@@ -102,6 +108,8 @@ pub struct RunState {
     http: HttpCap,
     restart: RestartCap,
     log: LogCap,
+    journal: JournalCap,
+    confirm: ConfirmCap,
 }
 
 impl WasiView for RunState {
@@ -127,6 +135,8 @@ impl Runtime {
         wit::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut linker, |s| &mut s.pods)?;
         wit::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut linker, |s| &mut s.http)?;
         wit::restart::add_to_linker::<_, HasSelf<RestartCap>>(&mut linker, |s| &mut s.restart)?;
+        wit::journal::add_to_linker::<_, HasSelf<JournalCap>>(&mut linker, |s| &mut s.journal)?;
+        wit::confirm::add_to_linker::<_, HasSelf<ConfirmCap>>(&mut linker, |s| &mut s.confirm)?;
         Ok(Runtime { engine, linker })
     }
 
@@ -162,6 +172,9 @@ impl Runtime {
             );
         }
 
+        let journal =
+            Journal::open(&options.state_dir, &site.cluster.name).map_err(RunError::Setup)?;
+        tracing::debug!(journal = %journal.path().display(), "journal");
         let denials = Denials::default();
         let grants = &options.grants;
         tracing::info!(grants = %grants, "granted");
@@ -192,6 +205,8 @@ impl Runtime {
                 grants.allows(Capability::Log),
                 denials.clone(),
             ),
+            journal: JournalCap::new(journal, options.plan, denials.clone()),
+            confirm: ConfirmCap::new(options.answerer, options.plan),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
