@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 use crate::caps::confirm::Answerer;
+use crate::caps::gate::Stop;
 use crate::report::{RunReport, exit};
 use crate::runtime::{Limits, RunError, RunOptions, Runtime};
 use crate::site::Site;
@@ -184,11 +185,33 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
         progress: terminal.progress(),
         state_dir,
         answerer: Answerer::detect(args.yes),
+        stop: on_interrupt(),
     };
     match execute(&bytes, &args.component, &site, options).await {
         Ok(report) => finish(&report, args.json),
         Err((code, message)) => ui::error(code, message),
     }
+}
+
+/// SIGINT (Ctrl-C) asks the run to stop at its next change; a second one exits at
+/// once (the journal lets a rerun continue; the Lease then expires by itself).
+fn on_interrupt() -> Stop {
+    let stop = Stop::default();
+    let requested = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!(
+            "\ninterrupted: stopping before the next change to the cluster (Ctrl-C again to exit now)"
+        );
+        requested.request("interrupted (SIGINT)");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted twice: exiting now; run again to continue");
+            std::process::exit(i32::from(exit::FAILED));
+        }
+    });
+    stop
 }
 
 /// Compiles and runs a component; `Err` carries the exit code and the message.
@@ -213,6 +236,7 @@ pub async fn execute(
         let code = match e {
             RunError::Refused(_) => exit::REFUSED,
             RunError::Invalid(_) | RunError::Setup(_) => exit::USAGE,
+            RunError::Busy(_) => exit::FAILED,
         };
         (code, format!("{}: {e}", origin.display()))
     })

@@ -57,6 +57,7 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
             .clone()
             .unwrap_or_else(|| dir.path().join("state")),
         answerer: crate::caps::confirm::Answerer::Yes,
+        stop: crate::caps::gate::Stop::default(),
     };
     let origin = Path::new("<bundled guest-rotate>");
     let code = match crate::cli::execute(crate::ROTATE_COMPONENT, origin, &site, options).await {

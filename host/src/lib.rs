@@ -9,6 +9,7 @@ pub mod caps;
 pub mod cli;
 pub mod demo;
 pub mod grants;
+pub mod lease;
 pub mod report;
 pub mod runtime;
 pub mod site;

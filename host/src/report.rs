@@ -40,6 +40,8 @@ pub struct FailureInfo {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// This run's id (also in the Lease holder identity and the logs).
+    pub run_id: String,
     pub cluster: String,
     pub site: String,
     pub component_sha256: String,
@@ -53,6 +55,12 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureInfo>,
     pub denials: Vec<Denial>,
+    /// Plan mode: the mutating calls the procedure made, recorded instead of sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<String>,
+    /// Why the run was stopped before its end (SIGINT, a lost Lease).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub guest_output: String,
 }
@@ -60,6 +68,7 @@ pub struct RunReport {
 impl RunReport {
     pub fn new(site: &Site, loaded: &Loaded, started: Instant) -> Self {
         RunReport {
+            run_id: String::new(),
             cluster: site.cluster.name.clone(),
             site: site.path.display().to_string(),
             component_sha256: loaded.sha256.clone(),
@@ -72,6 +81,8 @@ impl RunReport {
             duration_ms: started.elapsed().as_millis() as u64,
             failure: None,
             denials: Vec::new(),
+            planned: Vec::new(),
+            stopped: None,
             guest_output: String::new(),
         }
     }

@@ -16,6 +16,7 @@ use crate::caps::journal::{RawState, State};
 use crate::caps::pods::{Cluster, RawCluster};
 use crate::caps::restart::{RawRestart, Restart};
 use crate::grants::{Capability, Grants, HttpMethod};
+use crate::lease::{LeaseConfig, RawLease};
 
 /// A site file error: the file, the key (as `[section] key`), and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,8 @@ pub struct Site {
     pub restart: Option<Restart>,
     /// `[state]`: where the journal (and other run-spanning state) is kept.
     pub state: State,
+    /// `[lease]`: the Lease that makes runs against the cluster exclusive.
+    pub lease: LeaseConfig,
     /// `[params]`: passed to the procedure as key/value pairs.
     pub params: Vec<(String, String)>,
 }
@@ -74,6 +77,8 @@ struct RawSite {
     restart: Option<RawRestart>,
     #[serde(default)]
     state: RawState,
+    #[serde(default)]
+    lease: RawLease,
     #[serde(default)]
     params: std::collections::BTreeMap<String, toml::Value>,
 }
@@ -112,6 +117,7 @@ impl Site {
         let tls = raw.tls.validate(&file)?;
         let restart = raw.restart.map(|r| r.validate(&file)).transpose()?;
         let state = raw.state.validate(&file)?;
+        let lease = raw.lease.validate(&file)?;
 
         let mut params = Vec::new();
         for (key, value) in raw.params {
@@ -138,6 +144,7 @@ impl Site {
             tls,
             restart,
             state,
+            lease,
             params,
         })
     }

@@ -215,7 +215,8 @@ mod tests {
             format!(
                 "[cluster]\nname = \"sim\"\nkubeconfig = \"{d}/kubeconfig\"\nnamespace = \"sdkms\"\n\
                  selector = \"app=sdkms\"\nport = 4444\n\n[tls]\nca = \"{d}/ca.pem\"\n\n\
-                 [restart]\ncommand = [\"{d}/restart.sh\"]\ntimeout_secs = 120\n"
+                 [restart]\ncommand = [\"{d}/restart.sh\"]\ntimeout_secs = 120\n\n\
+                 [state]\ndir = \"{d}/state\"\n"
             )
         );
         let kc = std::fs::read_to_string(&f.kubeconfig).unwrap();

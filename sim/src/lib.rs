@@ -18,6 +18,7 @@ pub mod db;
 pub mod faults;
 mod files;
 mod kube_api;
+pub mod lease;
 pub mod oracle;
 pub mod pki;
 mod pod;
@@ -121,6 +122,8 @@ pub(crate) struct State {
     pub restarts_started: u32,
     /// Bumped on every change of the pod list (the list's resourceVersion).
     pub resource_version: u64,
+    /// `coordination.k8s.io/v1` Leases.
+    pub leases: lease::Leases,
 }
 
 /// Allocates pod IPs: `127.A.B.C`, A and B random per simulator so that parallel
@@ -453,6 +456,7 @@ impl Sim {
                 workload: workload::Workload::new(uuid_like()),
                 restarts_started: 0,
                 resource_version: 1,
+                leases: lease::Leases::default(),
             }),
             servers: Mutex::new(BTreeMap::new()),
             ips: Mutex::new(IpAlloc::random()),

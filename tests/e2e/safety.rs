@@ -30,21 +30,42 @@ fn site(cluster: &Cluster) -> String {
 /// for the cluster to settle, runs again, and asserts the rotation completed once.
 async fn crash_then_rerun(pods: usize, moment: impl Fn(&Oracle) -> bool, must_land: bool) {
     let cluster = cluster(pods).await;
-    let site = site(&cluster);
-    let mut child = spawn(BIN, &["run", ROTATE_WASM, "--site", &site, "--yes"]);
+    // A killed host cannot release its Lease: a short one lets the rerun take it over.
+    let site = cluster.site_with("short-lease.toml", |t| {
+        format!("{t}\n[lease]\nduration_secs = {LEASE_SECS}\n")
+    });
+    let site = site.to_str().unwrap();
+    let mut child = spawn(BIN, &["run", ROTATE_WASM, "--site", site, "--yes"]);
     let (killed, code) = interrupt_when(&mut child, &cluster, "KILL", moment).await;
     if must_land {
         assert!(killed, "the run ended (exit {code:?}) before the moment");
     }
     settle(&cluster).await;
+    if killed {
+        // While the dead run's Lease lasts, a rerun is refused and changes nothing.
+        let before = cluster.oracle().mutations().len();
+        let out = run(BIN, &["run", ROTATE_WASM, "--site", site, "--yes"]).await;
+        if out.code == 1 && out.stderr.contains("another run holds the cluster") {
+            assert_eq!(cluster.oracle().mutations().len(), before);
+            tokio::time::sleep(Duration::from_secs(LEASE_SECS)).await;
+        }
+    }
     let out = run(
         BIN,
-        &["run", ROTATE_WASM, "--site", &site, "--yes", "--json"],
+        &["run", ROTATE_WASM, "--site", site, "--yes", "--json"],
     )
     .await;
     assert_eq!(out.code, 0, "the rerun completes: {out}");
+    if killed {
+        assert!(
+            out.stderr.contains("taking over an expired Lease"),
+            "the rerun takes the dead run's Lease over, saying so: {out}"
+        );
+    }
     assert_completed_once(&cluster.oracle(), pods);
 }
+
+const LEASE_SECS: u64 = 2;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_right_after_propose() {
@@ -167,4 +188,112 @@ async fn a_rerun_after_success_does_not_rotate_again() {
     .await;
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(cluster.oracle().version, 3, "rotated again when asked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_at_once_one_proceeds_the_other_names_the_holder() {
+    let cluster = Cluster::pods(3).await;
+    let site = site(&cluster);
+    let args = ["run", ROTATE_WASM, "--site", &site, "--yes"];
+    let a = spawn(BIN, &args);
+    let b = spawn(BIN, &args);
+    let pids = [a.id().unwrap(), b.id().unwrap()];
+    let (a, b) = tokio::join!(a.wait_with_output(), b.wait_with_output());
+    let outs = [a.unwrap(), b.unwrap()];
+    let codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap_or(-1)).collect();
+    let winner = codes
+        .iter()
+        .position(|c| *c == 0)
+        .expect("one run succeeds");
+    let loser = 1 - winner;
+    assert_eq!(codes[loser], 1, "the other exits 1");
+    let stderr = String::from_utf8_lossy(&outs[loser].stderr);
+    assert!(
+        stderr.contains("another run holds the cluster")
+            && stderr.contains(&format!("/{}/", pids[winner]))
+            && stderr.contains(" since "),
+        "names the holder (host/pid/run) and since when: {stderr}"
+    );
+    assert_rotated_once(&cluster.oracle(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_at_a_safe_point_releases_the_lease_and_a_rerun_completes() {
+    let cluster = cluster(3).await;
+    let site = site(&cluster);
+    let mut child = spawn(BIN, &["run", ROTATE_WASM, "--site", &site, "--yes"]);
+    let (sent, code) = interrupt_when(&mut child, &cluster, "INT", |o| {
+        o.restart_in_progress() && o.restarts_started == 1
+    })
+    .await;
+    assert!(sent, "interrupted during the first restart");
+    assert_eq!(code, Some(1), "exit 1");
+    let o = cluster.oracle();
+    assert_eq!(o.restarts.len(), 1, "the restart under way completed");
+    assert!(o.restarts[0].ok);
+    assert!(
+        o.activates().is_empty(),
+        "no activate after the interrupt: {o:#?}"
+    );
+    assert!(o.broken_pods().is_empty());
+
+    // The Lease (60 s by default) was released: a rerun starts at once.
+    let out = run(
+        BIN,
+        &["run", ROTATE_WASM, "--site", &site, "--yes", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains("expired Lease"), "{out}");
+    assert_rotated_once(&cluster.oracle(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_is_enforced_by_the_host_even_for_a_component_that_ignores_it() {
+    use cmk_tests::PROBE_WASM;
+    let cluster = Cluster::pods(2).await;
+    let site = site(&cluster);
+    let (_, ip) = cluster.sim.pod_ips().remove(0);
+    let requests = format!(
+        "requests=GET https://{ip}:4444/cluster/v1/key|POST https://{ip}:4444/cluster/v1/key/propose"
+    );
+    let out = run(
+        BIN,
+        &[
+            "run",
+            PROBE_WASM,
+            "--site",
+            &site,
+            "--plan",
+            "--json",
+            "--param",
+            "list_pods=true",
+            "--param",
+            &requests,
+            "--param",
+            "restart=true",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let o = cluster.oracle();
+    assert!(o.mutations().is_empty(), "no POST reached a pod: {o:#?}");
+    assert!(
+        o.restarts.is_empty() && o.restarts_started == 0,
+        "no restart"
+    );
+    assert_eq!(o.calls.len(), 1, "the GET was executed");
+    let planned: Vec<String> = out.json()["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        planned,
+        [
+            format!("POST https://{ip}:4444/cluster/v1/key/propose"),
+            "rolling-restart".to_string()
+        ]
+    );
 }

@@ -6,6 +6,7 @@
 //! and kept in the run's [`Denials`], so the report can show it.
 
 pub mod confirm;
+pub mod gate;
 pub mod http;
 pub mod journal;
 pub mod log;

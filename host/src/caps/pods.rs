@@ -130,6 +130,11 @@ impl PodLister {
         })
     }
 
+    /// The Kubernetes client this lister uses (for the run's Lease).
+    pub fn client(&self) -> Client {
+        self.api.clone().into_client()
+    }
+
     /// The pods now, sorted by name.
     pub async fn list(&self) -> Result<Vec<Pod>, String> {
         let list = self

@@ -78,6 +78,8 @@ pub struct RestartCap {
     granted: bool,
     denials: Denials,
     count: u32,
+    /// Plan mode and stop requests: a restart passes it before it starts.
+    gate: super::gate::Gate,
 }
 
 impl RestartCap {
@@ -93,7 +95,14 @@ impl RestartCap {
             granted,
             denials,
             count: 0,
+            gate: super::gate::Gate::default(),
         }
+    }
+
+    /// Every restart passes `gate` (plan mode, stop requests) before it starts.
+    pub fn with_gate(mut self, gate: super::gate::Gate) -> Self {
+        self.gate = gate;
+        self
     }
 
     async fn run(&mut self, config: Restart) -> Result<(), RestartError> {
@@ -114,6 +123,9 @@ impl RestartCap {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C on the terminal stops the host at a
+            // safe point, and must not kill a restart half-way.
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd
             .spawn()
@@ -210,7 +222,12 @@ impl RestartCap {
 impl Host for RestartCap {
     async fn rolling_restart(&mut self) -> Result<(), RestartError> {
         match self.config.clone() {
-            Some(config) if self.granted => self.run(config).await,
+            Some(config) if self.granted => {
+                self.gate
+                    .check("rolling-restart")
+                    .map_err(RestartError::Denied)?;
+                self.run(config).await
+            }
             Some(_) => Err(RestartError::Denied(self.denials.deny(
                 "restart",
                 "rolling-restart",

@@ -17,6 +17,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::caps::confirm::{Answerer, ConfirmCap};
+use crate::caps::gate::{Gate, Stop};
 use crate::caps::http::{HttpCap, HttpPolicy};
 use crate::caps::journal::{Journal, JournalCap};
 use crate::caps::log::{LogCap, StepRecord, outcome_name};
@@ -24,6 +25,7 @@ use crate::caps::pods::{PodLister, PodsCap};
 use crate::caps::restart::RestartCap;
 use crate::caps::{Denials, PodAddresses};
 use crate::grants::{Capability, Grants};
+use crate::lease::HeldLease;
 use crate::report::{FailureInfo, RunOutcome, RunReport};
 use crate::site::Site;
 use crate::ui::Progress;
@@ -70,6 +72,8 @@ pub struct RunOptions {
     pub state_dir: std::path::PathBuf,
     /// Who answers the procedure's confirmations (`--yes`, a terminal, or nobody).
     pub answerer: Answerer,
+    /// Requested (e.g. on SIGINT): the run makes no further change and ends.
+    pub stop: Stop,
 }
 
 /// Why a run could not start. Failures of the procedure itself are not errors:
@@ -85,6 +89,9 @@ pub enum RunError {
     /// The site's configuration could not be turned into a client (exit 2).
     #[error("{0}")]
     Setup(String),
+    /// Another run holds the cluster's Lease, or the Lease API failed (exit 1).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// A compiled component and the digest of the exact bytes it was compiled from.
@@ -175,6 +182,24 @@ impl Runtime {
         let journal =
             Journal::open(&options.state_dir, &site.cluster.name).map_err(RunError::Setup)?;
         tracing::debug!(journal = %journal.path().display(), "journal");
+        let run_id = new_run_id();
+        let gate = Gate::new(options.plan, options.stop.clone());
+        // Plan mode changes nothing, so it does not exclude other runs.
+        let lease = if options.plan {
+            None
+        } else {
+            let holder = crate::lease::identity(&run_id);
+            let held = HeldLease::acquire(
+                lister.client(),
+                &site.cluster.namespace,
+                &site.lease,
+                &holder,
+                options.stop.clone(),
+            )
+            .await
+            .map_err(|e| RunError::Busy(e.to_string()))?;
+            Some(held)
+        };
         let denials = Denials::default();
         let grants = &options.grants;
         tracing::info!(grants = %grants, "granted");
@@ -193,13 +218,15 @@ impl Runtime {
                 grants.allows(Capability::Pods),
                 denials.clone(),
             ),
-            http: HttpCap::new(client, policy, grants.clone(), addresses, denials.clone()),
+            http: HttpCap::new(client, policy, grants.clone(), addresses, denials.clone())
+                .with_gate(gate.clone()),
             restart: RestartCap::new(
                 site.restart.clone(),
                 lister,
                 grants.allows(Capability::Restart),
                 denials.clone(),
-            ),
+            )
+            .with_gate(gate.clone()),
             log: LogCap::new(
                 options.progress.clone(),
                 grants.allows(Capability::Log),
@@ -214,13 +241,18 @@ impl Runtime {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
-        let rotation = Rotation::instantiate_async(&mut store, &loaded.component, &self.linker)
-            .await
-            .map_err(|e| {
-                RunError::Refused(format!(
-                    "the component cannot be instantiated with the rotation world: {e:#}"
-                ))
-            })?;
+        let rotation =
+            match Rotation::instantiate_async(&mut store, &loaded.component, &self.linker).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(lease) = lease {
+                        lease.release().await;
+                    }
+                    return Err(RunError::Refused(format!(
+                        "the component cannot be instantiated with the rotation world: {e:#}"
+                    )));
+                }
+            };
 
         let mut params = site.params.clone();
         params.extend(options.params);
@@ -239,6 +271,9 @@ impl Runtime {
             .cmk_procedure_procedure()
             .call_run(&mut store, &context);
         let result = tokio::time::timeout(options.limits.wall_clock + grace, call).await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
 
         let mut report = RunReport::new(site, loaded, started);
         report.denials = denials.snapshot();
@@ -284,6 +319,9 @@ impl Runtime {
             }
         }
         report.guest_output = output.text();
+        report.run_id = run_id;
+        report.planned = gate.planned();
+        report.stopped = gate.stopped();
         report.finish(started);
         Ok(report)
     }
@@ -344,6 +382,20 @@ fn spawn_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawn the epoch thread");
+}
+
+/// A run id: 16 hex digits from the time, the process and a counter (unique enough
+/// to tell runs apart in logs, Leases and the audit trail; not a secret).
+fn new_run_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = format!(
+        "{:?}/{}/{}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    hex(&Sha256::digest(seed.as_bytes())[..8])
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -22,6 +22,8 @@ pub struct HttpCap {
     grants: Grants,
     pods: PodAddresses,
     denials: Denials,
+    /// Plan mode and stop requests: POSTs pass it before they leave.
+    gate: super::gate::Gate,
 }
 
 impl HttpCap {
@@ -38,7 +40,14 @@ impl HttpCap {
             grants,
             pods,
             denials,
+            gate: super::gate::Gate::default(),
         }
+    }
+
+    /// Every POST passes `gate` (plan mode, stop requests) after the policy checks.
+    pub fn with_gate(mut self, gate: super::gate::Gate) -> Self {
+        self.gate = gate;
+        self
     }
 
     async fn send(
@@ -68,6 +77,9 @@ impl HttpCap {
                 self.policy.max_request_bytes
             );
             return Err(HttpError::Denied(self.denials.deny("http", &target, rule)));
+        }
+        if matches!(method, Method::Post) {
+            self.gate.check(&target).map_err(HttpError::Denied)?;
         }
         let request = match method {
             Method::Get => self.client.get(checked),
