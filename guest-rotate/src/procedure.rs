@@ -190,12 +190,12 @@ impl<H: Host> Run<'_, H> {
                 (proposal.hash, targets)
             }
         };
-        self.from_loaded(targets, hash, before)
+        self.activate_from_loaded(targets, hash, before)
     }
 
     /// From a completed restart after distribution: verify, confirm, activate,
     /// restart, verify.
-    fn from_loaded(
+    fn activate_from_loaded(
         mut self,
         targets: Vec<Target>,
         hash: String,
@@ -281,7 +281,7 @@ impl<H: Host> Run<'_, H> {
                 self.activate_sent = false;
                 self.steps
                     .retain(|s| ![VERIFY_LOADED, ACTIVATE].contains(&s.name.as_str()));
-                return self.from_loaded(targets, hash, before);
+                return self.activate_from_loaded(targets, hash, before);
             }
         }
         self.finish(targets, before, &hash)

@@ -304,14 +304,15 @@ mod tests {
 
     fn lease(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> Lease {
         let t = Timestamp::from_second(1_000_000 - renewed_secs_ago).unwrap();
-        let mut l = Lease::default();
-        l.spec = Some(LeaseSpec {
-            holder_identity: holder.map(str::to_string),
-            renew_time: Some(MicroTime(t)),
-            lease_duration_seconds: Some(duration),
-            ..LeaseSpec::default()
-        });
-        l
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_string),
+                renew_time: Some(MicroTime(t)),
+                lease_duration_seconds: Some(duration),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
     }
 
     #[test]

@@ -107,12 +107,14 @@ mod tests {
     use k8s_openapi::api::coordination::v1::LeaseSpec;
 
     fn lease(name: &str, holder: &str) -> Lease {
-        let mut l = Lease::default();
+        let mut l = Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
         l.metadata.name = Some(name.into());
-        l.spec = Some(LeaseSpec {
-            holder_identity: Some(holder.into()),
-            ..LeaseSpec::default()
-        });
         l
     }
 
