@@ -51,6 +51,20 @@ pub enum Command {
     /// Writes DIR/kubeconfig, DIR/ca.pem, DIR/restart.sh and DIR/site.toml, then
     /// waits until interrupted (Ctrl-C).
     Sim(SimArgs),
+    /// Work with audit trails.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check an audit trail's hash chain; name the first record that was altered,
+    /// removed or reordered. Exit 0 only for an intact chain.
+    Verify {
+        /// The trail (JSON Lines), e.g. ~/.local/state/cmk-host/audit/prod-eu.jsonl
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -145,6 +159,7 @@ pub fn main() -> u8 {
                 crate::demo::demo(args.pods as usize, args.json, &terminal).await
             }
             Command::Sim(args) => crate::demo::sim(args.pods as usize, args.port, &args.dir).await,
+            Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
         }
     })
 }
@@ -190,6 +205,26 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
     match execute(&bytes, &args.component, &site, options).await {
         Ok(report) => finish(&report, args.json),
         Err((code, message)) => ui::error(code, message),
+    }
+}
+
+fn audit_verify(file: &Path) -> u8 {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return ui::error(exit::USAGE, format!("cannot read {}: {e}", file.display())),
+    };
+    match crate::audit::verify(&text) {
+        crate::audit::Verdict::Intact(n, head) => {
+            println!(
+                "✓ {}: {n} records, chain intact; last hash {head}",
+                file.display()
+            );
+            exit::DONE
+        }
+        crate::audit::Verdict::Broken(line, why) => {
+            println!("✗ {}: line {line}: {why}", file.display());
+            exit::FAILED
+        }
     }
 }
 

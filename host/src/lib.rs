@@ -5,6 +5,7 @@
 //! capabilities in [`caps`] (one module per WIT interface, each enforcing its own
 //! policy); [`report`] and [`ui`] say what happened.
 
+pub mod audit;
 pub mod caps;
 pub mod cli;
 pub mod demo;

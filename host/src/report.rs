@@ -58,6 +58,12 @@ pub struct RunReport {
     /// Plan mode: the mutating calls the procedure made, recorded instead of sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub planned: Vec<String>,
+    /// The audit trail this run appended to, and the hash of its last record (keep
+    /// it elsewhere to detect a cut at the end of the trail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<String>,
     /// Why the run was stopped before its end (SIGINT, a lost Lease).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
@@ -82,6 +88,8 @@ impl RunReport {
             failure: None,
             denials: Vec::new(),
             planned: Vec::new(),
+            audit_path: None,
+            audit_head: None,
             stopped: None,
             guest_output: String::new(),
         }

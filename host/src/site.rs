@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::audit::{AuditConfig, RawAudit};
 use crate::caps::http::tls::{RawTls, Tls};
 use crate::caps::journal::{RawState, State};
 use crate::caps::pods::{Cluster, RawCluster};
@@ -65,6 +66,8 @@ pub struct Site {
     pub state: State,
     /// `[lease]`: the Lease that makes runs against the cluster exclusive.
     pub lease: LeaseConfig,
+    /// `[audit]`: where the run's audit trail is appended.
+    pub audit: AuditConfig,
     /// `[params]`: passed to the procedure as key/value pairs.
     pub params: Vec<(String, String)>,
 }
@@ -79,6 +82,8 @@ struct RawSite {
     state: RawState,
     #[serde(default)]
     lease: RawLease,
+    #[serde(default)]
+    audit: RawAudit,
     #[serde(default)]
     params: std::collections::BTreeMap<String, toml::Value>,
 }
@@ -118,6 +123,7 @@ impl Site {
         let restart = raw.restart.map(|r| r.validate(&file)).transpose()?;
         let state = raw.state.validate(&file)?;
         let lease = raw.lease.validate(&file)?;
+        let audit = raw.audit.validate(&file)?;
 
         let mut params = Vec::new();
         for (key, value) in raw.params {
@@ -145,6 +151,7 @@ impl Site {
             restart,
             state,
             lease,
+            audit,
             params,
         })
     }

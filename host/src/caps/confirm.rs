@@ -35,11 +35,22 @@ pub struct ConfirmCap {
     answerer: Answerer,
     /// Plan mode: nothing irreversible can happen, so nothing is asked.
     plan: bool,
+    audit: crate::audit::Audit,
 }
 
 impl ConfirmCap {
     pub fn new(answerer: Answerer, plan: bool) -> Self {
-        ConfirmCap { answerer, plan }
+        ConfirmCap {
+            answerer,
+            plan,
+            audit: crate::audit::Audit::default(),
+        }
+    }
+
+    /// Every question and its answer are recorded in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
     }
 }
 
@@ -55,6 +66,38 @@ fn question(action: &str, details: &[(String, String)]) -> String {
 
 impl Host for ConfirmCap {
     async fn ask(&mut self, action: String, details: Vec<(String, String)>) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let answer = self.ask_unaudited(&action, details.clone()).await;
+        let outcome = match (&answer, self.answerer) {
+            (Ok(()), Answerer::Yes) => "yes (--yes)",
+            (Ok(()), _) => "yes (operator)",
+            (Err(_), _) => "no",
+        };
+        let shown: serde_json::Map<String, serde_json::Value> = details
+            .into_iter()
+            .take(32)
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        let mut entry = crate::audit::Entry::call(
+            "confirm",
+            &action,
+            outcome,
+            started.elapsed().as_millis() as u64,
+        )
+        .body(Some(serde_json::Value::Object(shown)));
+        entry.detail = answer.as_ref().err().cloned();
+        self.audit.record(entry);
+        answer
+    }
+}
+
+impl ConfirmCap {
+    async fn ask_unaudited(
+        &mut self,
+        action: &str,
+        details: Vec<(String, String)>,
+    ) -> Result<(), String> {
+        let action = action.to_string();
         if self.plan {
             return Err("plan mode: nothing irreversible is done".into());
         }

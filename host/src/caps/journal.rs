@@ -153,7 +153,7 @@ impl Journal {
 }
 
 /// A cluster name as a file name: letters, digits, `-`, `_`, `.`; others become `_`.
-fn file_name(cluster: &str) -> String {
+pub(crate) fn file_name(cluster: &str) -> String {
     let name: String = cluster
         .chars()
         .map(|c| {
@@ -176,6 +176,7 @@ pub struct JournalCap {
     /// Plan mode: writes are kept for this run only.
     dry: bool,
     denials: Denials,
+    audit: crate::audit::Audit,
 }
 
 impl JournalCap {
@@ -184,7 +185,28 @@ impl JournalCap {
             journal,
             dry,
             denials,
+            audit: crate::audit::Audit::default(),
         }
+    }
+
+    /// Every write is recorded in `audit` (journal values carry no secret).
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    fn audited(&self, op: &str, key: &str, value: Option<&str>, result: &Result<(), JournalError>) {
+        let target = format!("{op} {}", truncate(key));
+        let outcome = match result {
+            Ok(()) if self.dry => "ok (plan: not persisted)",
+            Ok(()) => "ok",
+            Err(JournalError::Denied(_)) => "denied",
+            Err(JournalError::TooLarge(_)) => "too-large",
+            Err(JournalError::Io(_)) => "io-error",
+        };
+        let body = value.map(|v| serde_json::json!({ "value": truncate(v) }));
+        self.audit
+            .record(crate::audit::Entry::call("journal", &target, outcome, 0).body(body));
     }
 
     fn check(&self, key: &str, value: &str) -> Result<(), JournalError> {
@@ -220,6 +242,21 @@ impl Host for JournalCap {
     }
 
     async fn set(&mut self, key: String, value: String) -> Result<(), JournalError> {
+        let result = self.set_unaudited(&key, &value);
+        self.audited("set", &key, Some(&value), &result);
+        result
+    }
+
+    async fn remove(&mut self, key: String) -> Result<(), JournalError> {
+        let result = self.remove_unaudited(&key);
+        self.audited("remove", &key, None, &result);
+        result
+    }
+}
+
+impl JournalCap {
+    fn set_unaudited(&mut self, key: &str, value: &str) -> Result<(), JournalError> {
+        let (key, value) = (key.to_string(), value.to_string());
         self.check(&key, &value)?;
         tracing::debug!(key = %key, value = %value, dry = self.dry, "journal set");
         self.journal
@@ -232,7 +269,8 @@ impl Host for JournalCap {
             })
     }
 
-    async fn remove(&mut self, key: String) -> Result<(), JournalError> {
+    fn remove_unaudited(&mut self, key: &str) -> Result<(), JournalError> {
+        let key = key.to_string();
         tracing::debug!(key = %key, dry = self.dry, "journal remove");
         self.journal
             .update(self.dry, |e| {

@@ -130,6 +130,11 @@ impl PodLister {
         })
     }
 
+    /// The namespace listed.
+    pub fn namespace(&self) -> String {
+        self.api.namespace().unwrap_or_default().to_string()
+    }
+
     /// The Kubernetes client this lister uses (for the run's Lease).
     pub fn client(&self) -> Client {
         self.api.clone().into_client()
@@ -176,9 +181,16 @@ pub struct PodsCap {
     addresses: PodAddresses,
     granted: bool,
     denials: Denials,
+    audit: crate::audit::Audit,
 }
 
 impl PodsCap {
+    /// Every list is recorded in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
     pub fn new(
         lister: PodLister,
         addresses: PodAddresses,
@@ -190,12 +202,33 @@ impl PodsCap {
             addresses,
             granted,
             denials,
+            audit: crate::audit::Audit::default(),
         }
     }
 }
 
 impl Host for PodsCap {
     async fn list(&mut self) -> Result<Vec<Pod>, PodsError> {
+        let started = std::time::Instant::now();
+        let result = self.list_unaudited().await;
+        let outcome = match &result {
+            Ok(pods) => format!("ok: {} pods", pods.len()),
+            Err(PodsError::Denied(_)) => "denied".into(),
+            Err(PodsError::Unavailable(_)) => "unavailable".into(),
+        };
+        let target = format!("{}/{}", self.lister.namespace(), self.lister.selector);
+        self.audit.record(crate::audit::Entry::call(
+            "pods",
+            &target,
+            &outcome,
+            started.elapsed().as_millis() as u64,
+        ));
+        result
+    }
+}
+
+impl PodsCap {
+    async fn list_unaudited(&mut self) -> Result<Vec<Pod>, PodsError> {
         if !self.granted {
             return Err(PodsError::Denied(self.denials.deny(
                 "pods",

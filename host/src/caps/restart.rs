@@ -80,6 +80,7 @@ pub struct RestartCap {
     count: u32,
     /// Plan mode and stop requests: a restart passes it before it starts.
     gate: super::gate::Gate,
+    audit: crate::audit::Audit,
 }
 
 impl RestartCap {
@@ -96,7 +97,14 @@ impl RestartCap {
             denials,
             count: 0,
             gate: super::gate::Gate::default(),
+            audit: crate::audit::Audit::default(),
         }
+    }
+
+    /// Every restart, run or refused, is recorded in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Every restart passes `gate` (plan mode, stop requests) before it starts.
@@ -221,6 +229,32 @@ impl RestartCap {
 
 impl Host for RestartCap {
     async fn rolling_restart(&mut self) -> Result<(), RestartError> {
+        let started = Instant::now();
+        let result = self.rolling_restart_unaudited().await;
+        let (outcome, detail) = match &result {
+            Ok(()) => ("ok", None),
+            Err(RestartError::Denied(m)) => ("denied", Some(m.clone())),
+            Err(RestartError::Failed(m)) => ("failed", Some(m.clone())),
+            Err(RestartError::Timeout(m)) => ("timeout", Some(m.clone())),
+        };
+        let target = self
+            .config
+            .as_ref()
+            .map_or("rolling-restart".into(), |c| c.command.join(" "));
+        let mut entry = crate::audit::Entry::call(
+            "restart",
+            &target,
+            outcome,
+            started.elapsed().as_millis() as u64,
+        );
+        entry.detail = detail;
+        self.audit.record(entry);
+        result
+    }
+}
+
+impl RestartCap {
+    async fn rolling_restart_unaudited(&mut self) -> Result<(), RestartError> {
         match self.config.clone() {
             Some(config) if self.granted => {
                 self.gate

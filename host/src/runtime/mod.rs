@@ -16,6 +16,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::audit::{Audit, Entry, RunContext};
 use crate::caps::confirm::{Answerer, ConfirmCap};
 use crate::caps::gate::{Gate, Stop};
 use crate::caps::http::{HttpCap, HttpPolicy};
@@ -183,6 +184,32 @@ impl Runtime {
             Journal::open(&options.state_dir, &site.cluster.name).map_err(RunError::Setup)?;
         tracing::debug!(journal = %journal.path().display(), "journal");
         let run_id = new_run_id();
+        let audit_path = site.audit.path.clone().unwrap_or_else(|| {
+            options.state_dir.join("audit").join(format!(
+                "{}.jsonl",
+                crate::caps::journal::file_name(&site.cluster.name)
+            ))
+        });
+        let audit = Audit::open(
+            &audit_path,
+            RunContext {
+                run_id: run_id.clone(),
+                cluster: site.cluster.name.clone(),
+                component_sha256: loaded.sha256.clone(),
+                // Signatures are not verified by this host yet.
+                signer: None,
+            },
+        )
+        .map_err(RunError::Setup)?;
+        audit.record(Entry {
+            kind: "run",
+            capability: "run",
+            target: if options.plan { "plan" } else { "apply" },
+            outcome: "started",
+            duration_ms: 0,
+            detail: Some(format!("site {}", site.path.display())),
+            body: None,
+        });
         let gate = Gate::new(options.plan, options.stop.clone());
         // Plan mode changes nothing, so it does not exclude other runs.
         let lease = if options.plan {
@@ -196,9 +223,15 @@ impl Runtime {
                 &holder,
                 options.stop.clone(),
             )
-            .await
-            .map_err(|e| RunError::Busy(e.to_string()))?;
-            Some(held)
+            .await;
+            let outcome = if held.is_ok() { "taken" } else { "refused" };
+            let mut entry = Entry::call("lease", &site.lease.name, outcome, 0);
+            entry.detail = Some(match &held {
+                Ok(_) => format!("holder {holder}"),
+                Err(e) => e.to_string(),
+            });
+            audit.record(entry);
+            Some(held.map_err(|e| RunError::Busy(e.to_string()))?)
         };
         let denials = Denials::default();
         let grants = &options.grants;
@@ -217,23 +250,28 @@ impl Runtime {
                 addresses.clone(),
                 grants.allows(Capability::Pods),
                 denials.clone(),
-            ),
+            )
+            .with_audit(audit.clone()),
             http: HttpCap::new(client, policy, grants.clone(), addresses, denials.clone())
-                .with_gate(gate.clone()),
+                .with_gate(gate.clone())
+                .with_audit(audit.clone()),
             restart: RestartCap::new(
                 site.restart.clone(),
                 lister,
                 grants.allows(Capability::Restart),
                 denials.clone(),
             )
-            .with_gate(gate.clone()),
+            .with_gate(gate.clone())
+            .with_audit(audit.clone()),
             log: LogCap::new(
                 options.progress.clone(),
                 grants.allows(Capability::Log),
                 denials.clone(),
-            ),
-            journal: JournalCap::new(journal, options.plan, denials.clone()),
-            confirm: ConfirmCap::new(options.answerer, options.plan),
+            )
+            .with_audit(audit.clone()),
+            journal: JournalCap::new(journal, options.plan, denials.clone())
+                .with_audit(audit.clone()),
+            confirm: ConfirmCap::new(options.answerer, options.plan).with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -322,8 +360,36 @@ impl Runtime {
         report.run_id = run_id;
         report.planned = gate.planned();
         report.stopped = gate.stopped();
+        record_end(&audit, &report);
+        report.audit_head = audit.head();
+        report.audit_path = audit.path().map(|p| p.display().to_string());
         report.finish(started);
         Ok(report)
+    }
+}
+
+/// The run's last records: how it ended, and, after a rotation, the reminder that
+/// DR and cold-standby nodes must rejoin.
+fn record_end(audit: &Audit, report: &RunReport) {
+    let mut end = Entry::call("run", "end", report.outcome_text(), report.duration_ms);
+    end.kind = "run";
+    end.detail = Some(match &report.failure {
+        Some(f) => format!(
+            "failed at {}: {} (safe to resume: {})",
+            f.step, f.reason, f.safe_to_resume
+        ),
+        None => format!(
+            "version {} -> {}",
+            report.version_before.map_or("?".into(), |v| v.to_string()),
+            report.version_after.map_or("?".into(), |v| v.to_string())
+        ),
+    });
+    audit.record(end);
+    if report.failure.is_none() && report.version_after > report.version_before {
+        let mut notice = Entry::call("run", "reminder", "notice", 0);
+        notice.kind = "run";
+        notice.detail = Some("DR and cold-standby nodes must now rejoin the cluster".into());
+        audit.record(notice);
     }
 }
 

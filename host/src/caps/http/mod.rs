@@ -24,6 +24,7 @@ pub struct HttpCap {
     denials: Denials,
     /// Plan mode and stop requests: POSTs pass it before they leave.
     gate: super::gate::Gate,
+    audit: crate::audit::Audit,
 }
 
 impl HttpCap {
@@ -41,7 +42,40 @@ impl HttpCap {
             pods,
             denials,
             gate: super::gate::Gate::default(),
+            audit: crate::audit::Audit::default(),
         }
+    }
+
+    /// Every request, allowed or not, is recorded in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<String>,
+    ) -> Result<Response, HttpError> {
+        let target = format!("{} {url}", method_name(method));
+        let trail_body = body.as_deref().map(crate::audit::body_for_trail);
+        let started = std::time::Instant::now();
+        let result = self.send_unaudited(method, url, body).await;
+        let outcome = match &result {
+            Ok(r) | Err(HttpError::Status(r)) => r.status.to_string(),
+            Err(e) => error_kind(e).to_string(),
+        };
+        self.audit.record(
+            crate::audit::Entry::call(
+                "http",
+                &target,
+                &outcome,
+                started.elapsed().as_millis() as u64,
+            )
+            .body(trail_body),
+        );
+        result
     }
 
     /// Every POST passes `gate` (plan mode, stop requests) after the policy checks.
@@ -50,7 +84,7 @@ impl HttpCap {
         self
     }
 
-    async fn send(
+    async fn send_unaudited(
         &self,
         method: Method,
         url: String,
