@@ -13,6 +13,7 @@ const KNOWN: &[&str] = &[
     "hash_field",
     "read_timeout_secs",
     "new_rotation",
+    "expect_pods",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct Params {
     /// Rotate again although the journal records a completed rotation to the
     /// version the pods run (without it, a rerun reports "already rotated").
     pub new_rotation: bool,
+    /// Stop at preflight unless exactly this many pods match (`[cluster] expect_pods`).
+    pub expect_pods: Option<usize>,
 }
 
 impl Default for Params {
@@ -38,6 +41,7 @@ impl Default for Params {
             hash_field: "fetched_proposal_hash".into(),
             read_timeout: Duration::from_secs(120),
             new_rotation: false,
+            expect_pods: None,
         }
     }
 }
@@ -62,6 +66,11 @@ impl Params {
                     p.read_timeout = v.parse().map(Duration::from_secs).map_err(|_| {
                         format!("parameter `read_timeout_secs`: `{value}` is not a whole number of seconds")
                     })?
+                }
+                "expect_pods" => {
+                    p.expect_pods = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("parameter `expect_pods`: `{value}` is not a number of pods (1 or more)")
+                    })?)
                 }
                 "new_rotation" => {
                     p.new_rotation = v.parse().map_err(|_| {

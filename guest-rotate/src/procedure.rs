@@ -94,6 +94,24 @@ impl<H: Host> Run<'_, H> {
             .host
             .list_pods()
             .map_err(|e| self.fail(PREFLIGHT, format!("cannot list the pods: {e}")))?;
+        if let Some(n) = self.params.expect_pods
+            && pods.len() != n
+        {
+            let mut names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+            names.sort();
+            return Err(self.fail(
+                PREFLIGHT,
+                format!(
+                    "expected {n} pods ([cluster] expect_pods), the selector matches {}: {}",
+                    pods.len(),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        }
         let targets = logic::ready_targets(&pods).map_err(|reason| self.fail(PREFLIGHT, reason))?;
         let answers = self.read_statuses(&targets);
         let observed =
@@ -1511,5 +1529,22 @@ mod tests {
                 Done, Skipped, Skipped, Skipped, Skipped, Planned, Planned, Planned, Planned
             ]
         );
+    }
+
+    #[test]
+    fn preflight_stops_when_the_pod_count_is_not_the_expected_one() {
+        let mut fake = Fake::new(2);
+        let failure = run(&mut fake, Mode::Apply, &kv(&[("expect_pods", "3")]), "t").unwrap_err();
+        assert_eq!(failure.step, PREFLIGHT);
+        assert!(
+            failure.reason.contains(
+                "expected 3 pods ([cluster] expect_pods), the selector matches 2: sdkms-0, sdkms-1"
+            ),
+            "{}",
+            failure.reason
+        );
+        assert!(fake.requests.is_empty(), "nothing contacted");
+        let report = run(&mut fake, Mode::Apply, &kv(&[("expect_pods", "2")]), "t").unwrap();
+        assert_eq!(report.version_after, Some(2));
     }
 }

@@ -56,6 +56,13 @@ async fn crash_then_rerun(pods: usize, moment: impl Fn(&Oracle) -> bool, must_la
     )
     .await;
     assert_eq!(out.code, 0, "the rerun completes: {out}");
+    if must_land {
+        assert!(
+            out.stderr
+                .contains("an earlier rotation was interrupted: this run resumes it"),
+            "preflight reports the interrupted rotation: {out}"
+        );
+    }
     if killed {
         assert!(
             out.stderr.contains("taking over an expired Lease"),
@@ -296,4 +303,30 @@ async fn plan_is_enforced_by_the_host_even_for_a_component_that_ignores_it() {
             "rolling-restart".to_string()
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_stops_when_the_cluster_has_another_number_of_pods() {
+    let cluster = Cluster::pods(3).await;
+    let site = cluster.site_with("expect-4.toml", |t| {
+        t.replace("port = 4444\n", "port = 4444\nexpect_pods = 4\n")
+    });
+    let out = run(
+        BIN,
+        &[
+            "run",
+            ROTATE_WASM,
+            "--site",
+            site.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains("expected 4 pods ([cluster] expect_pods), the selector matches 3"),
+        "{out}"
+    );
+    assert!(cluster.oracle().calls.is_empty(), "no pod contacted");
 }

@@ -28,6 +28,9 @@ pub struct Cluster {
     pub selector: String,
     /// The port every pod serves the DSM cluster API on (used by `http`).
     pub port: u16,
+    /// How many pods the cluster must have; the procedure stops at preflight when
+    /// the selector matches another number (passed to it as `expect_pods`).
+    pub expect_pods: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +42,7 @@ pub struct RawCluster {
     selector: String,
     #[serde(default = "default_port")]
     port: u16,
+    expect_pods: Option<u32>,
 }
 
 fn default_port() -> u16 {
@@ -68,6 +72,9 @@ impl RawCluster {
         if self.port == 0 {
             return Err(file.error("[cluster] port", "must be 1..=65535"));
         }
+        if self.expect_pods == Some(0) {
+            return Err(file.error("[cluster] expect_pods", "must be at least 1"));
+        }
         let kubeconfig = self.kubeconfig.map(|k| file.resolve(&k));
         if let Some(k) = &kubeconfig
             && let Err(e) = std::fs::metadata(k)
@@ -83,6 +90,7 @@ impl RawCluster {
             namespace: self.namespace,
             selector: self.selector,
             port: self.port,
+            expect_pods: self.expect_pods,
         })
     }
 }

@@ -293,6 +293,9 @@ impl Runtime {
             };
 
         let mut params = site.params.clone();
+        if let Some(n) = site.cluster.expect_pods {
+            params.push(("expect_pods".into(), n.to_string()));
+        }
         params.extend(options.params);
         let context = Context {
             mode: if options.plan {
