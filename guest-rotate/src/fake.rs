@@ -55,6 +55,8 @@ pub struct Fake {
     pub confirm_answer: Result<(), String>,
     /// The actions asked about.
     pub asked: Vec<String>,
+    /// The next activate is applied, but its answer is lost (a timeout).
+    pub activate_answer_lost: bool,
     proposals: usize,
 }
 
@@ -89,6 +91,7 @@ impl Fake {
             journal_broken: None,
             confirm_answer: Ok(()),
             asked: Vec::new(),
+            activate_answer_lost: false,
             proposals: 0,
         };
         fake.assign_ips();
@@ -193,6 +196,9 @@ impl Fake {
                 self.db_version += 1;
                 self.activated = self.proposal.take();
                 self.mutations.push(format!("activate {name}"));
+                if std::mem::take(&mut self.activate_answer_lost) {
+                    return Err(HttpError::Timeout);
+                }
                 ok(204, String::new())
             }
             _ => Err(HttpError::Status(Response {

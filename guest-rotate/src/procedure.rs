@@ -1547,4 +1547,76 @@ mod tests {
         let report = run(&mut fake, Mode::Apply, &kv(&[("expect_pods", "2")]), "t").unwrap();
         assert_eq!(report.version_after, Some(2));
     }
+
+    #[test]
+    fn an_activate_that_timed_out_but_landed_is_finished_not_repeated() {
+        let mut fake = Fake::new(3);
+        fake.activate_answer_lost = true;
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, ACTIVATE);
+        assert!(!failure.safe_to_resume, "it may have landed");
+        assert_eq!(
+            fake.journal.get(journal::ROTATION).map(String::as_str),
+            Some("activating 1 hash-1")
+        );
+        let report = apply(&mut fake).unwrap();
+        assert_eq!(report.version_after, Some(2));
+        let activates = fake
+            .mutations
+            .iter()
+            .filter(|m| m.starts_with("activate"))
+            .count();
+        assert_eq!(activates, 1, "{:?}", fake.mutations);
+        assert!(fake.pods.iter().all(|p| p.version == 2 && !p.broken));
+    }
+
+    #[test]
+    fn an_activate_that_timed_out_before_landing_is_sent_by_the_next_run() {
+        let mut fake = Fake::new(2);
+        fake.fault(
+            "sdkms-0",
+            Method::Post,
+            ACTIVATE_PATH,
+            HttpError::Timeout,
+            1,
+        );
+        let failure = apply(&mut fake).unwrap_err();
+        assert!(!failure.safe_to_resume);
+        assert!(!fake.mutations.iter().any(|m| m.starts_with("activate")));
+        let report = apply(&mut fake).unwrap();
+        assert_eq!(report.version_after, Some(2));
+        assert_eq!(
+            fake.mutations
+                .iter()
+                .filter(|m| m.starts_with("activate"))
+                .count(),
+            1
+        );
+        assert!(fake.pods.iter().all(|p| p.version == 2 && !p.broken));
+    }
+
+    #[test]
+    fn a_fetch_timeout_stops_before_any_restart_and_a_rerun_fetches_once() {
+        let mut fake = Fake::new(3);
+        fake.fault("sdkms-2", Method::Post, FETCH_PATH, HttpError::Timeout, 1);
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, DISTRIBUTE);
+        assert!(failure.safe_to_resume);
+        assert!(!fake.mutations.contains(&"restart".to_string()));
+        apply(&mut fake).unwrap();
+        assert_eq!(
+            fake.mutations
+                .iter()
+                .filter(|m| m.starts_with("fetch sdkms-2"))
+                .count(),
+            1
+        );
+        assert_eq!(
+            fake.mutations
+                .iter()
+                .filter(|m| m.starts_with("propose"))
+                .count(),
+            1
+        );
+    }
 }
