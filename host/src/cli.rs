@@ -271,7 +271,13 @@ pub async fn execute(
         let code = match e {
             RunError::Refused(_) => exit::REFUSED,
             RunError::Invalid(_) | RunError::Setup(_) => exit::USAGE,
-            RunError::Busy(_) => exit::FAILED,
+            // About the cluster, not the component.
+            RunError::Busy(_) => {
+                return (
+                    exit::FAILED,
+                    format!("cluster {:?}: {e}", site.cluster.name),
+                );
+            }
         };
         (code, format!("{}: {e}", origin.display()))
     })
