@@ -311,4 +311,41 @@ hash_field = "h"
         assert_eq!(err.key, "[restart] command");
         assert!(err.message.contains("nope.sh"), "{err}");
     }
+
+    #[test]
+    fn state_lease_audit_and_expect_pods_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path());
+        let site = site_in(dir.path(), GOOD).unwrap();
+        assert_eq!(site.state.dir, None);
+        assert_eq!(site.lease.name, "cmk-host-rotation");
+        assert_eq!(site.lease.duration, Duration::from_secs(60));
+        assert_eq!(site.audit.path, None);
+        assert_eq!(site.cluster.expect_pods, None);
+
+        let body = GOOD.replace("[tls]", "expect_pods = 3\n\n[tls]")
+            + "\n[state]\ndir = \"state\"\n[lease]\nname = \"rot\"\nduration_secs = 5\n\
+               [audit]\npath = \"trail.jsonl\"\n";
+        let site = site_in(dir.path(), &body).unwrap();
+        assert_eq!(site.cluster.expect_pods, Some(3));
+        assert_eq!(site.state.dir, Some(dir.path().join("state")));
+        assert_eq!(site.lease.name, "rot");
+        assert_eq!(site.lease.duration, Duration::from_secs(5));
+        assert_eq!(site.audit.path, Some(dir.path().join("trail.jsonl")));
+
+        for (edit, key) in [
+            ("[lease]\nduration_secs = 0\n", "[lease] duration_secs"),
+            ("[lease]\nname = \"Not A Name\"\n", "[lease] name"),
+            ("[state]\ndir = \"\"\n", "[state] dir"),
+            ("[audit]\npath = \"\"\n", "[audit] path"),
+        ] {
+            let err = site_in(dir.path(), &format!("{GOOD}\n{edit}")).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
+        let body = GOOD.replace("[tls]", "expect_pods = 0\n\n[tls]");
+        assert_eq!(
+            site_in(dir.path(), &body).unwrap_err().key,
+            "[cluster] expect_pods"
+        );
+    }
 }
