@@ -2,7 +2,9 @@
 //! counts as done only once its verification passed; the first failure stops the run
 //! and says whether a rerun can safely continue from where the cluster stands.
 
-use crate::host::{Failure, Host, HttpError, Level, Method, Mode, Outcome, Report, Request, Step};
+use crate::host::{
+    Failure, Host, HttpError, Level, Method, Mode, Outcome, Report, Request, RestartError, Step,
+};
 use crate::journal::{self, InProgress, Stage};
 use crate::logic::{self, Baseline, Phase, Target};
 use crate::params::{self, Params};
@@ -612,6 +614,19 @@ impl<H: Host> Run<'_, H> {
     fn restart(&mut self, step: &str, why: &str) -> Result<Vec<Target>, Failure> {
         self.begin(step, &format!("rolling restart: {why}"));
         if let Err(e) = self.host.rolling_restart() {
+            if step == RESTART_ACTIVATE && matches!(e, RestartError::Denied(_)) {
+                // It never started, and every pod loaded the activated key before
+                // activate (verified): nothing is at risk, and the journal says
+                // `activated`, so a rerun restarts and finishes.
+                self.activate_sent = false;
+                return Err(self.fail(
+                    step,
+                    format!(
+                        "the rolling restart was not started ({e}); the key is activated and \
+                         every pod loaded it: run again to restart and finish"
+                    ),
+                ));
+            }
             return Err(self.fail(step, format!("the rolling restart failed: {e}")));
         }
         let pods = self
@@ -1618,5 +1633,29 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn a_refused_restart_after_activate_is_safe_and_a_rerun_finishes() {
+        let mut fake = Fake::new(3);
+        fake.restart_error = Some((
+            2,
+            RestartError::Denied("interrupted (SIGINT): not sent".into()),
+        ));
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, RESTART_ACTIVATE);
+        assert!(failure.safe_to_resume, "{}", failure.reason);
+        assert!(failure.reason.contains("run again"), "{}", failure.reason);
+        fake.restart_error = None;
+        let report = apply(&mut fake).unwrap();
+        assert_eq!(report.version_after, Some(2));
+        assert_eq!(
+            fake.mutations
+                .iter()
+                .filter(|m| m.starts_with("activate"))
+                .count(),
+            1
+        );
+        assert!(fake.pods.iter().all(|p| p.version == 2 && !p.broken));
     }
 }
