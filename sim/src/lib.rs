@@ -501,6 +501,18 @@ impl Sim {
         self.shared.oracle()
     }
 
+    /// Another client takes the Lease `namespace/name` (as if it had expired and been
+    /// taken over): sets its holder, keeping the rest. `false` when there is none.
+    pub fn take_lease(&self, namespace: &str, name: &str, holder: &str) -> bool {
+        let mut st = self.shared.state();
+        let Ok(mut lease) = st.leases.get(namespace, name) else {
+            return false;
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = Some(holder.to_string());
+        st.leases.replace(namespace, name, lease).is_ok()
+    }
+
     /// Replace the injected faults (from now on).
     pub fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);

@@ -330,3 +330,53 @@ async fn preflight_stops_when_the_cluster_has_another_number_of_pods() {
     );
     assert!(cluster.oracle().calls.is_empty(), "no pod contacted");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_loses_its_lease_stops_before_its_next_change() {
+    let cluster = Cluster::start(SimConfig {
+        restart_step_delay: Duration::from_millis(200),
+        ..SimConfig::pods(3)
+    })
+    .await;
+    let site = cluster.site_with("lease-1s.toml", |t| {
+        format!("{t}\n[lease]\nduration_secs = 1\n")
+    });
+    let mut child = spawn(
+        BIN,
+        &[
+            "run",
+            ROTATE_WASM,
+            "--site",
+            site.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ],
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(cluster.oracle().restart_in_progress()) {
+        assert!(tokio::time::Instant::now() < deadline, "no restart started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        cluster
+            .sim
+            .take_lease("sdkms", "cmk-host-rotation", "someone-else/1/x")
+    );
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        report["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("lost the Lease cmk-host-rotation to \"someone-else/1/x\""),
+        "{report:#}"
+    );
+    let o = cluster.oracle();
+    assert!(
+        o.activates().is_empty(),
+        "no activate after losing the Lease: {o:#?}"
+    );
+    assert!(o.broken_pods().is_empty());
+}
