@@ -341,7 +341,7 @@ async fn a_run_that_loses_its_lease_stops_before_its_next_change() {
     let site = cluster.site_with("lease-1s.toml", |t| {
         format!("{t}\n[lease]\nduration_secs = 1\n")
     });
-    let mut child = spawn(
+    let child = spawn(
         BIN,
         &[
             "run",
