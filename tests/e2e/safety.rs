@@ -380,3 +380,66 @@ async fn a_run_that_loses_its_lease_stops_before_its_next_change() {
     );
     assert!(o.broken_pods().is_empty());
 }
+
+/// Runs `cmk-host` on a pseudo-terminal (util-linux `script`), typing `answer`.
+async fn run_on_a_terminal(args: &[&str], answer: &str) -> (i32, String) {
+    use tokio::io::AsyncWriteExt;
+    let quoted: Vec<String> = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let mut child = tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", &quoted.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    let answer = answer.to_string();
+    // Typed once the question is up; the line waits in the terminal until read.
+    tokio::spawn(async move {
+        let _ = stdin.write_all(answer.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        drop(stdin);
+    });
+    let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .expect("bounded")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_the_operator_confirms_activate_after_seeing_what_it_does() {
+    let cluster = Cluster::pods(2).await;
+    let site = site(&cluster);
+    let (code, screen) = run_on_a_terminal(&["run", ROTATE_WASM, "--site", &site], "yes\n").await;
+    assert_eq!(code, 0, "{screen}");
+    for shown in [
+        "About to activate the new cluster master key",
+        "cluster: sim",
+        "proposal hash: ",
+        "versions: version 1 -> 2",
+        "sdkms-0 (",
+    ] {
+        assert!(screen.contains(shown), "shows {shown:?}: {screen}");
+    }
+    assert_rotated_once(&cluster.oracle(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_any_answer_but_yes_stops_before_activate() {
+    let cluster = Cluster::pods(2).await;
+    let site = site(&cluster);
+    let (code, screen) = run_on_a_terminal(&["run", ROTATE_WASM, "--site", &site], "no\n").await;
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("declined by the operator"), "{screen}");
+    let o = cluster.oracle();
+    assert!(o.activates().is_empty(), "{o:#?}");
+    assert!(o.broken_pods().is_empty());
+}
