@@ -22,6 +22,9 @@ pub struct Faults {
     /// This pod's `GET /cluster/v1/key` returns valid JSON padded to at least this
     /// many bytes (for response-size-limit tests).
     pub oversized_status_on: Option<(String, usize)>,
+    /// Requests to this path are applied at once, but answered only after this
+    /// many milliseconds (a lost answer: the client times out, the change landed).
+    pub slow_answer: Option<(String, u64)>,
 }
 
 impl Faults {
@@ -36,6 +39,14 @@ impl Faults {
     /// Does the rolling restart number `n` (1-based) fail?
     pub fn fails_restart(&self, n: u32) -> bool {
         self.fail_restart == Some(n)
+    }
+
+    /// How long to hold the answer to a request to `path`.
+    pub fn answer_delay(&self, path: &str) -> Option<std::time::Duration> {
+        match &self.slow_answer {
+            Some((p, ms)) if p == path => Some(std::time::Duration::from_millis(*ms)),
+            _ => None,
+        }
     }
 
     /// The padded size of this pod's status body, if it is to be oversized.

@@ -81,7 +81,7 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let recorded_body = parse_body(&body);
-    let (answer, pad_to) = {
+    let (answer, pad_to, delay) = {
         let mut st = ctx.shared.state();
         let answer = respond(&mut st, &ctx, &method, &path, &body);
         st.recorder.call(Call {
@@ -96,8 +96,11 @@ async fn handle(
         let pad = (method == Method::GET && path == STATUS && answer.status == StatusCode::OK)
             .then(|| st.faults.oversized_status(&ctx.name))
             .flatten();
-        (answer, pad)
+        (answer, pad, st.faults.answer_delay(&path))
     };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     tracing::debug!(pod = %ctx.name, %method, %path, status = answer.status.as_u16(), "pod request");
     into_response(answer, pad_to)
 }

@@ -443,3 +443,43 @@ async fn on_a_terminal_any_answer_but_yes_stops_before_activate() {
     assert!(o.activates().is_empty(), "{o:#?}");
     assert!(o.broken_pods().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_activate_whose_answer_is_lost_is_finished_by_the_rerun_not_repeated() {
+    // The pod applies activate but answers after the host's 30 s request limit.
+    let cluster = Cluster::start(SimConfig {
+        faults: cmk_sim::Faults {
+            slow_answer: Some(("/cluster/v1/key/activate".into(), 40_000)),
+            ..cmk_sim::Faults::default()
+        },
+        ..SimConfig::pods(3)
+    })
+    .await;
+    let site = site(&cluster);
+    let out = run(
+        BIN,
+        &["run", ROTATE_WASM, "--site", &site, "--yes", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    let failure = &out.json()["failure"];
+    assert_eq!(failure["step"], "activate", "{out}");
+    assert!(
+        failure["reason"].as_str().unwrap().contains("timeout"),
+        "{out}"
+    );
+    assert_eq!(
+        failure["safe_to_resume"], false,
+        "it may have landed: {out}"
+    );
+    assert_eq!(cluster.oracle().activates().len(), 1, "it did land");
+
+    cluster.sim.set_faults(cmk_sim::Faults::default());
+    let out = run(
+        BIN,
+        &["run", ROTATE_WASM, "--site", &site, "--yes", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_rotated_once(&cluster.oracle(), 3);
+}
