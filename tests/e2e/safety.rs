@@ -483,3 +483,49 @@ async fn an_activate_whose_answer_is_lost_is_finished_by_the_rerun_not_repeated(
     assert_eq!(out.code, 0, "{out}");
     assert_rotated_once(&cluster.oracle(), 3);
 }
+
+/// A mutating call to `path` lands but its answer comes after the host's 30 s
+/// limit: the run stops at `step`, safe; the rerun finishes from what the pods show.
+async fn lost_answer_then_rerun(path: &str, step: &str) {
+    let cluster = Cluster::start(SimConfig {
+        faults: cmk_sim::Faults {
+            slow_answer: Some((path.into(), 40_000)),
+            ..cmk_sim::Faults::default()
+        },
+        ..SimConfig::pods(3)
+    })
+    .await;
+    let site = site(&cluster);
+    let out = run(
+        BIN,
+        &["run", ROTATE_WASM, "--site", &site, "--yes", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    let failure = &out.json()["failure"];
+    assert_eq!(failure["step"], step, "{out}");
+    assert_eq!(failure["safe_to_resume"], true, "{out}");
+    assert!(
+        cluster.oracle().restarts.is_empty(),
+        "stopped before any restart"
+    );
+
+    cluster.sim.set_faults(cmk_sim::Faults::default());
+    let out = run(
+        BIN,
+        &["run", ROTATE_WASM, "--site", &site, "--yes", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_rotated_once(&cluster.oracle(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_propose_whose_answer_is_lost_is_adopted_by_the_rerun_not_repeated() {
+    lost_answer_then_rerun("/cluster/v1/key/propose", "propose").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetches_whose_answers_are_lost_are_not_repeated_by_the_rerun() {
+    lost_answer_then_rerun("/cluster/v1/key/fetch", "distribute").await;
+}
