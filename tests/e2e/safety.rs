@@ -529,3 +529,40 @@ async fn a_propose_whose_answer_is_lost_is_adopted_by_the_rerun_not_repeated() {
 async fn fetches_whose_answers_are_lost_are_not_repeated_by_the_rerun() {
     lost_answer_then_rerun("/cluster/v1/key/fetch", "distribute").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_that_times_out_stops_before_activate_and_the_rerun_restarts_again() {
+    let cluster = Cluster::start(SimConfig {
+        restart_step_delay: Duration::from_millis(400),
+        ..SimConfig::pods(3)
+    })
+    .await;
+    let site = cluster.site_with("restart-1s.toml", |t| {
+        t.replace("timeout_secs = 120", "timeout_secs = 1")
+    });
+    let site = site.to_str().unwrap();
+    let out = run(
+        BIN,
+        &["run", ROTATE_WASM, "--site", site, "--yes", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    let failure = &out.json()["failure"];
+    assert_eq!(failure["step"], "restart-load", "{out}");
+    assert!(
+        failure["reason"].as_str().unwrap().contains("timeout"),
+        "{out}"
+    );
+    assert_eq!(failure["safe_to_resume"], true, "{out}");
+    assert!(cluster.oracle().activates().is_empty());
+
+    settle(&cluster).await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let out = run(
+        BIN,
+        &["run", ROTATE_WASM, "--site", &site, "--yes", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_completed_once(&cluster.oracle(), 3);
+}
