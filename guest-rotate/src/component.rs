@@ -6,7 +6,7 @@ wit_bindgen::generate!({ path: "../wit", world: "rotation" });
 use std::time::{Duration, Instant};
 
 use self::cmk::procedure::types::Outcome as WitOutcome;
-use self::cmk::procedure::{http, log, pods, restart};
+use self::cmk::procedure::{confirm, http, journal, log, pods, restart};
 use self::exports::cmk::procedure::procedure as export;
 use crate::host::{self, Host};
 
@@ -158,11 +158,39 @@ impl Host for Bindings {
         log::step_end(name, self::outcome(outcome), detail);
     }
 
+    fn journal_entries(&mut self) -> Vec<(String, String)> {
+        journal::entries()
+    }
+
+    fn journal_set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        journal::set(key, value).map_err(journal_error)
+    }
+
+    fn journal_remove(&mut self, key: &str) -> Result<(), String> {
+        journal::remove(key).map_err(journal_error)
+    }
+
+    fn confirm(&mut self, action: &str, details: &[(&str, &str)]) -> Result<(), String> {
+        let details: Vec<(String, String)> = details
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        confirm::ask(action, &details)
+    }
+
     fn sleep(&mut self, duration: Duration) {
         std::thread::sleep(duration);
     }
 
     fn now(&mut self) -> Duration {
         self.start.elapsed()
+    }
+}
+
+fn journal_error(e: journal::JournalError) -> String {
+    match e {
+        journal::JournalError::Denied(m) => format!("denied: {m}"),
+        journal::JournalError::TooLarge(m) => format!("too large: {m}"),
+        journal::JournalError::Io(m) => format!("cannot write: {m}"),
     }
 }

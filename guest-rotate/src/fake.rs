@@ -47,6 +47,16 @@ pub struct Fake {
     pub sleeps: Vec<Duration>,
     /// `begin <name>` / `end <name> <outcome>`.
     pub progress: Vec<String>,
+    /// The host's journal (kept across runs on the same fake).
+    pub journal: std::collections::BTreeMap<String, String>,
+    /// Journal writes fail with this message.
+    pub journal_broken: Option<String>,
+    /// The answer to every confirmation (`Ok`: yes).
+    pub confirm_answer: Result<(), String>,
+    /// The actions asked about.
+    pub asked: Vec<String>,
+    /// The next activate is applied, but its answer is lost (a timeout).
+    pub activate_answer_lost: bool,
     proposals: usize,
 }
 
@@ -77,6 +87,11 @@ impl Fake {
             now: Duration::ZERO,
             sleeps: Vec::new(),
             progress: Vec::new(),
+            journal: Default::default(),
+            journal_broken: None,
+            confirm_answer: Ok(()),
+            asked: Vec::new(),
+            activate_answer_lost: false,
             proposals: 0,
         };
         fake.assign_ips();
@@ -181,6 +196,9 @@ impl Fake {
                 self.db_version += 1;
                 self.activated = self.proposal.take();
                 self.mutations.push(format!("activate {name}"));
+                if std::mem::take(&mut self.activate_answer_lost) {
+                    return Err(HttpError::Timeout);
+                }
                 ok(204, String::new())
             }
             _ => Err(HttpError::Status(Response {
@@ -259,6 +277,34 @@ impl Host for Fake {
 
     fn step_end(&mut self, name: &str, outcome: Outcome, _detail: &str) {
         self.progress.push(format!("end {name} {outcome:?}"));
+    }
+
+    fn journal_entries(&mut self) -> Vec<(String, String)> {
+        self.journal
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn journal_set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        if let Some(m) = &self.journal_broken {
+            return Err(m.clone());
+        }
+        self.journal.insert(key.into(), value.into());
+        Ok(())
+    }
+
+    fn journal_remove(&mut self, key: &str) -> Result<(), String> {
+        if let Some(m) = &self.journal_broken {
+            return Err(m.clone());
+        }
+        self.journal.remove(key);
+        Ok(())
+    }
+
+    fn confirm(&mut self, action: &str, _details: &[(&str, &str)]) -> Result<(), String> {
+        self.asked.push(action.into());
+        self.confirm_answer.clone()
     }
 
     fn sleep(&mut self, duration: Duration) {

@@ -149,6 +149,13 @@ pub trait Host {
     fn log(&mut self, level: Level, message: &str, fields: &[(&str, &str)]);
     fn step_begin(&mut self, name: &str, detail: &str);
     fn step_end(&mut self, name: &str, outcome: Outcome, detail: &str);
+    /// The cluster's journal, as the host keeps it across runs.
+    fn journal_entries(&mut self) -> Vec<(String, String)>;
+    /// Durable when `Ok`; the error says why not.
+    fn journal_set(&mut self, key: &str, value: &str) -> Result<(), String>;
+    fn journal_remove(&mut self, key: &str) -> Result<(), String>;
+    /// Asks before an irreversible `action`; the error says why not and how to resume.
+    fn confirm(&mut self, action: &str, details: &[(&str, &str)]) -> Result<(), String>;
     fn sleep(&mut self, duration: Duration);
     /// Monotonic time since some fixed point.
     fn now(&mut self) -> Duration;

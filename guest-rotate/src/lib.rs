@@ -9,6 +9,7 @@
 //! Rooms:
 //! - [`params`]: the site's parameters, validated once;
 //! - [`status`]: reading a pod's `GET /cluster/v1/key` body;
+//! - [`journal`]: what the host's journal records, and the phase it completes;
 //! - [`logic`]: the pure decisions (preflight, verifications) and their messages;
 //! - [`reads`]: bounded retry of reads (never of mutating calls);
 //! - [`procedure`]: the steps, in order, against the [`host::Host`] capabilities;
@@ -17,6 +18,7 @@
 //! Everything but `component` is plain Rust and unit-tested natively.
 
 pub mod host;
+pub mod journal;
 pub mod logic;
 pub mod params;
 pub mod procedure;

@@ -29,6 +29,20 @@ pub enum Phase {
         /// The pods that do not hold it yet, by name.
         missing: Vec<String>,
     },
+    /// Every pod holds `hash`, and the journal records that a rolling restart
+    /// completed (and was verified) after they all did: next is `activate`.
+    Loaded { hash: String },
+    /// The journal records that `activate` of `hash` may have been sent (`sent`:
+    /// it was answered 2xx). Pods report the old version holding `hash`, or the new
+    /// one; `restarted`: every pod already runs the new version.
+    Activating {
+        hash: String,
+        sent: bool,
+        restarted: bool,
+    },
+    /// Nothing proposed, and the journal records a completed rotation to the
+    /// version every pod runs: a rerun does not rotate again unless asked to.
+    Rotated { hash: String },
 }
 
 /// What preflight established.
@@ -89,6 +103,15 @@ pub fn preflight(
     statuses: &[(String, Result<KeyStatus, String>)],
     params: &Params,
 ) -> Result<Baseline, String> {
+    let observed = observe(pods, statuses)?;
+    baseline(&observed, params)
+}
+
+/// Every Ready pod's key status, by name; the error names the pods that gave none.
+pub fn observe(
+    pods: &[Pod],
+    statuses: &[(String, Result<KeyStatus, String>)],
+) -> Result<Vec<(String, KeyStatus)>, String> {
     let targets = ready_targets(pods)?;
     let by_name: BTreeMap<&str, &Result<KeyStatus, String>> =
         statuses.iter().map(|(n, s)| (n.as_str(), s)).collect();
@@ -108,7 +131,11 @@ pub fn preflight(
             unanswered.join("; ")
         ));
     }
+    Ok(observed)
+}
 
+/// The version and the phase that the pods' statuses alone show.
+pub fn baseline(observed: &[(String, KeyStatus)], params: &Params) -> Result<Baseline, String> {
     let versions = group(observed.iter().map(|(n, s)| (s.version, n)));
     if versions.len() > 1 {
         return Err(format!(

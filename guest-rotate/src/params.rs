@@ -7,7 +7,14 @@ use std::time::Duration;
 /// The step name a parameter error is reported under.
 pub const STEP: &str = "params";
 
-const KNOWN: &[&str] = &["port", "version_field", "hash_field", "read_timeout_secs"];
+const KNOWN: &[&str] = &[
+    "port",
+    "version_field",
+    "hash_field",
+    "read_timeout_secs",
+    "new_rotation",
+    "expect_pods",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
@@ -19,6 +26,11 @@ pub struct Params {
     pub hash_field: String,
     /// The total time one read may spend retrying.
     pub read_timeout: Duration,
+    /// Rotate again although the journal records a completed rotation to the
+    /// version the pods run (without it, a rerun reports "already rotated").
+    pub new_rotation: bool,
+    /// Stop at preflight unless exactly this many pods match (`[cluster] expect_pods`).
+    pub expect_pods: Option<usize>,
 }
 
 impl Default for Params {
@@ -28,6 +40,8 @@ impl Default for Params {
             version_field: "version".into(),
             hash_field: "fetched_proposal_hash".into(),
             read_timeout: Duration::from_secs(120),
+            new_rotation: false,
+            expect_pods: None,
         }
     }
 }
@@ -51,6 +65,16 @@ impl Params {
                 "read_timeout_secs" => {
                     p.read_timeout = v.parse().map(Duration::from_secs).map_err(|_| {
                         format!("parameter `read_timeout_secs`: `{value}` is not a whole number of seconds")
+                    })?
+                }
+                "expect_pods" => {
+                    p.expect_pods = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("parameter `expect_pods`: `{value}` is not a number of pods (1 or more)")
+                    })?)
+                }
+                "new_rotation" => {
+                    p.new_rotation = v.parse().map_err(|_| {
+                        format!("parameter `new_rotation`: `{value}` is not true or false")
                     })?
                 }
                 _ => {

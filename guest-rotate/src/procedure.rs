@@ -2,7 +2,10 @@
 //! counts as done only once its verification passed; the first failure stops the run
 //! and says whether a rerun can safely continue from where the cluster stands.
 
-use crate::host::{Failure, Host, HttpError, Level, Method, Mode, Outcome, Report, Request, Step};
+use crate::host::{
+    Failure, Host, HttpError, Level, Method, Mode, Outcome, Report, Request, RestartError, Step,
+};
+use crate::journal::{self, InProgress, Stage};
 use crate::logic::{self, Baseline, Phase, Target};
 use crate::params::{self, Params};
 use crate::{reads, status};
@@ -54,10 +57,11 @@ pub fn run(
     let mut run = Run {
         host,
         params,
+        cluster: cluster.to_string(),
         steps: Vec::new(),
         activate_sent: false,
     };
-    let (targets, baseline) = run.preflight(cluster)?;
+    let (targets, baseline) = run.preflight()?;
     match mode {
         Mode::Plan => Ok(run.plan(&targets, &baseline)),
         Mode::Apply => run.apply(targets, baseline),
@@ -67,6 +71,8 @@ pub fn run(
 struct Run<'h, H: Host> {
     host: &'h mut H,
     params: Params,
+    /// The site's cluster name (shown in logs and the confirmation).
+    cluster: String,
     steps: Vec<Step>,
     /// From the moment activate may have reached a pod, a failure is no longer safe
     /// to resume: some pods may run a key others cannot load.
@@ -80,7 +86,8 @@ struct Proposal {
 }
 
 impl<H: Host> Run<'_, H> {
-    fn preflight(&mut self, cluster: &str) -> Result<(Vec<Target>, Baseline), Failure> {
+    fn preflight(&mut self) -> Result<(Vec<Target>, Baseline), Failure> {
+        let cluster = self.cluster.clone();
         self.begin(
             PREFLIGHT,
             &format!("cluster {cluster}: list the pods and read their key status"),
@@ -89,47 +96,231 @@ impl<H: Host> Run<'_, H> {
             .host
             .list_pods()
             .map_err(|e| self.fail(PREFLIGHT, format!("cannot list the pods: {e}")))?;
+        if let Some(n) = self.params.expect_pods
+            && pods.len() != n
+        {
+            let mut names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+            names.sort();
+            return Err(self.fail(
+                PREFLIGHT,
+                format!(
+                    "expected {n} pods ([cluster] expect_pods), the selector matches {}: {}",
+                    pods.len(),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        }
         let targets = logic::ready_targets(&pods).map_err(|reason| self.fail(PREFLIGHT, reason))?;
         let answers = self.read_statuses(&targets);
-        let baseline = logic::preflight(&pods, &answers, &self.params)
+        let observed =
+            logic::observe(&pods, &answers).map_err(|reason| self.fail(PREFLIGHT, reason))?;
+        let entries = self.host.journal_entries();
+        let (record, warning) = journal::Record::parse(&entries);
+        if let Some(w) = warning {
+            self.host.log(Level::Warn, &w, &[]);
+        }
+        if record
+            .rotation
+            .as_ref()
+            .is_some_and(|r| matches!(r.stage, Stage::Activating | Stage::Activated))
+        {
+            // Activation may have reached the cluster: from here on, no failure is
+            // "safe" until the pods show otherwise.
+            self.activate_sent = true;
+        }
+        let baseline = journal::reconcile(&observed, &record, &self.params)
             .map_err(|reason| self.fail(PREFLIGHT, reason))?;
+        let (n, names, vf, v) = (
+            targets.len(),
+            logic::names(&targets),
+            self.params.version_field.clone(),
+            baseline.version,
+        );
         let detail = match &baseline.phase {
-            Phase::NothingProposed => format!(
-                "{} pods ({}) at {} {}, no proposal",
-                targets.len(),
-                logic::names(&targets),
-                self.params.version_field,
-                baseline.version
-            ),
+            Phase::NothingProposed => format!("{n} pods ({names}) at {vf} {v}, no proposal"),
             Phase::Proposed { hash, holders, .. } => format!(
-                "{} pods ({}) at {} {}; proposal {hash:?} already held by {}: resuming, not proposing again",
-                targets.len(),
-                logic::names(&targets),
-                self.params.version_field,
-                baseline.version,
+                "{n} pods ({names}) at {vf} {v}; proposal {hash:?} already held by {}: \
+                 resuming an interrupted rotation, not proposing again",
                 holders.join(", ")
             ),
+            Phase::Loaded { hash } => format!(
+                "{n} pods ({names}) at {vf} {v} hold proposal {hash:?}, and the journal records \
+                 a verified rolling restart since: resuming an interrupted rotation at activate"
+            ),
+            Phase::Activating { hash, sent, .. } => format!(
+                "{n} pods ({names}); the journal records that activate of proposal {hash:?} \
+                 from {vf} {v} {}: resuming an interrupted rotation after activate",
+                if *sent {
+                    "was answered"
+                } else {
+                    "may have been sent"
+                }
+            ),
+            Phase::Rotated { hash } => format!(
+                "{n} pods ({names}) at {vf} {v}: already rotated to {vf} {v} (proposal \
+                 {hash:?}); pass --param new_rotation=true to rotate again"
+            ),
         };
+        if !matches!(
+            baseline.phase,
+            Phase::NothingProposed | Phase::Rotated { .. }
+        ) {
+            self.host.log(
+                Level::Warn,
+                "an earlier rotation was interrupted: this run resumes it",
+                &[("cluster", &cluster)],
+            );
+        }
         self.end(PREFLIGHT, Outcome::Done, detail);
         Ok((targets, baseline))
     }
 
     fn apply(mut self, targets: Vec<Target>, baseline: Baseline) -> Result<Report, Failure> {
         let before = baseline.version;
-        let proposal = self.propose(&targets, &baseline)?;
-        self.distribute(&targets, &baseline, &proposal)?;
-        self.verify_hash(VERIFY_DISTRIBUTED, &targets, &proposal.hash, None)?;
+        let (hash, targets) = match baseline.phase.clone() {
+            Phase::Rotated { hash } => return Ok(self.already_rotated(&targets, before, &hash)),
+            Phase::Activating {
+                hash,
+                sent,
+                restarted,
+            } => return self.resume_activation(targets, before, hash, sent, restarted),
+            Phase::Loaded { hash } => {
+                let why = format!(
+                    "the journal records that every pod held proposal {hash:?} before a \
+                     completed rolling restart"
+                );
+                for step in [PROPOSE, DISTRIBUTE, VERIFY_DISTRIBUTED, RESTART_LOAD] {
+                    self.skip(step, why.clone());
+                }
+                (hash, targets)
+            }
+            Phase::NothingProposed | Phase::Proposed { .. } => {
+                let proposal = self.propose(&targets, &baseline)?;
+                self.record(PROPOSE, Stage::Distributing, &proposal.hash, before)?;
+                self.distribute(&targets, &baseline, &proposal)?;
+                self.verify_hash(VERIFY_DISTRIBUTED, &targets, &proposal.hash, None)?;
+                let targets = self.restart(
+                    RESTART_LOAD,
+                    &format!("load proposal {:?} on every pod", proposal.hash),
+                )?;
+                (proposal.hash, targets)
+            }
+        };
+        self.activate_from_loaded(targets, hash, before)
+    }
 
-        let targets = self.restart(
-            RESTART_LOAD,
-            &format!("load proposal {:?} on every pod", proposal.hash),
-        )?;
-        self.verify_hash(VERIFY_LOADED, &targets, &proposal.hash, Some(before))?;
-
-        self.activate(&targets)?;
+    /// From a completed restart after distribution: verify, confirm, activate,
+    /// restart, verify.
+    fn activate_from_loaded(
+        mut self,
+        targets: Vec<Target>,
+        hash: String,
+        before: i64,
+    ) -> Result<Report, Failure> {
+        self.verify_hash(VERIFY_LOADED, &targets, &hash, Some(before))?;
+        self.record(VERIFY_LOADED, Stage::Loaded, &hash, before)?;
+        self.confirm_activation(&targets, &hash, before)?;
+        // Durable before the request leaves: it may land even if the host dies now.
+        self.record(ACTIVATE, Stage::Activating, &hash, before)?;
+        if let Err(failure) = self.activate(&targets) {
+            if !self.activate_sent {
+                // Provably never sent: back to loaded, so that a rerun activates.
+                let _ = self.journal_rotation(Stage::Loaded, &hash, before);
+            }
+            return Err(failure);
+        }
+        if let Err(e) = self.journal_rotation(Stage::Activated, &hash, before) {
+            // `activating` is on record, which a rerun resumes just as well.
+            self.host.log(
+                Level::Warn,
+                "cannot record the activation in the journal",
+                &[("error", &e)],
+            );
+        }
         let targets = self.restart(RESTART_ACTIVATE, "run the activated key on every pod")?;
-        let after = self.verify_activated(&targets, before + 1)?;
+        self.finish(targets, before, &hash)
+    }
 
+    /// The journal says activate may have been sent: restart (unless every pod
+    /// already runs the new version), then finish; or, when the pods show that the
+    /// activate never landed, go on from `loaded`.
+    fn resume_activation(
+        mut self,
+        targets: Vec<Target>,
+        before: i64,
+        hash: String,
+        sent: bool,
+        restarted: bool,
+    ) -> Result<Report, Failure> {
+        let why = format!(
+            "the journal records that activate of proposal {hash:?} {}",
+            if sent {
+                "was answered"
+            } else {
+                "may have been sent"
+            }
+        );
+        for step in [
+            PROPOSE,
+            DISTRIBUTE,
+            VERIFY_DISTRIBUTED,
+            RESTART_LOAD,
+            VERIFY_LOADED,
+            ACTIVATE,
+        ] {
+            self.skip(step, why.clone());
+        }
+        let targets = if restarted {
+            self.skip(
+                RESTART_ACTIVATE,
+                format!(
+                    "every pod already runs {} {}",
+                    self.params.version_field,
+                    before + 1
+                ),
+            );
+            targets
+        } else {
+            self.restart(RESTART_ACTIVATE, "run the activated key on every pod")?
+        };
+        if !sent && !restarted {
+            let statuses = self.statuses(VERIFY_ACTIVATED, &targets)?;
+            if logic::check_version(&statuses, before).is_ok()
+                && logic::check_distributed(&statuses, &hash).is_ok()
+            {
+                self.host.log(
+                    Level::Warn,
+                    "the earlier activate never reached the cluster: after a restart every pod \
+                     still runs the old version and holds the proposal; activating now",
+                    &[("hash", &hash)],
+                );
+                self.activate_sent = false;
+                self.steps
+                    .retain(|s| ![VERIFY_LOADED, ACTIVATE].contains(&s.name.as_str()));
+                return self.activate_from_loaded(targets, hash, before);
+            }
+        }
+        self.finish(targets, before, &hash)
+    }
+
+    /// Verifies the activation, records the completed rotation, reminds of DR nodes.
+    fn finish(mut self, targets: Vec<Target>, before: i64, hash: &str) -> Result<Report, Failure> {
+        let after = self.verify_activated(&targets, before + 1)?;
+        if let Err(e) = self
+            .host
+            .journal_set(journal::DONE, &journal::done_value(after, hash))
+            .and_then(|()| self.host.journal_remove(journal::ROTATION))
+        {
+            self.host.log(
+                Level::Warn,
+                "cannot record the completed rotation in the journal; a rerun verifies it again",
+                &[("error", &e)],
+            );
+        }
         self.host.log(
             Level::Info,
             "the cluster master key was rotated",
@@ -139,12 +330,95 @@ impl<H: Host> Run<'_, H> {
                 ("pods", &targets.len().to_string()),
             ],
         );
+        let cluster = self.cluster.clone();
+        self.host.log(
+            Level::Warn,
+            "DR and cold-standby nodes must now rejoin the cluster",
+            &[("cluster", &cluster)],
+        );
         Ok(Report {
             steps: self.steps,
             version_before: Some(before),
             version_after: Some(after),
             pods: targets.len() as u32,
         })
+    }
+
+    /// The journal records a completed rotation to the version the pods run.
+    fn already_rotated(mut self, targets: &[Target], version: i64, hash: &str) -> Report {
+        let why = format!(
+            "already rotated to {} {version} (proposal {hash:?}); pass --param \
+             new_rotation=true to rotate again",
+            self.params.version_field
+        );
+        for step in &STEPS[1..] {
+            self.skip(step, why.clone());
+        }
+        Report {
+            steps: self.steps,
+            version_before: Some(version),
+            version_after: Some(version),
+            pods: targets.len() as u32,
+        }
+    }
+
+    /// The point of no return: the host asks (or `--yes` answered).
+    fn confirm_activation(
+        &mut self,
+        targets: &[Target],
+        hash: &str,
+        before: i64,
+    ) -> Result<(), Failure> {
+        let pods: Vec<String> = targets
+            .iter()
+            .map(|t| format!("{} ({})", t.name, t.ip))
+            .collect();
+        let pods = pods.join(", ");
+        let versions = format!("{} {before} -> {}", self.params.version_field, before + 1);
+        let cluster = self.cluster.clone();
+        let details = [
+            ("cluster", cluster.as_str()),
+            ("pods", pods.as_str()),
+            ("proposal hash", hash),
+            ("versions", versions.as_str()),
+        ];
+        match self
+            .host
+            .confirm("activate the new cluster master key", &details)
+        {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                self.begin(ACTIVATE, "confirmation");
+                Err(self.fail(
+                    ACTIVATE,
+                    format!("stopped before activate, nothing activated: {why}"),
+                ))
+            }
+        }
+    }
+
+    /// Records the rotation's stage; a failure stops the run before going further.
+    fn record(&mut self, step: &str, stage: Stage, hash: &str, from: i64) -> Result<(), Failure> {
+        match self.journal_rotation(stage, hash, from) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(
+                step,
+                format!(
+                    "cannot record `{}` in the journal: {e}; stopped before going further",
+                    stage.name()
+                ),
+            )),
+        }
+    }
+
+    fn journal_rotation(&mut self, stage: Stage, hash: &str, from: i64) -> Result<(), String> {
+        let value = InProgress {
+            stage,
+            hash: hash.to_string(),
+            from,
+        }
+        .value();
+        self.host.journal_set(journal::ROTATION, &value)
     }
 
     fn propose(&mut self, targets: &[Target], baseline: &Baseline) -> Result<Proposal, Failure> {
@@ -227,7 +501,7 @@ impl<H: Host> Run<'_, H> {
     fn fetchers(targets: &[Target], baseline: &Baseline, proposer: &Target) -> Vec<Target> {
         let holders: &[String] = match &baseline.phase {
             Phase::Proposed { holders, .. } => holders,
-            Phase::NothingProposed => &[],
+            _ => &[],
         };
         targets
             .iter()
@@ -340,6 +614,19 @@ impl<H: Host> Run<'_, H> {
     fn restart(&mut self, step: &str, why: &str) -> Result<Vec<Target>, Failure> {
         self.begin(step, &format!("rolling restart: {why}"));
         if let Err(e) = self.host.rolling_restart() {
+            if step == RESTART_ACTIVATE && matches!(e, RestartError::Denied(_)) {
+                // It never started, and every pod loaded the activated key before
+                // activate (verified): nothing is at risk, and the journal says
+                // `activated`, so a rerun restarts and finishes.
+                self.activate_sent = false;
+                return Err(self.fail(
+                    step,
+                    format!(
+                        "the rolling restart was not started ({e}); the key is activated and \
+                         every pod loaded it: run again to restart and finish"
+                    ),
+                ));
+            }
             return Err(self.fail(step, format!("the rolling restart failed: {e}")));
         }
         let pods = self
@@ -443,6 +730,9 @@ impl<H: Host> Run<'_, H> {
 
     /// Plan mode: the steps after preflight, with the pods each would touch.
     fn plan(mut self, targets: &[Target], baseline: &Baseline) -> Report {
+        if let Some(report) = self.plan_resumed(targets, baseline) {
+            return report;
+        }
         let (hash_f, version_f) = (
             self.params.hash_field.clone(),
             self.params.version_field.clone(),
@@ -476,6 +766,7 @@ impl<H: Host> Run<'_, H> {
                     format!("{hash:?}"),
                 )
             }
+            _ => unreachable!("plan_resumed handles the phases only the journal shows"),
         };
         let fetchers = Self::fetchers(targets, baseline, &proposer);
         let source = self.endpoint(&proposer.ip);
@@ -552,6 +843,76 @@ impl<H: Host> Run<'_, H> {
             version_after: None,
             pods: targets.len() as u32,
         }
+    }
+
+    /// Plan mode from a phase only the journal shows (loaded, activating, rotated):
+    /// the steps already behind are skipped; `None` for the other phases.
+    fn plan_resumed(&mut self, targets: &[Target], baseline: &Baseline) -> Option<Report> {
+        let v = baseline.version;
+        let vf = self.params.version_field.clone();
+        let all = logic::names(targets);
+        let (behind, why, version_after): (&[&str], String, Option<i64>) = match &baseline.phase {
+            Phase::Rotated { hash } => (
+                &STEPS[1..],
+                format!(
+                    "already rotated to {vf} {v} (proposal {hash:?}); pass --param \
+                     new_rotation=true to rotate again"
+                ),
+                Some(v),
+            ),
+            Phase::Loaded { hash } => (
+                &[PROPOSE, DISTRIBUTE, VERIFY_DISTRIBUTED, RESTART_LOAD],
+                format!(
+                    "the journal records that every pod held proposal {hash:?} before a \
+                     completed rolling restart"
+                ),
+                None,
+            ),
+            Phase::Activating {
+                hash, restarted, ..
+            } => {
+                let behind: &[&str] = if *restarted {
+                    &STEPS[1..8]
+                } else {
+                    &STEPS[1..7]
+                };
+                (
+                    behind,
+                    format!(
+                        "the journal records that activate of proposal {hash:?} may have been sent"
+                    ),
+                    None,
+                )
+            }
+            Phase::NothingProposed | Phase::Proposed { .. } => return None,
+        };
+        for step in &STEPS[1..] {
+            if behind.contains(step) {
+                self.skip(step, why.clone());
+                continue;
+            }
+            let detail = match *step {
+                VERIFY_LOADED => {
+                    format!("check that every pod still holds the proposal and reports {vf} {v}")
+                }
+                ACTIVATE => format!(
+                    "ask for confirmation, then activate on the first pod by name (now {})",
+                    targets[0].name
+                ),
+                RESTART_ACTIVATE => {
+                    format!("rolling restart of {all} to run the new key; list the pods again")
+                }
+                _ => format!("check that every pod reports {vf} {}", v + 1),
+            };
+            self.begin(step, &detail);
+            self.end(step, Outcome::Planned, detail);
+        }
+        Some(Report {
+            steps: std::mem::take(&mut self.steps),
+            version_before: Some(v),
+            version_after,
+            pods: targets.len() as u32,
+        })
     }
 
     // --- reads ---
@@ -1032,10 +1393,269 @@ mod tests {
     }
 
     #[test]
-    fn a_rerun_after_success_proposes_a_new_key() {
+    fn a_rerun_after_success_rotates_again_only_when_asked() {
         let mut fake = Fake::new(2);
         apply(&mut fake).unwrap();
+        assert_eq!(
+            fake.journal.get(journal::DONE).map(String::as_str),
+            Some("2 hash-1")
+        );
+        assert!(!fake.journal.contains_key(journal::ROTATION));
+        let before = fake.mutations.len();
         let report = apply(&mut fake).unwrap();
+        assert_eq!(fake.mutations.len(), before, "nothing done again");
+        assert_eq!(
+            (report.version_before, report.version_after),
+            (Some(2), Some(2))
+        );
+        assert!(
+            report.steps[1..]
+                .iter()
+                .all(|s| s.outcome == Outcome::Skipped)
+        );
+        assert!(
+            report.steps[1]
+                .detail
+                .contains("already rotated to version 2")
+        );
+
+        let again = kv(&[("new_rotation", "true")]);
+        let report = run(&mut fake, Mode::Apply, &again, "t").unwrap();
         assert_eq!(report.version_after, Some(3));
+    }
+
+    #[test]
+    fn without_confirmation_it_stops_before_activate_and_a_rerun_activates() {
+        let mut fake = Fake::new(3);
+        fake.confirm_answer = Err("no terminal and no --yes".into());
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, ACTIVATE);
+        assert!(failure.safe_to_resume);
+        assert!(failure.reason.contains("no --yes"), "{}", failure.reason);
+        assert!(!fake.mutations.iter().any(|m| m.starts_with("activate")));
+        assert_eq!(fake.asked, ["activate the new cluster master key"]);
+        assert_eq!(
+            fake.journal.get(journal::ROTATION).map(String::as_str),
+            Some("loaded 1 hash-1")
+        );
+
+        fake.confirm_answer = Ok(());
+        let report = apply(&mut fake).unwrap();
+        assert_eq!(report.version_after, Some(2));
+        let outcomes: Vec<Outcome> = report.steps.iter().map(|s| s.outcome).collect();
+        use Outcome::*;
+        assert_eq!(
+            outcomes,
+            [
+                Done, Skipped, Skipped, Skipped, Skipped, Done, Done, Done, Done
+            ]
+        );
+        // One restart after distribution (first run), one after activation.
+        assert_eq!(fake.mutations.iter().filter(|m| *m == "restart").count(), 2);
+        assert!(fake.pods.iter().all(|p| p.version == 2 && !p.broken));
+    }
+
+    #[test]
+    fn a_failure_after_activate_is_resumed_without_activating_again() {
+        let mut fake = Fake::new(3);
+        fake.restart_error = Some((2, RestartError::Failed("exit 1".into())));
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, RESTART_ACTIVATE);
+        assert!(!failure.safe_to_resume);
+        assert_eq!(
+            fake.journal.get(journal::ROTATION).map(String::as_str),
+            Some("activated 1 hash-1")
+        );
+        // The pods report version 1 and the hash: alone, that looks like "loaded".
+        assert!(fake.pods.iter().all(|p| p.version == 1));
+
+        fake.restart_error = None;
+        let report = apply(&mut fake).unwrap();
+        assert_eq!(report.version_after, Some(2));
+        assert_eq!(
+            fake.mutations
+                .iter()
+                .filter(|m| m.starts_with("activate"))
+                .count(),
+            1
+        );
+        assert!(fake.pods.iter().all(|p| p.version == 2 && !p.broken));
+    }
+
+    #[test]
+    fn an_activate_that_never_landed_is_sent_after_a_restart() {
+        let mut fake = Fake::new(2);
+        fake.confirm_answer = Err("declined".into());
+        apply(&mut fake).unwrap_err();
+        // As if the host died after recording `activating`, before the request left.
+        fake.journal
+            .insert(journal::ROTATION.into(), "activating 1 hash-1".into());
+        fake.confirm_answer = Ok(());
+        let report = apply(&mut fake).unwrap();
+        assert_eq!(report.version_after, Some(2));
+        assert_eq!(
+            fake.mutations,
+            [
+                "propose sdkms-0",
+                "fetch sdkms-1 from 10.0.0.1:4444",
+                "restart",
+                "restart",
+                "activate sdkms-0",
+                "restart"
+            ]
+        );
+        assert!(fake.pods.iter().all(|p| p.version == 2 && !p.broken));
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_written_stops_the_run_safely() {
+        let mut fake = Fake::new(2);
+        fake.journal_broken = Some("disk full".into());
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, PROPOSE);
+        assert!(failure.reason.contains("disk full"), "{}", failure.reason);
+        assert!(failure.safe_to_resume);
+        assert_eq!(fake.mutations, ["propose sdkms-0"]);
+        // A rerun resumes from the pods' state.
+        fake.journal_broken = None;
+        apply(&mut fake).unwrap();
+        assert_eq!(
+            fake.mutations
+                .iter()
+                .filter(|m| m.starts_with("propose"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn plan_after_an_interruption_starts_where_the_journal_says() {
+        let mut fake = Fake::new(2);
+        fake.confirm_answer = Err("declined".into());
+        apply(&mut fake).unwrap_err();
+        let mutations = fake.mutations.clone();
+        let report = run(&mut fake, Mode::Plan, &[], "t").unwrap();
+        assert_eq!(fake.mutations, mutations);
+        let outcomes: Vec<Outcome> = report.steps.iter().map(|s| s.outcome).collect();
+        use Outcome::*;
+        assert_eq!(
+            outcomes,
+            [
+                Done, Skipped, Skipped, Skipped, Skipped, Planned, Planned, Planned, Planned
+            ]
+        );
+    }
+
+    #[test]
+    fn preflight_stops_when_the_pod_count_is_not_the_expected_one() {
+        let mut fake = Fake::new(2);
+        let failure = run(&mut fake, Mode::Apply, &kv(&[("expect_pods", "3")]), "t").unwrap_err();
+        assert_eq!(failure.step, PREFLIGHT);
+        assert!(
+            failure.reason.contains(
+                "expected 3 pods ([cluster] expect_pods), the selector matches 2: sdkms-0, sdkms-1"
+            ),
+            "{}",
+            failure.reason
+        );
+        assert!(fake.requests.is_empty(), "nothing contacted");
+        let report = run(&mut fake, Mode::Apply, &kv(&[("expect_pods", "2")]), "t").unwrap();
+        assert_eq!(report.version_after, Some(2));
+    }
+
+    #[test]
+    fn an_activate_that_timed_out_but_landed_is_finished_not_repeated() {
+        let mut fake = Fake::new(3);
+        fake.activate_answer_lost = true;
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, ACTIVATE);
+        assert!(!failure.safe_to_resume, "it may have landed");
+        assert_eq!(
+            fake.journal.get(journal::ROTATION).map(String::as_str),
+            Some("activating 1 hash-1")
+        );
+        let report = apply(&mut fake).unwrap();
+        assert_eq!(report.version_after, Some(2));
+        let activates = fake
+            .mutations
+            .iter()
+            .filter(|m| m.starts_with("activate"))
+            .count();
+        assert_eq!(activates, 1, "{:?}", fake.mutations);
+        assert!(fake.pods.iter().all(|p| p.version == 2 && !p.broken));
+    }
+
+    #[test]
+    fn an_activate_that_timed_out_before_landing_is_sent_by_the_next_run() {
+        let mut fake = Fake::new(2);
+        fake.fault(
+            "sdkms-0",
+            Method::Post,
+            ACTIVATE_PATH,
+            HttpError::Timeout,
+            1,
+        );
+        let failure = apply(&mut fake).unwrap_err();
+        assert!(!failure.safe_to_resume);
+        assert!(!fake.mutations.iter().any(|m| m.starts_with("activate")));
+        let report = apply(&mut fake).unwrap();
+        assert_eq!(report.version_after, Some(2));
+        assert_eq!(
+            fake.mutations
+                .iter()
+                .filter(|m| m.starts_with("activate"))
+                .count(),
+            1
+        );
+        assert!(fake.pods.iter().all(|p| p.version == 2 && !p.broken));
+    }
+
+    #[test]
+    fn a_fetch_timeout_stops_before_any_restart_and_a_rerun_fetches_once() {
+        let mut fake = Fake::new(3);
+        fake.fault("sdkms-2", Method::Post, FETCH_PATH, HttpError::Timeout, 1);
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, DISTRIBUTE);
+        assert!(failure.safe_to_resume);
+        assert!(!fake.mutations.contains(&"restart".to_string()));
+        apply(&mut fake).unwrap();
+        assert_eq!(
+            fake.mutations
+                .iter()
+                .filter(|m| m.starts_with("fetch sdkms-2"))
+                .count(),
+            1
+        );
+        assert_eq!(
+            fake.mutations
+                .iter()
+                .filter(|m| m.starts_with("propose"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_refused_restart_after_activate_is_safe_and_a_rerun_finishes() {
+        let mut fake = Fake::new(3);
+        fake.restart_error = Some((
+            2,
+            RestartError::Denied("interrupted (SIGINT): not sent".into()),
+        ));
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, RESTART_ACTIVATE);
+        assert!(failure.safe_to_resume, "{}", failure.reason);
+        assert!(failure.reason.contains("run again"), "{}", failure.reason);
+        fake.restart_error = None;
+        let report = apply(&mut fake).unwrap();
+        assert_eq!(report.version_after, Some(2));
+        assert_eq!(
+            fake.mutations
+                .iter()
+                .filter(|m| m.starts_with("activate"))
+                .count(),
+            1
+        );
+        assert!(fake.pods.iter().all(|p| p.version == 2 && !p.broken));
     }
 }

@@ -6,6 +6,8 @@ use sha2::Digest;
 use std::path::{Path, PathBuf};
 
 use crate::cache::{self, Cache};
+use crate::caps::confirm::Answerer;
+use crate::caps::gate::Stop;
 use crate::report::{RunReport, exit};
 use crate::runtime::{Limits, RunError, RunOptions, Runtime};
 use crate::site::Site;
@@ -68,6 +70,20 @@ pub enum Command {
     ///
     /// Exit 3 when a run would refuse the component (an import outside the world).
     Inspect(InspectArgs),
+    /// Work with audit trails.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check an audit trail's hash chain; name the first record that was altered,
+    /// removed or reordered. Exit 0 only for an intact chain.
+    Verify {
+        /// The trail (JSON Lines), e.g. ~/.local/state/cmk-host/audit/prod-eu.jsonl
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +170,10 @@ pub struct RunArgs {
     /// The precompile cache [default: $XDG_CACHE_HOME/cmk-host or ~/.cache/cmk-host].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Answer yes to the confirmation before the point of no return (activation),
+    /// for automation. Without it, and without a terminal, the run stops before it.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Args, Debug)]
@@ -227,6 +247,7 @@ pub fn main() -> u8 {
             Command::Sign(args) => crate::signing::sign(&args),
             Command::Verify(args) => crate::signing::verify(&args),
             Command::Inspect(args) => inspect(args),
+            Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
         }
     })
 }
@@ -264,17 +285,75 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
         },
         cache: open_cache(args.no_cache, args.cache_dir),
     };
+    let Some(state_dir) = site
+        .state
+        .dir
+        .clone()
+        .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
+    else {
+        return ui::error(
+            exit::USAGE,
+            format!(
+                "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
+                args.site.display()
+            ),
+        );
+    };
     let options = RunOptions {
         plan: args.plan,
         params: args.params,
         limits: Limits::for_site(&site),
         grants: site.grants(),
         progress: terminal.progress(),
+        state_dir,
+        answerer: Answerer::detect(args.yes),
+        stop: on_interrupt(),
     };
     match execute(&bytes, &args.component, &site, &launch, options).await {
         Ok(report) => finish(&report, args.json),
         Err((code, message)) => ui::error(code, message),
     }
+}
+
+fn audit_verify(file: &Path) -> u8 {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return ui::error(exit::USAGE, format!("cannot read {}: {e}", file.display())),
+    };
+    match crate::audit::verify(&text) {
+        crate::audit::Verdict::Intact(n, head) => {
+            println!(
+                "✓ {}: {n} records, chain intact; last hash {head}",
+                file.display()
+            );
+            exit::DONE
+        }
+        crate::audit::Verdict::Broken(line, why) => {
+            println!("✗ {}: line {line}: {why}", file.display());
+            exit::FAILED
+        }
+    }
+}
+
+/// SIGINT (Ctrl-C) asks the run to stop at its next change; a second one exits at
+/// once (the journal lets a rerun continue; the Lease then expires by itself).
+fn on_interrupt() -> Stop {
+    let stop = Stop::default();
+    let requested = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!(
+            "\ninterrupted: stopping before the next change to the cluster (Ctrl-C again to exit now)"
+        );
+        requested.request("interrupted (SIGINT)");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted twice: exiting now; run again to continue");
+            std::process::exit(i32::from(exit::FAILED));
+        }
+    });
+    stop
 }
 
 fn inspect(args: InspectArgs) -> u8 {
@@ -443,6 +522,13 @@ pub async fn execute(
             RunError::Refused(_) => exit::REFUSED,
             RunError::Invalid(_) | RunError::Setup(_) => exit::USAGE,
             RunError::Limit(_) => exit::FAILED,
+            // About the cluster, not the component.
+            RunError::Busy(_) => {
+                return (
+                    exit::FAILED,
+                    format!("cluster {:?}: {e}", site.cluster.name),
+                );
+            }
         };
         (code, format!("{}: {e}", origin.display()))
     })?;

@@ -69,6 +69,13 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
         limits: Limits::for_site(&site),
         grants: site.grants(),
         progress: terminal.progress(),
+        state_dir: site
+            .state
+            .dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state")),
+        answerer: crate::caps::confirm::Answerer::Yes,
+        stop: crate::caps::gate::Stop::default(),
     };
     let origin = Path::new("<bundled guest-rotate>");
     // No precompile cache: an ephemeral key makes the signed bytes new every run.

@@ -5,12 +5,14 @@
 //! capabilities in [`caps`] (one module per WIT interface, each enforcing its own
 //! policy); [`report`] and [`ui`] say what happened.
 
+pub mod audit;
 pub mod cache;
 pub mod caps;
 pub mod cli;
 pub mod demo;
 pub mod grants;
 pub mod inspect;
+pub mod lease;
 pub mod report;
 pub mod runtime;
 pub mod signing;

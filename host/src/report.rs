@@ -40,6 +40,8 @@ pub struct FailureInfo {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// This run's id (also in the Lease holder identity and the logs).
+    pub run_id: String,
     pub cluster: String,
     pub site: String,
     pub component_sha256: String,
@@ -65,6 +67,18 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureInfo>,
     pub denials: Vec<Denial>,
+    /// Plan mode: the mutating calls the procedure made, recorded instead of sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<String>,
+    /// The audit trail this run appended to, and the hash of its last record (keep
+    /// it elsewhere to detect a cut at the end of the trail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<String>,
+    /// Why the run was stopped before its end (SIGINT, a lost Lease).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub guest_output: String,
 }
@@ -72,6 +86,7 @@ pub struct RunReport {
 impl RunReport {
     pub fn new(site: &Site, loaded: &Loaded, started: Instant) -> Self {
         RunReport {
+            run_id: String::new(),
             cluster: site.cluster.name.clone(),
             site: site.path.display().to_string(),
             component_sha256: loaded.sha256.clone(),
@@ -88,6 +103,10 @@ impl RunReport {
             duration_ms: started.elapsed().as_millis() as u64,
             failure: None,
             denials: Vec::new(),
+            planned: Vec::new(),
+            audit_path: None,
+            audit_head: None,
+            stopped: None,
             guest_output: String::new(),
         }
     }

@@ -11,11 +11,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::audit::{AuditConfig, RawAudit};
 use crate::caps::http::policy::{Http, RawHttp};
 use crate::caps::http::tls::{RawTls, Tls};
+use crate::caps::journal::{RawState, State};
 use crate::caps::pods::{Cluster, RawCluster};
 use crate::caps::restart::{RawRestart, Restart};
 use crate::grants::{Capability, Grants};
+use crate::lease::{LeaseConfig, RawLease};
 use crate::runtime::limits::{Limits, RawLimits};
 use crate::trust::{RawTrust, Trust};
 
@@ -66,6 +69,12 @@ pub struct Site {
     pub restart: Option<Restart>,
     /// `[limits]`: memory, wall clock and host calls of a run (defaults when absent).
     pub limits: Limits,
+    /// `[state]`: where the journal (and other run-spanning state) is kept.
+    pub state: State,
+    /// `[lease]`: the Lease that makes runs against the cluster exclusive.
+    pub lease: LeaseConfig,
+    /// `[audit]`: where the run's audit trail is appended.
+    pub audit: AuditConfig,
     /// `[params]`: passed to the procedure as key/value pairs.
     pub params: Vec<(String, String)>,
     /// `[trust]`: the signers whose components may run, and their grants.
@@ -82,6 +91,12 @@ struct RawSite {
     restart: Option<RawRestart>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    lease: RawLease,
+    #[serde(default)]
+    audit: RawAudit,
     #[serde(default)]
     params: std::collections::BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -124,6 +139,9 @@ impl Site {
         let limits = raw
             .limits
             .validate(&file, restart.as_ref().map(|r| r.timeout))?;
+        let state = raw.state.validate(&file)?;
+        let lease = raw.lease.validate(&file)?;
+        let audit = raw.audit.validate(&file)?;
 
         let mut params = Vec::new();
         for (key, value) in raw.params {
@@ -151,6 +169,9 @@ impl Site {
             http,
             restart,
             limits,
+            state,
+            lease,
+            audit,
             params,
             trust,
         })
@@ -396,5 +417,42 @@ hash_field = "h"
         let err = site_in(dir.path(), &GOOD.replace("/bin/true", "./nope.sh")).unwrap_err();
         assert_eq!(err.key, "[restart] command");
         assert!(err.message.contains("nope.sh"), "{err}");
+    }
+
+    #[test]
+    fn state_lease_audit_and_expect_pods_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path());
+        let site = site_in(dir.path(), GOOD).unwrap();
+        assert_eq!(site.state.dir, None);
+        assert_eq!(site.lease.name, "cmk-host-rotation");
+        assert_eq!(site.lease.duration, Duration::from_secs(60));
+        assert_eq!(site.audit.path, None);
+        assert_eq!(site.cluster.expect_pods, None);
+
+        let body = GOOD.replace("[tls]", "expect_pods = 3\n\n[tls]")
+            + "\n[state]\ndir = \"state\"\n[lease]\nname = \"rot\"\nduration_secs = 5\n\
+               [audit]\npath = \"trail.jsonl\"\n";
+        let site = site_in(dir.path(), &body).unwrap();
+        assert_eq!(site.cluster.expect_pods, Some(3));
+        assert_eq!(site.state.dir, Some(dir.path().join("state")));
+        assert_eq!(site.lease.name, "rot");
+        assert_eq!(site.lease.duration, Duration::from_secs(5));
+        assert_eq!(site.audit.path, Some(dir.path().join("trail.jsonl")));
+
+        for (edit, key) in [
+            ("[lease]\nduration_secs = 0\n", "[lease] duration_secs"),
+            ("[lease]\nname = \"Not A Name\"\n", "[lease] name"),
+            ("[state]\ndir = \"\"\n", "[state] dir"),
+            ("[audit]\npath = \"\"\n", "[audit] path"),
+        ] {
+            let err = site_in(dir.path(), &format!("{GOOD}\n{edit}")).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
+        let body = GOOD.replace("[tls]", "expect_pods = 0\n\n[tls]");
+        assert_eq!(
+            site_in(dir.path(), &body).unwrap_err().key,
+            "[cluster] expect_pods"
+        );
     }
 }

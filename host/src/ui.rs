@@ -286,6 +286,15 @@ pub fn summary(report: &RunReport) -> String {
             "  THE CLUSTER MAY NOT BE SAFE: nodes may run a key they cannot load; investigate before anything else\n"
         });
     }
+    if let Some(why) = &report.stopped {
+        out.push_str(&format!("  stopped:  {why}\n"));
+    }
+    if !report.planned.is_empty() {
+        out.push_str("  plan:     recorded, not sent:\n");
+        for call in &report.planned {
+            out.push_str(&format!("            {call}\n"));
+        }
+    }
     for d in &report.denials {
         out.push_str(&format!(
             "  denied:   {} {} ({})\n",

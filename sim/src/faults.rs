@@ -25,6 +25,9 @@ pub struct Faults {
     /// This pod's `GET /cluster/v1/key` answers only after this many milliseconds
     /// (for time-limit and concurrency-limit tests).
     pub slow_status_on: Option<(String, u64)>,
+    /// Requests to this path are applied at once, but answered only after this
+    /// many milliseconds (a lost answer: the client times out, the change landed).
+    pub slow_answer: Option<(String, u64)>,
 }
 
 impl Faults {
@@ -45,6 +48,14 @@ impl Faults {
     pub fn slow_status(&self, pod: &str) -> Option<std::time::Duration> {
         match &self.slow_status_on {
             Some((p, ms)) if p == pod => Some(std::time::Duration::from_millis(*ms)),
+            _ => None,
+        }
+    }
+
+    /// How long to hold the answer to a request to `path`.
+    pub fn answer_delay(&self, path: &str) -> Option<std::time::Duration> {
+        match &self.slow_answer {
+            Some((p, ms)) if p == path => Some(std::time::Duration::from_millis(*ms)),
             _ => None,
         }
     }

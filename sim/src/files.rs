@@ -140,6 +140,9 @@ ca = {ca}
 [restart]
 command = [{restart}]
 timeout_secs = 120
+
+[state]
+dir = {state}
 ",
         kubeconfig = toml_str(&f.kubeconfig.display().to_string()),
         ns = toml_str(p.namespace),
@@ -147,6 +150,7 @@ timeout_secs = 120
         port = p.port,
         ca = toml_str(&f.ca.display().to_string()),
         restart = toml_str(&f.restart_script.display().to_string()),
+        state = toml_str(&f.dir.join("state").display().to_string()),
     )
 }
 
@@ -211,7 +215,8 @@ mod tests {
             format!(
                 "[cluster]\nname = \"sim\"\nkubeconfig = \"{d}/kubeconfig\"\nnamespace = \"sdkms\"\n\
                  selector = \"app=sdkms\"\nport = 4444\n\n[tls]\nca = \"{d}/ca.pem\"\n\n\
-                 [restart]\ncommand = [\"{d}/restart.sh\"]\ntimeout_secs = 120\n"
+                 [restart]\ncommand = [\"{d}/restart.sh\"]\ntimeout_secs = 120\n\n\
+                 [state]\ndir = \"{d}/state\"\n"
             )
         );
         let kc = std::fs::read_to_string(&f.kubeconfig).unwrap();

@@ -10,6 +10,8 @@
 //!   (`kubectl rollout restart`) starts a rolling restart in the background
 //! - the same two under `deployments` when `SimConfig::workload` is a Deployment
 //!   (then `statefulsets` has none, and the other way round)
+//! - `GET|POST /apis/coordination.k8s.io/v1/namespaces/{ns}/leases` and
+//!   `GET|PUT|DELETE .../leases/{name}` -> Leases (see `lease`)
 //! - `GET /version`                                        -> version info
 //! - `POST /sim/v1/rolling-restart` -> 200 when every pod is Ready again, 500 on failure
 //! - `GET /sim/v1/oracle`           -> the oracle JSON
@@ -113,6 +115,23 @@ async fn handle(
         ["apis", "apps", "v1", "namespaces", ns, "deployments", name] => {
             Route::Deployment(ns, name)
         }
+        [
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "leases",
+        ] => Route::Leases(ns),
+        [
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "leases",
+            name,
+        ] => Route::Lease(ns, name),
         ["version"] => Route::Version,
         ["sim", "v1", "rolling-restart"] => Route::Restart,
         ["sim", "v1", "oracle"] => Route::Oracle,
@@ -129,6 +148,8 @@ async fn handle(
         Route::Restart => &[Method::POST],
         Route::Faults => &[Method::GET, Method::PUT],
         Route::Workload(..) | Route::Deployment(..) => &[Method::GET, Method::PATCH],
+        Route::Leases(..) => &[Method::GET, Method::POST],
+        Route::Lease(..) => &[Method::GET, Method::PUT, Method::DELETE],
         _ => &[Method::GET],
     };
     if !allowed.contains(&method) {
@@ -218,6 +239,31 @@ async fn handle(
                 None => status(StatusCode::NOT_FOUND, "NotFound", "statefulset not found"),
             }
         }
+        Route::Leases(ns) if method == Method::GET => {
+            let items = shared.state().leases.list(ns);
+            ok_json(&k8s_openapi::List {
+                items,
+                metadata: ListMeta::default(),
+            })
+        }
+        Route::Leases(ns) => lease_answer(
+            serde_json::from_slice(&body)
+                .map_err(|e| (400, "BadRequest", e.to_string()))
+                .and_then(|l| shared.state().leases.create(ns, l)),
+            StatusCode::CREATED,
+        ),
+        Route::Lease(ns, name) => {
+            let mut st = shared.state();
+            let result = match method {
+                Method::GET => st.leases.get(ns, name),
+                Method::DELETE => st.leases.delete(ns, name),
+                _ => serde_json::from_slice(&body)
+                    .map_err(|e| (400, "BadRequest", e.to_string()))
+                    .and_then(|l| st.leases.replace(ns, name, l)),
+            };
+            drop(st);
+            lease_answer(result, StatusCode::OK)
+        }
         Route::Version => ok_json(&json!({
             "major": "1",
             "minor": "33",
@@ -253,7 +299,30 @@ async fn handle(
     }
 }
 
+fn lease_answer(
+    result: Result<k8s_openapi::api::coordination::v1::Lease, crate::lease::Refusal>,
+    ok: StatusCode,
+) -> Response {
+    match result {
+        Ok(lease) => match serde_json::to_string(&lease) {
+            Ok(s) => json_response(ok, s),
+            Err(e) => status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            ),
+        },
+        Err((code, reason, message)) => status(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            reason,
+            message,
+        ),
+    }
+}
+
 enum Route<'a> {
+    Leases(&'a str),
+    Lease(&'a str, &'a str),
     ListPods(Option<&'a str>),
     ListWorkloads(&'a str),
     Workload(&'a str, &'a str),

@@ -18,6 +18,7 @@ pub mod db;
 pub mod faults;
 mod files;
 mod kube_api;
+pub mod lease;
 pub mod oracle;
 pub mod pki;
 mod pod;
@@ -151,6 +152,8 @@ pub(crate) struct State {
     pub restarts_started: u32,
     /// Bumped on every change of the pod list (the list's resourceVersion).
     pub resource_version: u64,
+    /// `coordination.k8s.io/v1` Leases.
+    pub leases: lease::Leases,
 }
 
 /// Allocates pod IPs: `127.A.B.C`, A and B random per simulator so that parallel
@@ -445,6 +448,7 @@ impl Shared {
             pods,
             version: st.db.version(),
             proposal: st.db.proposal().map(str::to_string),
+            restarts_started: st.restarts_started,
         }
     }
 
@@ -518,6 +522,7 @@ impl Sim {
                 workload: workload::Workload::new(uuid_like()),
                 restarts_started: 0,
                 resource_version: 1,
+                leases: lease::Leases::default(),
             }),
             servers: Mutex::new(BTreeMap::new()),
             ips: Mutex::new(IpAlloc::random()),
@@ -566,6 +571,18 @@ impl Sim {
     /// A snapshot of what happened so far and of the state now.
     pub fn oracle(&self) -> Oracle {
         self.shared.oracle()
+    }
+
+    /// Another client takes the Lease `namespace/name` (as if it had expired and been
+    /// taken over): sets its holder, keeping the rest. `false` when there is none.
+    pub fn take_lease(&self, namespace: &str, name: &str, holder: &str) -> bool {
+        let mut st = self.shared.state();
+        let Ok(mut lease) = st.leases.get(namespace, name) else {
+            return false;
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = Some(holder.to_string());
+        st.leases.replace(namespace, name, lease).is_ok()
     }
 
     /// Replace the injected faults (from now on).

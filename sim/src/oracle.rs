@@ -59,6 +59,9 @@ pub struct Oracle {
     /// The database's key version (1 until an activation).
     pub version: i64,
     pub proposal: Option<String>,
+    /// Rolling restarts started so far; more than `restarts.len()` while one runs.
+    #[serde(default)]
+    pub restarts_started: u32,
 }
 
 pub const PROPOSE: &str = "/cluster/v1/key/propose";
@@ -91,6 +94,11 @@ impl Oracle {
             .iter()
             .filter(|c| c.is_post_to(ACTIVATE))
             .collect()
+    }
+
+    /// Is a rolling restart running now?
+    pub fn restart_in_progress(&self) -> bool {
+        self.restarts_started as usize > self.restarts.len()
     }
 
     /// Pods that cannot unwrap the database: data lost.
@@ -155,6 +163,7 @@ mod tests {
             pods: vec![],
             version: 2,
             proposal: None,
+            restarts_started: 1,
         };
         assert_eq!(o.mutations().len(), 4);
         assert_eq!(o.proposes().len(), 1);

@@ -81,7 +81,7 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let recorded_body = parse_body(&body);
-    let (answer, pad_to, slow) = {
+    let (answer, pad_to, delay) = {
         let mut st = ctx.shared.state();
         let answer = respond(&mut st, &ctx, &method, &path, &body);
         st.recorder.call(Call {
@@ -99,9 +99,9 @@ async fn handle(
         let slow = (method == Method::GET && path == STATUS)
             .then(|| st.faults.slow_status(&ctx.name))
             .flatten();
-        (answer, pad, slow)
+        (answer, pad, slow.or_else(|| st.faults.answer_delay(&path)))
     };
-    if let Some(delay) = slow {
+    if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
     tracing::debug!(pod = %ctx.name, %method, %path, status = answer.status.as_u16(), "pod request");

@@ -14,7 +14,11 @@ async fn rotate(faults: Faults) -> (Cluster, cmk_tests::Outcome) {
     .await;
     let site = cluster.site().to_str().unwrap().to_string();
     let component = cluster.signed(ROTATE_WASM);
-    let out = run(BIN, &["run", &component, "--site", &site, "--json"]).await;
+    let out = run(
+        BIN,
+        &["run", &component, "--site", &site, "--json", "--yes"],
+    )
+    .await;
     (cluster, out)
 }
 

@@ -291,7 +291,11 @@ async fn a_rotation_runs_with_the_ca_pinned_across_restarts() {
     let cluster = Cluster::pods(3).await;
     let site = pinned_site(&cluster, &[ca_pin(&cluster)]);
     let component = cluster.signed(cmk_tests::ROTATE_WASM);
-    let out = run(BIN, &["run", &component, "--site", &site, "--json"]).await;
+    let out = run(
+        BIN,
+        &["run", &component, "--site", &site, "--json", "--yes"],
+    )
+    .await;
     assert_eq!(out.code, 0, "{out}");
     cmk_tests::assert_rotated_once(&cluster.oracle(), 3);
 }

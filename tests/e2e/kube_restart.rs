@@ -28,7 +28,11 @@ async fn rotate_by_rollout(kind: WorkloadKind, workload: &str) {
     let site = rollout_site(&cluster, workload);
     let before: Vec<_> = cluster.sim.pod_ips();
     let component = cluster.signed(ROTATE_WASM);
-    let out = run(BIN, &["run", &component, "--site", &site, "--json"]).await;
+    let out = run(
+        BIN,
+        &["run", &component, "--site", &site, "--json", "--yes"],
+    )
+    .await;
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stderr.contains("rollout restart started"), "{out}");
     assert!(out.stderr.contains("rollout complete"), "{out}");
@@ -55,7 +59,11 @@ async fn a_rollout_of_a_missing_workload_fails_before_activation() {
     let cluster = Cluster::pods(2).await;
     let site = rollout_site(&cluster, "deployment/sdkms");
     let component = cluster.signed(ROTATE_WASM);
-    let out = run(BIN, &["run", &component, "--site", &site, "--json"]).await;
+    let out = run(
+        BIN,
+        &["run", &component, "--site", &site, "--json", "--yes"],
+    )
+    .await;
     assert_eq!(out.code, 1, "{out}");
     let failure = &out.json()["failure"];
     assert_eq!(failure["step"], "restart-load", "{out}");

@@ -9,7 +9,11 @@ async fn rotate_with_run(pods: usize) {
     let cluster = Cluster::pods(pods).await;
     let site = cluster.site().to_str().unwrap().to_string();
     let component = cluster.signed(ROTATE_WASM);
-    let out = run(BIN, &["run", &component, "--site", &site, "--json"]).await;
+    let out = run(
+        BIN,
+        &["run", &component, "--site", &site, "--json", "--yes"],
+    )
+    .await;
     assert_eq!(out.code, 0, "{out}");
     let report = out.json();
     assert_eq!(report["outcome"], "succeeded", "{out}");
@@ -169,6 +173,7 @@ async fn run_against_the_files_that_sim_writes() {
             "--site",
             site.to_str().unwrap(),
             "--json",
+            "--yes",
         ],
     )
     .await;

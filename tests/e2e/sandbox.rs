@@ -98,6 +98,9 @@ async fn the_runtime_still_runs_after_a_spinning_component() {
         limits: site.limits.clone(),
         grants: site.grants(),
         progress: std::sync::Arc::new(cmk_host::ui::Silent),
+        state_dir: cluster.dir().join("state"),
+        answerer: cmk_host::caps::confirm::Answerer::Nobody,
+        stop: cmk_host::caps::gate::Stop::default(),
     };
     let spin = runtime
         .load_checked(&std::fs::read(HOSTILE_WASM).unwrap())

@@ -358,3 +358,104 @@ pub fn replace_restart(text: &str, replacement: &str) -> String {
         .map_or(text.len(), |i| start + 1 + i + 1);
     format!("{}{replacement}{}", &text[..start], &text[end..])
 }
+
+/// Starts `bin` with `args`, without a terminal, for a test that interrupts it.
+pub fn spawn(bin: &str, args: &[&str]) -> tokio::process::Child {
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cmk-host")
+}
+
+/// Polls the oracle until `moment` holds, then sends `signal` (`libc`-free: via
+/// `kill -s`) to `child`, and waits for it. Returns whether the signal was sent
+/// (false: the run ended before the moment came) and the exit status code.
+pub async fn interrupt_when(
+    child: &mut tokio::process::Child,
+    cluster: &Cluster,
+    signal: &str,
+    moment: impl Fn(&Oracle) -> bool,
+) -> (bool, Option<i32>) {
+    let deadline = tokio::time::Instant::now() + RUN_LIMIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll cmk-host") {
+            return (false, status.code());
+        }
+        if moment(&cluster.oracle()) {
+            if signal == "KILL" {
+                child.start_kill().expect("SIGKILL cmk-host");
+            } else {
+                let pid = child.id().expect("a running child").to_string();
+                let sent = std::process::Command::new("kill")
+                    .args(["-s", signal, &pid])
+                    .status()
+                    .expect("run kill");
+                assert!(sent.success(), "kill -s {signal} {pid}");
+            }
+            let status = tokio::time::timeout(RUN_LIMIT, child.wait())
+                .await
+                .expect("cmk-host ends after the signal")
+                .expect("wait for cmk-host");
+            return (true, status.code());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the moment never came: {:#?}",
+            cluster.oracle()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until no rolling restart is running and every pod is Ready (what an
+/// operator waits for before running again after a crash).
+pub async fn settle(cluster: &Cluster) {
+    let deadline = tokio::time::Instant::now() + RUN_LIMIT;
+    loop {
+        let o = cluster.oracle();
+        if !o.restart_in_progress() && o.pods.iter().all(|p| p.ready) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never settled: {o:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts, on the oracle, that the rotation completed exactly once however many
+/// runs it took: one proposal, each other pod fetched it once, one activation
+/// after a completed restart, no pod broken, every pod on version 2.
+pub fn assert_completed_once(oracle: &Oracle, pods: usize) {
+    let proposes = oracle.proposes();
+    assert_eq!(proposes.len(), 1, "exactly one propose: {oracle:#?}");
+    let mut fetched_on: Vec<&str> = oracle.fetches().iter().map(|c| c.pod.as_str()).collect();
+    fetched_on.sort();
+    let n = fetched_on.len();
+    fetched_on.dedup();
+    assert_eq!(n, fetched_on.len(), "no pod fetched twice: {oracle:#?}");
+    assert_eq!(n, pods - 1, "every other pod fetched: {oracle:#?}");
+    let activates = oracle.activates();
+    assert_eq!(activates.len(), 1, "exactly one activate: {oracle:#?}");
+    let last_fetch = oracle.fetches().iter().map(|c| c.seq).max().unwrap_or(0);
+    assert!(
+        oracle
+            .restarts
+            .iter()
+            .any(|r| r.ok && r.seq > last_fetch && r.seq < activates[0].seq),
+        "a completed restart between the last fetch and activate: {oracle:#?}"
+    );
+    assert!(
+        oracle.broken_pods().is_empty(),
+        "no pod broken: {oracle:#?}"
+    );
+    assert_eq!(oracle.version, 2, "the database is on version 2");
+    for pod in &oracle.pods {
+        assert_eq!(pod.running_version, 2, "{} runs version 2", pod.name);
+    }
+}

@@ -130,6 +130,7 @@ pub struct LogCap {
     denied_once: bool,
     started: HashMap<String, Instant>,
     steps: Vec<StepRecord>,
+    audit: crate::audit::Audit,
 }
 
 impl LogCap {
@@ -141,7 +142,14 @@ impl LogCap {
             denied_once: false,
             started: HashMap::new(),
             steps: Vec::new(),
+            audit: crate::audit::Audit::default(),
         }
+    }
+
+    /// Every step's end is recorded in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
     }
 
     pub fn steps(&self) -> &[StepRecord] {
@@ -226,6 +234,15 @@ impl Host for LogCap {
             .unwrap_or(Duration::ZERO);
         let outcome = outcome_name(outcome);
         self.progress.step_end(&name, outcome, &detail, elapsed);
+        self.audit.record(crate::audit::Entry {
+            kind: "step",
+            capability: "log",
+            target: &name,
+            outcome,
+            duration_ms: elapsed.as_millis() as u64,
+            detail: Some(detail.clone()),
+            body: None,
+        });
         if self.steps.len() < 1024 {
             self.steps.push(StepRecord::new(
                 name,

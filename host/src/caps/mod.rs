@@ -5,7 +5,10 @@
 //! the interface's typed error, logged with the capability, the target and the rule,
 //! and kept in the run's [`Denials`], so the report can show it.
 
+pub mod confirm;
+pub mod gate;
 pub mod http;
+pub mod journal;
 pub mod log;
 pub mod pods;
 pub mod restart;

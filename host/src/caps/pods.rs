@@ -28,6 +28,9 @@ pub struct Cluster {
     pub selector: String,
     /// The port every pod serves the DSM cluster API on (used by `http`).
     pub port: u16,
+    /// How many pods the cluster must have; the procedure stops at preflight when
+    /// the selector matches another number (passed to it as `expect_pods`).
+    pub expect_pods: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +42,7 @@ pub struct RawCluster {
     selector: String,
     #[serde(default = "default_port")]
     port: u16,
+    expect_pods: Option<u32>,
 }
 
 fn default_port() -> u16 {
@@ -68,6 +72,9 @@ impl RawCluster {
         if self.port == 0 {
             return Err(file.error("[cluster] port", "must be 1..=65535"));
         }
+        if self.expect_pods == Some(0) {
+            return Err(file.error("[cluster] expect_pods", "must be at least 1"));
+        }
         let kubeconfig = self.kubeconfig.map(|k| file.resolve(&k));
         if let Some(k) = &kubeconfig
             && let Err(e) = std::fs::metadata(k)
@@ -83,6 +90,7 @@ impl RawCluster {
             namespace: self.namespace,
             selector: self.selector,
             port: self.port,
+            expect_pods: self.expect_pods,
         })
     }
 }
@@ -132,7 +140,8 @@ impl PodLister {
         })
     }
 
-    /// The Kubernetes client (for `restart`'s rollouts, with the same credentials).
+    /// The Kubernetes client this lister uses, with the site's credentials (for
+    /// `restart`'s rollouts and the run's Lease).
     pub fn client(&self) -> Client {
         self.api.clone().into_client()
     }
@@ -183,9 +192,16 @@ pub struct PodsCap {
     addresses: PodAddresses,
     granted: bool,
     denials: Denials,
+    audit: crate::audit::Audit,
 }
 
 impl PodsCap {
+    /// Every list is recorded in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
     pub fn new(
         lister: PodLister,
         addresses: PodAddresses,
@@ -197,12 +213,33 @@ impl PodsCap {
             addresses,
             granted,
             denials,
+            audit: crate::audit::Audit::default(),
         }
     }
 }
 
 impl Host for PodsCap {
     async fn list(&mut self) -> Result<Vec<Pod>, PodsError> {
+        let started = std::time::Instant::now();
+        let result = self.list_unaudited().await;
+        let outcome = match &result {
+            Ok(pods) => format!("ok: {} pods", pods.len()),
+            Err(PodsError::Denied(_)) => "denied".into(),
+            Err(PodsError::Unavailable(_)) => "unavailable".into(),
+        };
+        let target = format!("{}/{}", self.lister.namespace(), self.lister.selector);
+        self.audit.record(crate::audit::Entry::call(
+            "pods",
+            &target,
+            &outcome,
+            started.elapsed().as_millis() as u64,
+        ));
+        result
+    }
+}
+
+impl PodsCap {
+    async fn list_unaudited(&mut self) -> Result<Vec<Pod>, PodsError> {
         if !self.granted {
             return Err(PodsError::Denied(self.denials.deny(
                 "pods",

@@ -193,6 +193,9 @@ pub struct RestartCap {
     granted: bool,
     denials: Denials,
     count: u32,
+    /// Plan mode and stop requests: a restart passes it before it starts.
+    gate: super::gate::Gate,
+    audit: crate::audit::Audit,
 }
 
 impl RestartCap {
@@ -208,7 +211,21 @@ impl RestartCap {
             granted,
             denials,
             count: 0,
+            gate: super::gate::Gate::default(),
+            audit: crate::audit::Audit::default(),
         }
+    }
+
+    /// Every restart, run or refused, is recorded in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Every restart passes `gate` (plan mode, stop requests) before it starts.
+    pub fn with_gate(mut self, gate: super::gate::Gate) -> Self {
+        self.gate = gate;
+        self
     }
 
     async fn run(&mut self, config: Restart) -> Result<(), RestartError> {
@@ -293,6 +310,9 @@ async fn run_command(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C on the terminal stops the host at a
+        // safe point, and must not kill a restart half-way.
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
@@ -353,8 +373,40 @@ async fn run_command(
 
 impl Host for RestartCap {
     async fn rolling_restart(&mut self) -> Result<(), RestartError> {
+        let started = Instant::now();
+        let result = self.rolling_restart_unaudited().await;
+        let (outcome, detail) = match &result {
+            Ok(()) => ("ok", None),
+            Err(RestartError::Denied(m)) => ("denied", Some(m.clone())),
+            Err(RestartError::Failed(m)) => ("failed", Some(m.clone())),
+            Err(RestartError::Timeout(m)) => ("timeout", Some(m.clone())),
+        };
+        let target = match self.config.as_ref().map(|c| &c.mechanism) {
+            None => "rolling-restart".to_string(),
+            Some(Mechanism::Command { argv, .. }) => argv.join(" "),
+            Some(Mechanism::Kubernetes(workload)) => format!("rollout restart {workload}"),
+        };
+        let mut entry = crate::audit::Entry::call(
+            "restart",
+            &target,
+            outcome,
+            started.elapsed().as_millis() as u64,
+        );
+        entry.detail = detail;
+        self.audit.record(entry);
+        result
+    }
+}
+
+impl RestartCap {
+    async fn rolling_restart_unaudited(&mut self) -> Result<(), RestartError> {
         match self.config.clone() {
-            Some(config) if self.granted => self.run(config).await,
+            Some(config) if self.granted => {
+                self.gate
+                    .check("rolling-restart")
+                    .map_err(RestartError::Denied)?;
+                self.run(config).await
+            }
             Some(_) => Err(RestartError::Denied(self.denials.deny(
                 "restart",
                 "rolling-restart",

@@ -9,7 +9,9 @@ use wasmtime::component::Component;
 /// The world's own package: its interfaces are the capabilities.
 const WORLD_PACKAGE: &str = "cmk:procedure";
 const WORLD_VERSION: &str = "0.1.0";
-const WORLD_INTERFACES: &[&str] = &["types", "pods", "http", "restart", "log"];
+const WORLD_INTERFACES: &[&str] = &[
+    "types", "pods", "http", "restart", "log", "journal", "confirm",
+];
 
 /// What `wasm32-wasip2` std (through wasi-libc) may import, whether used or not.
 /// They are linked to the deny-all WASI context of `runtime::wasi`: no files, no

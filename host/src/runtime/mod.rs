@@ -20,12 +20,17 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{CallHook, Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::audit::{Audit, Entry, RunContext};
+use crate::caps::confirm::{Answerer, ConfirmCap};
+use crate::caps::gate::{Gate, Stop};
 use crate::caps::http::{HttpCap, HttpPolicy};
+use crate::caps::journal::{Journal, JournalCap};
 use crate::caps::log::{LogCap, StepRecord, outcome_name};
 use crate::caps::pods::{PodLister, PodsCap};
 use crate::caps::restart::RestartCap;
 use crate::caps::{Denials, PodAddresses};
 use crate::grants::{Capability, Grants};
+use crate::lease::HeldLease;
 use crate::report::{FailureInfo, RunOutcome, RunReport};
 use crate::site::Site;
 use crate::ui::Progress;
@@ -49,6 +54,12 @@ pub struct RunOptions {
     /// What the component may use (the site's grants, narrowed by its signer's).
     pub grants: Grants,
     pub progress: Arc<dyn Progress>,
+    /// Where the cluster's journal lives (the site's `[state] dir`, or the default).
+    pub state_dir: std::path::PathBuf,
+    /// Who answers the procedure's confirmations (`--yes`, a terminal, or nobody).
+    pub answerer: Answerer,
+    /// Requested (e.g. on SIGINT): the run makes no further change and ends.
+    pub stop: Stop,
 }
 
 /// Why a run could not start. Failures of the procedure itself are not errors:
@@ -67,6 +78,9 @@ pub enum RunError {
     /// A `[limits]` value too small for the component even to start (exit 1).
     #[error("{0}")]
     Limit(String),
+    /// Another run holds the cluster's Lease, or the Lease API failed (exit 1).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// A compiled component and the digest of the exact bytes it was compiled from.
@@ -90,6 +104,8 @@ pub struct RunState {
     http: HttpCap,
     restart: RestartCap,
     log: LogCap,
+    journal: JournalCap,
+    confirm: ConfirmCap,
 }
 
 impl WasiView for RunState {
@@ -118,6 +134,8 @@ impl Runtime {
         wit::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut linker, |s| &mut s.pods)?;
         wit::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut linker, |s| &mut s.http)?;
         wit::restart::add_to_linker::<_, HasSelf<RestartCap>>(&mut linker, |s| &mut s.restart)?;
+        wit::journal::add_to_linker::<_, HasSelf<JournalCap>>(&mut linker, |s| &mut s.journal)?;
+        wit::confirm::add_to_linker::<_, HasSelf<ConfirmCap>>(&mut linker, |s| &mut s.confirm)?;
         Ok(Runtime { engine, linker })
     }
 
@@ -174,6 +192,59 @@ impl Runtime {
             );
         }
 
+        let journal =
+            Journal::open(&options.state_dir, &site.cluster.name).map_err(RunError::Setup)?;
+        tracing::debug!(journal = %journal.path().display(), "journal");
+        let run_id = new_run_id();
+        let audit_path = site.audit.path.clone().unwrap_or_else(|| {
+            options.state_dir.join("audit").join(format!(
+                "{}.jsonl",
+                crate::caps::journal::file_name(&site.cluster.name)
+            ))
+        });
+        let audit = Audit::open(
+            &audit_path,
+            RunContext {
+                run_id: run_id.clone(),
+                cluster: site.cluster.name.clone(),
+                component_sha256: loaded.sha256.clone(),
+                // Signatures are not verified by this host yet.
+                signer: None,
+            },
+        )
+        .map_err(RunError::Setup)?;
+        audit.record(Entry {
+            kind: "run",
+            capability: "run",
+            target: if options.plan { "plan" } else { "apply" },
+            outcome: "started",
+            duration_ms: 0,
+            detail: Some(format!("site {}", site.path.display())),
+            body: None,
+        });
+        let gate = Gate::new(options.plan, options.stop.clone());
+        // Plan mode changes nothing, so it does not exclude other runs.
+        let lease = if options.plan {
+            None
+        } else {
+            let holder = crate::lease::identity(&run_id);
+            let held = HeldLease::acquire(
+                lister.client(),
+                &site.cluster.namespace,
+                &site.lease,
+                &holder,
+                options.stop.clone(),
+            )
+            .await;
+            let outcome = if held.is_ok() { "taken" } else { "refused" };
+            let mut entry = Entry::call("lease", &site.lease.name, outcome, 0);
+            entry.detail = Some(match &held {
+                Ok(_) => format!("holder {holder}"),
+                Err(e) => e.to_string(),
+            });
+            audit.record(entry);
+            Some(held.map_err(|e| RunError::Busy(e.to_string()))?)
+        };
         let denials = Denials::default();
         let grants = &options.grants;
         tracing::info!(grants = %grants, limits = %options.limits, "granted");
@@ -188,19 +259,28 @@ impl Runtime {
                 addresses.clone(),
                 grants.allows(Capability::Pods),
                 denials.clone(),
-            ),
-            http: HttpCap::new(client, policy, grants.clone(), addresses, denials.clone()),
+            )
+            .with_audit(audit.clone()),
+            http: HttpCap::new(client, policy, grants.clone(), addresses, denials.clone())
+                .with_gate(gate.clone())
+                .with_audit(audit.clone()),
             restart: RestartCap::new(
                 site.restart.clone(),
                 lister,
                 grants.allows(Capability::Restart),
                 denials.clone(),
-            ),
+            )
+            .with_gate(gate.clone())
+            .with_audit(audit.clone()),
             log: LogCap::new(
                 options.progress.clone(),
                 grants.allows(Capability::Log),
                 denials.clone(),
-            ),
+            )
+            .with_audit(audit.clone()),
+            journal: JournalCap::new(journal, options.plan, denials.clone())
+                .with_audit(audit.clone()),
+            confirm: ConfirmCap::new(options.answerer, options.plan).with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.enforcer);
@@ -214,18 +294,28 @@ impl Runtime {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
-        let rotation = Rotation::instantiate_async(&mut store, &loaded.component, &self.linker)
-            .await
-            .map_err(|e| match LimitHit::find(&e) {
-                // Over a limit already while starting (its initial memory): the
-                // limit's message, not a policy refusal.
-                Some(hit) => RunError::Limit(hit.to_string()),
-                None => RunError::Refused(format!(
-                    "the component cannot be instantiated with the rotation world: {e:#}"
-                )),
-            })?;
+        let rotation =
+            match Rotation::instantiate_async(&mut store, &loaded.component, &self.linker).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(lease) = lease {
+                        lease.release().await;
+                    }
+                    return Err(match LimitHit::find(&e) {
+                        // Over a limit already while starting (its initial memory): the
+                        // limit's message, not a policy refusal.
+                        Some(hit) => RunError::Limit(hit.to_string()),
+                        None => RunError::Refused(format!(
+                            "the component cannot be instantiated with the rotation world: {e:#}"
+                        )),
+                    });
+                }
+            };
 
         let mut params = site.params.clone();
+        if let Some(n) = site.cluster.expect_pods {
+            params.push(("expect_pods".into(), n.to_string()));
+        }
         params.extend(options.params);
         let context = Context {
             mode: if options.plan {
@@ -242,6 +332,9 @@ impl Runtime {
             .cmk_procedure_procedure()
             .call_run(&mut store, &context);
         let result = tokio::time::timeout(options.limits.wall_clock + grace, call).await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
 
         let mut report = RunReport::new(site, loaded, started);
         report.plan = options.plan;
@@ -293,8 +386,39 @@ impl Runtime {
             }
         }
         report.guest_output = output.text();
+        report.run_id = run_id;
+        report.planned = gate.planned();
+        report.stopped = gate.stopped();
+        record_end(&audit, &report);
+        report.audit_head = audit.head();
+        report.audit_path = audit.path().map(|p| p.display().to_string());
         report.finish(started);
         Ok(report)
+    }
+}
+
+/// The run's last records: how it ended, and, after a rotation, the reminder that
+/// DR and cold-standby nodes must rejoin.
+fn record_end(audit: &Audit, report: &RunReport) {
+    let mut end = Entry::call("run", "end", report.outcome_text(), report.duration_ms);
+    end.kind = "run";
+    end.detail = Some(match &report.failure {
+        Some(f) => format!(
+            "failed at {}: {} (safe to resume: {})",
+            f.step, f.reason, f.safe_to_resume
+        ),
+        None => format!(
+            "version {} -> {}",
+            report.version_before.map_or("?".into(), |v| v.to_string()),
+            report.version_after.map_or("?".into(), |v| v.to_string())
+        ),
+    });
+    audit.record(end);
+    if report.failure.is_none() && report.version_after > report.version_before {
+        let mut notice = Entry::call("run", "reminder", "notice", 0);
+        notice.kind = "run";
+        notice.detail = Some("DR and cold-standby nodes must now rejoin the cluster".into());
+        audit.record(notice);
     }
 }
 
@@ -367,6 +491,20 @@ fn spawn_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawn the epoch thread");
+}
+
+/// A run id: 16 hex digits from the time, the process and a counter (unique enough
+/// to tell runs apart in logs, Leases and the audit trail; not a secret).
+fn new_run_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = format!(
+        "{:?}/{}/{}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    hex(&Sha256::digest(seed.as_bytes())[..8])
 }
 
 pub fn hex(bytes: &[u8]) -> String {

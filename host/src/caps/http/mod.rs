@@ -22,6 +22,9 @@ pub struct HttpCap {
     grants: Grants,
     pods: PodAddresses,
     denials: Denials,
+    /// Plan mode and stop requests: POSTs pass it before they leave.
+    gate: super::gate::Gate,
+    audit: crate::audit::Audit,
 }
 
 impl HttpCap {
@@ -38,10 +41,50 @@ impl HttpCap {
             grants,
             pods,
             denials,
+            gate: super::gate::Gate::default(),
+            audit: crate::audit::Audit::default(),
         }
     }
 
+    /// Every request, allowed or not, is recorded in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
     async fn send(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<String>,
+    ) -> Result<Response, HttpError> {
+        let target = format!("{} {url}", method_name(method));
+        let trail_body = body.as_deref().map(crate::audit::body_for_trail);
+        let started = std::time::Instant::now();
+        let result = self.send_unaudited(method, url, body).await;
+        let outcome = match &result {
+            Ok(r) | Err(HttpError::Status(r)) => r.status.to_string(),
+            Err(e) => error_kind(e).to_string(),
+        };
+        self.audit.record(
+            crate::audit::Entry::call(
+                "http",
+                &target,
+                &outcome,
+                started.elapsed().as_millis() as u64,
+            )
+            .body(trail_body),
+        );
+        result
+    }
+
+    /// Every POST passes `gate` (plan mode, stop requests) after the policy checks.
+    pub fn with_gate(mut self, gate: super::gate::Gate) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    async fn send_unaudited(
         &self,
         method: Method,
         url: String,
@@ -68,6 +111,9 @@ impl HttpCap {
                 self.policy.max_request_bytes
             );
             return Err(HttpError::Denied(self.denials.deny("http", &target, rule)));
+        }
+        if matches!(method, Method::Post) {
+            self.gate.check(&target).map_err(HttpError::Denied)?;
         }
         let request = match method {
             Method::Get => self.client.get(checked),

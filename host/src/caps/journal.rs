@@ -1,0 +1,361 @@
+//! `journal`: a small key/value record per cluster that survives the host process,
+//! for what the pods' status cannot tell (a restart completed after distribution,
+//! an activate that may have been sent, a rotation that completed).
+//!
+//! The site's `[state] dir` (default: `$XDG_STATE_HOME/cmk-host`, else
+//! `~/.local/state/cmk-host`) holds one file per cluster name:
+//! `journal/<cluster>.json`. Every write replaces the file atomically (a temporary
+//! file in the same folder, synced, then renamed), so a host killed at any moment
+//! leaves either the old or the new journal, never a torn one. Sizes are limited so
+//! that a hostile guest cannot fill the disk. In plan mode writes stay in memory.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Denials;
+use crate::runtime::bindings::cmk::procedure::journal::{Host, JournalError};
+use crate::site::{SiteError, SiteFile};
+
+/// Longest key, in bytes.
+pub const MAX_KEY: usize = 128;
+/// Longest value, in bytes.
+pub const MAX_VALUE: usize = 1024;
+/// Most entries in one journal.
+pub const MAX_ENTRIES: usize = 64;
+
+/// `[state]`: where the host keeps what must outlive a run.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// `None`: the caller's default (see [`default_dir`]).
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    dir: Option<PathBuf>,
+}
+
+impl RawState {
+    pub fn validate(self, file: &SiteFile<'_>) -> Result<State, SiteError> {
+        match self.dir {
+            Some(dir) if dir.as_os_str().is_empty() => {
+                Err(file.error("[state] dir", "must not be empty"))
+            }
+            Some(dir) => Ok(State {
+                dir: Some(file.resolve(&dir)),
+            }),
+            None => Ok(State { dir: None }),
+        }
+    }
+}
+
+/// The default state directory, from the environment the caller passes in:
+/// `$XDG_STATE_HOME/cmk-host`, else `$HOME/.local/state/cmk-host`.
+pub fn default_dir(var: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(x) = var("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(x).join("cmk-host"));
+    }
+    var("HOME")
+        .filter(|v| !v.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/state/cmk-host"))
+}
+
+/// The on-disk form.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    cluster: String,
+    entries: BTreeMap<String, String>,
+}
+
+/// One cluster's journal file.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    path: PathBuf,
+    cluster: String,
+    entries: BTreeMap<String, String>,
+}
+
+impl Journal {
+    /// The journal of `cluster` under `state_dir` (empty when there is none yet).
+    pub fn open(state_dir: &Path, cluster: &str) -> Result<Journal, String> {
+        let path = state_dir
+            .join("journal")
+            .join(format!("{}.json", file_name(cluster)));
+        let entries = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| {
+                    format!(
+                        "journal {} is not valid (move it away to start afresh): {e}",
+                        path.display()
+                    )
+                })?;
+                stored.entries
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(format!("cannot read journal {}: {e}", path.display())),
+        };
+        Ok(Journal {
+            path,
+            cluster: cluster.to_string(),
+            entries,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn entries(&self) -> &BTreeMap<String, String> {
+        &self.entries
+    }
+
+    /// Writes the entries atomically: temp file in the same folder, fsync, rename.
+    fn persist(&self, entries: &BTreeMap<String, String>) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let stored = Stored {
+            cluster: self.cluster.clone(),
+            entries: entries.clone(),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(&serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        // The rename itself is durable once the folder is synced.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Applies `change` and persists it (unless `dry`); on error nothing changes.
+    fn update(
+        &mut self,
+        dry: bool,
+        change: impl FnOnce(&mut BTreeMap<String, String>),
+    ) -> Result<(), String> {
+        let mut next = self.entries.clone();
+        change(&mut next);
+        if next.len() > MAX_ENTRIES {
+            return Err(format!("more than {MAX_ENTRIES} entries"));
+        }
+        if !dry {
+            self.persist(&next)
+                .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        }
+        self.entries = next;
+        Ok(())
+    }
+}
+
+/// A cluster name as a file name: letters, digits, `-`, `_`, `.`; others become `_`.
+pub(crate) fn file_name(cluster: &str) -> String {
+    let name: String = cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match name.trim_start_matches('.') {
+        "" => "_".into(),
+        n => n.to_string(),
+    }
+}
+
+/// The `journal` capability of one run.
+pub struct JournalCap {
+    journal: Journal,
+    /// Plan mode: writes are kept for this run only.
+    dry: bool,
+    denials: Denials,
+    audit: crate::audit::Audit,
+}
+
+impl JournalCap {
+    pub fn new(journal: Journal, dry: bool, denials: Denials) -> Self {
+        JournalCap {
+            journal,
+            dry,
+            denials,
+            audit: crate::audit::Audit::default(),
+        }
+    }
+
+    /// Every write is recorded in `audit` (journal values carry no secret).
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    fn audited(&self, op: &str, key: &str, value: Option<&str>, result: &Result<(), JournalError>) {
+        let target = format!("{op} {}", truncate(key));
+        let outcome = match result {
+            Ok(()) if self.dry => "ok (plan: not persisted)",
+            Ok(()) => "ok",
+            Err(JournalError::Denied(_)) => "denied",
+            Err(JournalError::TooLarge(_)) => "too-large",
+            Err(JournalError::Io(_)) => "io-error",
+        };
+        let body = value.map(|v| serde_json::json!({ "value": truncate(v) }));
+        self.audit
+            .record(crate::audit::Entry::call("journal", &target, outcome, 0).body(body));
+    }
+
+    fn check(&self, key: &str, value: &str) -> Result<(), JournalError> {
+        if key.is_empty() || key.len() > MAX_KEY {
+            return Err(JournalError::TooLarge(self.denials.deny(
+                "journal",
+                truncate(key),
+                format!("a key is 1 to {MAX_KEY} bytes"),
+            )));
+        }
+        if value.len() > MAX_VALUE {
+            return Err(JournalError::TooLarge(self.denials.deny(
+                "journal",
+                truncate(key),
+                format!("a value is at most {MAX_VALUE} bytes"),
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+impl Host for JournalCap {
+    async fn entries(&mut self) -> Vec<(String, String)> {
+        self.journal
+            .entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    async fn set(&mut self, key: String, value: String) -> Result<(), JournalError> {
+        let result = self.set_unaudited(&key, &value);
+        self.audited("set", &key, Some(&value), &result);
+        result
+    }
+
+    async fn remove(&mut self, key: String) -> Result<(), JournalError> {
+        let result = self.remove_unaudited(&key);
+        self.audited("remove", &key, None, &result);
+        result
+    }
+}
+
+impl JournalCap {
+    fn set_unaudited(&mut self, key: &str, value: &str) -> Result<(), JournalError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.check(&key, &value)?;
+        tracing::debug!(key = %key, value = %value, dry = self.dry, "journal set");
+        self.journal
+            .update(self.dry, |e| {
+                e.insert(key, value);
+            })
+            .map_err(|m| {
+                tracing::error!(error = %m, "journal write failed");
+                JournalError::Io(m)
+            })
+    }
+
+    fn remove_unaudited(&mut self, key: &str) -> Result<(), JournalError> {
+        let key = key.to_string();
+        tracing::debug!(key = %key, dry = self.dry, "journal remove");
+        self.journal
+            .update(self.dry, |e| {
+                e.remove(&key);
+            })
+            .map_err(|m| {
+                tracing::error!(error = %m, "journal write failed");
+                JournalError::Io(m)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_a_reopen_and_keeps_clusters_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), "prod/eu").unwrap();
+        j.update(false, |e| {
+            e.insert("k".into(), "v".into());
+        })
+        .unwrap();
+        assert!(j.path().ends_with("journal/prod_eu.json"));
+        let again = Journal::open(dir.path(), "prod/eu").unwrap();
+        assert_eq!(again.entries().get("k").map(String::as_str), Some("v"));
+        let other = Journal::open(dir.path(), "prod-us").unwrap();
+        assert!(other.entries().is_empty());
+    }
+
+    #[test]
+    fn dry_writes_stay_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), "c").unwrap();
+        j.update(true, |e| {
+            e.insert("k".into(), "v".into());
+        })
+        .unwrap();
+        assert_eq!(j.entries().len(), 1);
+        assert!(!j.path().exists());
+    }
+
+    #[test]
+    fn refuses_too_many_entries_and_keeps_the_old_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), "c").unwrap();
+        let err = j
+            .update(false, |e| {
+                for i in 0..=MAX_ENTRIES {
+                    e.insert(i.to_string(), String::new());
+                }
+            })
+            .unwrap_err();
+        assert!(err.contains("entries"), "{err}");
+        assert!(j.entries().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_journal_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("journal")).unwrap();
+        std::fs::write(dir.path().join("journal/c.json"), "{not json").unwrap();
+        let err = Journal::open(dir.path(), "c").unwrap_err();
+        assert!(err.contains("journal/c.json"), "{err}");
+    }
+
+    #[test]
+    fn default_dir_prefers_xdg_state_home() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            default_dir(env(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")])),
+            Some(PathBuf::from("/s/cmk-host"))
+        );
+        assert_eq!(
+            default_dir(env(&[("HOME", "/h")])),
+            Some(PathBuf::from("/h/.local/state/cmk-host"))
+        );
+        assert_eq!(default_dir(env(&[])), None);
+    }
+}

@@ -1,0 +1,335 @@
+//! One run per cluster: a `coordination.k8s.io/v1` Lease in the cluster's namespace,
+//! taken before the procedure starts, renewed in the background while it runs, and
+//! released at the end.
+//!
+//! The holder identity is `<hostname>/<pid>/<run id>`. A Lease held by someone else
+//! and renewed within its duration stops the run at once (exit 1), naming the holder
+//! and since when; an expired one (its holder died without releasing it) is taken
+//! over, with a warning. Every write is a replace with the `resourceVersion` that
+//! was read, so two runs racing for the Lease cannot both win.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::caps::gate::Stop;
+use crate::site::{SiteError, SiteFile, is_dns_label};
+
+/// `[lease]`: the Lease that makes runs against one cluster exclusive.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    pub name: String,
+    /// A holder that has not renewed for this long is presumed dead.
+    pub duration: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            name: "cmk-host-rotation".into(),
+            duration: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLease {
+    name: Option<String>,
+    duration_secs: Option<u64>,
+}
+
+impl RawLease {
+    pub fn validate(self, file: &SiteFile<'_>) -> Result<LeaseConfig, SiteError> {
+        let mut config = LeaseConfig::default();
+        if let Some(name) = self.name {
+            if !is_dns_label(&name) {
+                return Err(file.error(
+                    "[lease] name",
+                    format!("{name:?} is not a valid name (lowercase letters, digits and '-')"),
+                ));
+            }
+            config.name = name;
+        }
+        if let Some(secs) = self.duration_secs {
+            if !(1..=3600).contains(&secs) {
+                return Err(file.error("[lease] duration_secs", "must be 1..=3600"));
+            }
+            config.duration = Duration::from_secs(secs);
+        }
+        Ok(config)
+    }
+}
+
+/// Why the Lease could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(
+        "another run holds the cluster: Lease {namespace}/{name} is held by {holder} since {since} \
+         (last renewed {renewed}); wait for it to finish, or, if its host died, for the Lease to \
+         expire ({duration}s after its last renewal)"
+    )]
+    Busy {
+        namespace: String,
+        name: String,
+        holder: String,
+        since: String,
+        renewed: String,
+        duration: i64,
+    },
+    #[error("cannot use Lease {namespace}/{name}: {message}")]
+    Api {
+        namespace: String,
+        name: String,
+        message: String,
+    },
+}
+
+/// A Lease this run holds. Call [`HeldLease::release`] at the end.
+pub struct HeldLease {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    stop_renewing: oneshot::Sender<()>,
+    renewer: JoinHandle<()>,
+}
+
+/// `<hostname>/<pid>/<run id>`.
+pub fn identity(run_id: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host}/{}/{run_id}", std::process::id())
+}
+
+fn now() -> MicroTime {
+    MicroTime(Timestamp::now())
+}
+
+fn show(t: Option<&MicroTime>) -> String {
+    t.map_or("never".into(), |t| t.0.to_string())
+}
+
+/// Is `lease` held by a live holder (renewed within its duration)?
+fn live_holder(lease: &Lease, now: Timestamp) -> Option<&str> {
+    let spec = lease.spec.as_ref()?;
+    let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?;
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0)) * 1000;
+    let age = now.as_millisecond() - renewed.0.as_millisecond();
+    (age < duration).then_some(holder)
+}
+
+impl HeldLease {
+    /// Takes the Lease `config.name` in `namespace` for `identity`, and renews it
+    /// every third of its duration until released. If a renewal finds the Lease
+    /// taken by someone else, `stop` is requested: the run stops changing anything.
+    pub async fn acquire(
+        client: kube::Client,
+        namespace: &str,
+        config: &LeaseConfig,
+        identity: &str,
+        stop: Stop,
+    ) -> Result<HeldLease, LeaseError> {
+        let api: Api<Lease> = Api::namespaced(client, namespace);
+        let name = config.name.clone();
+        let api_err = |e: kube::Error| LeaseError::Api {
+            namespace: namespace.to_string(),
+            name: name.clone(),
+            message: e.to_string(),
+        };
+        let busy = |lease: &Lease| {
+            let spec = lease.spec.clone().unwrap_or_default();
+            LeaseError::Busy {
+                namespace: namespace.to_string(),
+                name: name.clone(),
+                holder: spec.holder_identity.unwrap_or_default(),
+                since: show(spec.acquire_time.as_ref()),
+                renewed: show(spec.renew_time.as_ref()),
+                duration: i64::from(spec.lease_duration_seconds.unwrap_or(0)),
+            }
+        };
+        let duration = i32::try_from(config.duration.as_secs()).unwrap_or(i32::MAX);
+        let spec = LeaseSpec {
+            holder_identity: Some(identity.to_string()),
+            lease_duration_seconds: Some(duration),
+            acquire_time: Some(now()),
+            renew_time: Some(now()),
+            ..LeaseSpec::default()
+        };
+        match api.get_opt(&name).await.map_err(api_err)? {
+            None => {
+                let mut lease = Lease::default();
+                lease.metadata.name = Some(name.clone());
+                lease.spec = Some(LeaseSpec {
+                    lease_transitions: Some(0),
+                    ..spec
+                });
+                match api.create(&PostParams::default(), &lease).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        // Another run created it between our read and our create.
+                        let now_held = api.get(&name).await.map_err(api_err)?;
+                        return Err(busy(&now_held));
+                    }
+                    Err(e) => return Err(api_err(e)),
+                }
+            }
+            Some(current) => {
+                if live_holder(&current, Timestamp::now()).is_some() {
+                    return Err(busy(&current));
+                }
+                let old = current.spec.clone().unwrap_or_default();
+                if let Some(holder) = old.holder_identity.as_deref().filter(|h| !h.is_empty()) {
+                    tracing::warn!(
+                        lease = %format!("{namespace}/{name}"),
+                        holder,
+                        since = %show(old.acquire_time.as_ref()),
+                        renewed = %show(old.renew_time.as_ref()),
+                        "taking over an expired Lease: its holder stopped renewing it (did it die?)"
+                    );
+                }
+                let mut lease = current.clone();
+                lease.spec = Some(LeaseSpec {
+                    lease_transitions: Some(old.lease_transitions.unwrap_or(0) + 1),
+                    ..spec
+                });
+                match api.replace(&name, &PostParams::default(), &lease).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        let now_held = api.get(&name).await.map_err(api_err)?;
+                        return Err(busy(&now_held));
+                    }
+                    Err(e) => return Err(api_err(e)),
+                }
+            }
+        }
+        tracing::info!(lease = %format!("{namespace}/{name}"), holder = identity, "Lease taken");
+        let (stop_renewing, stopped) = oneshot::channel();
+        let renewer = tokio::spawn(renew(
+            api.clone(),
+            name.clone(),
+            identity.to_string(),
+            config.duration / 3,
+            stopped,
+            stop,
+        ));
+        Ok(HeldLease {
+            api,
+            name,
+            identity: identity.to_string(),
+            stop_renewing,
+            renewer,
+        })
+    }
+
+    /// Stops renewing and gives the Lease up (clears the holder), if still ours.
+    pub async fn release(self) {
+        let _ = self.stop_renewing.send(());
+        let _ = self.renewer.await;
+        let result = async {
+            let mut lease = self.api.get(&self.name).await?;
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+                return Ok(false);
+            }
+            spec.holder_identity = None;
+            spec.renew_time = None;
+            spec.acquire_time = None;
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await?;
+            Ok::<bool, kube::Error>(true)
+        }
+        .await;
+        match result {
+            Ok(true) => tracing::info!(lease = %self.name, "Lease released"),
+            Ok(false) => tracing::warn!(lease = %self.name, "the Lease was no longer ours"),
+            Err(e) => {
+                tracing::warn!(lease = %self.name, error = %e, "cannot release the Lease; it expires by itself")
+            }
+        }
+    }
+}
+
+async fn renew(
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    every: Duration,
+    mut stopped: oneshot::Receiver<()>,
+    stop: Stop,
+) {
+    let every = every.max(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let result = async {
+            let mut lease = api.get(&name).await?;
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            if spec.holder_identity.as_deref() != Some(identity.as_str()) {
+                return Ok(Some(spec.holder_identity.clone().unwrap_or_default()));
+            }
+            spec.renew_time = Some(now());
+            api.replace(&name, &PostParams::default(), &lease).await?;
+            Ok::<_, kube::Error>(None)
+        }
+        .await;
+        match result {
+            Ok(None) => tracing::trace!(lease = %name, "Lease renewed"),
+            Ok(Some(holder)) => {
+                tracing::error!(lease = %name, holder = %holder, "lost the Lease: stopping before the next change");
+                stop.request(format!("lost the Lease {name} to {holder:?}"));
+                return;
+            }
+            // A failed renewal is retried; the Lease lasts three renewal periods.
+            Err(e) => tracing::warn!(lease = %name, error = %e, "cannot renew the Lease"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> Lease {
+        let t = Timestamp::from_second(1_000_000 - renewed_secs_ago).unwrap();
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_string),
+                renew_time: Some(MicroTime(t)),
+                lease_duration_seconds: Some(duration),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn a_holder_is_live_only_within_the_duration() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        assert_eq!(live_holder(&lease(Some("a"), 10, 60), now), Some("a"));
+        assert_eq!(live_holder(&lease(Some("a"), 61, 60), now), None);
+        assert_eq!(live_holder(&lease(None, 1, 60), now), None);
+        assert_eq!(live_holder(&lease(Some(""), 1, 60), now), None);
+    }
+
+    #[test]
+    fn identity_names_host_pid_and_run() {
+        let id = identity("abc");
+        assert!(
+            id.ends_with(&format!("/{}/abc", std::process::id())),
+            "{id}"
+        );
+    }
+}

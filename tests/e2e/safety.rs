@@ -1,0 +1,678 @@
+//! Safe rotation: the host killed at every step boundary and inside the fetch batch
+//! and each restart, the point of no return, reruns. Asserted on the oracle: a
+//! rerun completes the rotation with exactly one proposal distributed, exactly one
+//! activation, and no pod broken.
+
+use std::time::Duration;
+
+use cmk_sim::{Oracle, SimConfig};
+use cmk_tests::{
+    Cluster, ROTATE_WASM, assert_completed_once, assert_rotated_once, interrupt_when, run, settle,
+    spawn,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
+
+/// Slow enough restarts that a kill can land inside one.
+async fn cluster(pods: usize) -> Cluster {
+    Cluster::start(SimConfig {
+        restart_step_delay: Duration::from_millis(80),
+        ..SimConfig::pods(pods)
+    })
+    .await
+}
+
+fn site(cluster: &Cluster) -> String {
+    cluster.site().to_str().unwrap().to_string()
+}
+
+/// Starts a rotation, SIGKILLs the host when `moment` shows on the oracle, waits
+/// for the cluster to settle, runs again, and asserts the rotation completed once.
+async fn crash_then_rerun(pods: usize, moment: impl Fn(&Oracle) -> bool, must_land: bool) {
+    let cluster = cluster(pods).await;
+    // A killed host cannot release its Lease: a short one lets the rerun take it over.
+    let site = cluster.site_with("short-lease.toml", |t| {
+        format!("{t}\n[lease]\nduration_secs = {LEASE_SECS}\n")
+    });
+    let site = site.to_str().unwrap();
+    let mut child = spawn(
+        BIN,
+        &["run", &cluster.signed(ROTATE_WASM), "--site", site, "--yes"],
+    );
+    let (killed, code) = interrupt_when(&mut child, &cluster, "KILL", moment).await;
+    if must_land {
+        assert!(killed, "the run ended (exit {code:?}) before the moment");
+    }
+    settle(&cluster).await;
+    if killed {
+        // While the dead run's Lease lasts, a rerun is refused and changes nothing.
+        let before = cluster.oracle().mutations().len();
+        let out = run(
+            BIN,
+            &["run", &cluster.signed(ROTATE_WASM), "--site", site, "--yes"],
+        )
+        .await;
+        if out.code == 1 && out.stderr.contains("another run holds the cluster") {
+            assert_eq!(cluster.oracle().mutations().len(), before);
+            tokio::time::sleep(Duration::from_secs(LEASE_SECS)).await;
+        }
+    }
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            site,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "the rerun completes: {out}");
+    if must_land {
+        assert!(
+            out.stderr
+                .contains("an earlier rotation was interrupted: this run resumes it"),
+            "preflight reports the interrupted rotation: {out}"
+        );
+    }
+    if killed {
+        assert!(
+            out.stderr.contains("taking over an expired Lease"),
+            "the rerun takes the dead run's Lease over, saying so: {out}"
+        );
+    }
+    assert_completed_once(&cluster.oracle(), pods);
+}
+
+const LEASE_SECS: u64 = 2;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_right_after_propose() {
+    crash_then_rerun(3, |o| !o.proposes().is_empty(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_in_the_middle_of_the_fetch_batch() {
+    crash_then_rerun(6, |o| !o.fetches().is_empty(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_in_the_middle_of_the_first_restart() {
+    crash_then_rerun(
+        3,
+        |o| o.restart_in_progress() && o.restarts_started == 1,
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_right_after_the_first_restart() {
+    crash_then_rerun(3, |o| o.restarts.len() == 1, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_right_after_activate() {
+    crash_then_rerun(3, |o| !o.activates().is_empty(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_in_the_middle_of_the_second_restart() {
+    crash_then_rerun(
+        3,
+        |o| o.restart_in_progress() && o.restarts_started == 2,
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_right_after_the_second_restart() {
+    // The run may finish its last verification before the kill lands: either way
+    // the rerun must end with one rotation.
+    crash_then_rerun(3, |o| o.restarts.len() == 2, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_terminal_or_yes_it_stops_before_activate_and_yes_resumes() {
+    let cluster = Cluster::pods(3).await;
+    let site = site(&cluster);
+    let out = run(BIN, &["run", &cluster.signed(ROTATE_WASM), "--site", &site]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains("run the same command again with --yes"),
+        "says how to resume: {out}"
+    );
+    let o = cluster.oracle();
+    assert!(o.activates().is_empty(), "nothing activated: {o:#?}");
+    assert_eq!(o.restarts.len(), 1, "stopped after the first restart");
+    assert!(o.broken_pods().is_empty());
+
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let steps: Vec<(String, String)> = out.json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(steps[4], ("restart-load".into(), "skipped".into()));
+    assert_eq!(steps[6], ("activate".into(), "done".into()));
+    // One restart after distribution, one after activation: the journal said the
+    // first one had completed.
+    assert_rotated_once(&cluster.oracle(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_after_success_does_not_rotate_again() {
+    let cluster = Cluster::pods(2).await;
+    let site = site(&cluster);
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let mutations = cluster.oracle().mutations().len();
+
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("already rotated to version 2"), "{out}");
+    let o = cluster.oracle();
+    assert_eq!(o.mutations().len(), mutations, "nothing sent: {o:#?}");
+    assert_eq!(o.restarts.len(), 2);
+    assert_rotated_once(&o, 2);
+
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+            "--param",
+            "new_rotation=true",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(cluster.oracle().version, 3, "rotated again when asked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_at_once_one_proceeds_the_other_names_the_holder() {
+    let cluster = Cluster::pods(3).await;
+    let site = site(&cluster);
+    let args = [
+        "run",
+        &cluster.signed(ROTATE_WASM),
+        "--site",
+        &site,
+        "--yes",
+    ];
+    let a = spawn(BIN, &args);
+    let b = spawn(BIN, &args);
+    let pids = [a.id().unwrap(), b.id().unwrap()];
+    let (a, b) = tokio::join!(a.wait_with_output(), b.wait_with_output());
+    let outs = [a.unwrap(), b.unwrap()];
+    let codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap_or(-1)).collect();
+    let winner = codes
+        .iter()
+        .position(|c| *c == 0)
+        .expect("one run succeeds");
+    let loser = 1 - winner;
+    assert_eq!(codes[loser], 1, "the other exits 1");
+    let stderr = String::from_utf8_lossy(&outs[loser].stderr);
+    assert!(
+        stderr.contains("another run holds the cluster")
+            && stderr.contains(&format!("/{}/", pids[winner]))
+            && stderr.contains(" since "),
+        "names the holder (host/pid/run) and since when: {stderr}"
+    );
+    assert_rotated_once(&cluster.oracle(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_at_a_safe_point_releases_the_lease_and_a_rerun_completes() {
+    let cluster = cluster(3).await;
+    let site = site(&cluster);
+    let mut child = spawn(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+        ],
+    );
+    let (sent, code) = interrupt_when(&mut child, &cluster, "INT", |o| {
+        o.restart_in_progress() && o.restarts_started == 1
+    })
+    .await;
+    assert!(sent, "interrupted during the first restart");
+    assert_eq!(code, Some(1), "exit 1");
+    let o = cluster.oracle();
+    assert_eq!(o.restarts.len(), 1, "the restart under way completed");
+    assert!(o.restarts[0].ok);
+    assert!(
+        o.activates().is_empty(),
+        "no activate after the interrupt: {o:#?}"
+    );
+    assert!(o.broken_pods().is_empty());
+
+    // The Lease (60 s by default) was released: a rerun starts at once.
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains("expired Lease"), "{out}");
+    assert_rotated_once(&cluster.oracle(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_is_enforced_by_the_host_even_for_a_component_that_ignores_it() {
+    use cmk_tests::PROBE_WASM;
+    let cluster = Cluster::pods(2).await;
+    let site = site(&cluster);
+    let (_, ip) = cluster.sim.pod_ips().remove(0);
+    let requests = format!(
+        "requests=GET https://{ip}:4444/cluster/v1/key|POST https://{ip}:4444/cluster/v1/key/propose"
+    );
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(PROBE_WASM),
+            "--site",
+            &site,
+            "--plan",
+            "--json",
+            "--param",
+            "list_pods=true",
+            "--param",
+            &requests,
+            "--param",
+            "restart=true",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let o = cluster.oracle();
+    assert!(o.mutations().is_empty(), "no POST reached a pod: {o:#?}");
+    assert!(
+        o.restarts.is_empty() && o.restarts_started == 0,
+        "no restart"
+    );
+    assert_eq!(o.calls.len(), 1, "the GET was executed");
+    let planned: Vec<String> = out.json()["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        planned,
+        [
+            format!("POST https://{ip}:4444/cluster/v1/key/propose"),
+            "rolling-restart".to_string()
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_stops_when_the_cluster_has_another_number_of_pods() {
+    let cluster = Cluster::pods(3).await;
+    let site = cluster.site_with("expect-4.toml", |t| {
+        t.replace("port = 4444\n", "port = 4444\nexpect_pods = 4\n")
+    });
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            site.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains("expected 4 pods ([cluster] expect_pods), the selector matches 3"),
+        "{out}"
+    );
+    assert!(cluster.oracle().calls.is_empty(), "no pod contacted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_loses_its_lease_stops_before_its_next_change() {
+    let cluster = Cluster::start(SimConfig {
+        restart_step_delay: Duration::from_millis(200),
+        ..SimConfig::pods(3)
+    })
+    .await;
+    let site = cluster.site_with("lease-1s.toml", |t| {
+        format!("{t}\n[lease]\nduration_secs = 1\n")
+    });
+    let child = spawn(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            site.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ],
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(cluster.oracle().restart_in_progress()) {
+        assert!(tokio::time::Instant::now() < deadline, "no restart started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        cluster
+            .sim
+            .take_lease("sdkms", "cmk-host-rotation", "someone-else/1/x")
+    );
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        report["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("lost the Lease cmk-host-rotation to \"someone-else/1/x\""),
+        "{report:#}"
+    );
+    let o = cluster.oracle();
+    assert!(
+        o.activates().is_empty(),
+        "no activate after losing the Lease: {o:#?}"
+    );
+    assert!(o.broken_pods().is_empty());
+}
+
+/// Runs `cmk-host` on a pseudo-terminal (util-linux `script`), typing `answer`.
+async fn run_on_a_terminal(args: &[&str], answer: &str) -> (i32, String) {
+    use tokio::io::AsyncWriteExt;
+    let quoted: Vec<String> = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let mut child = tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", &quoted.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    let answer = answer.to_string();
+    // Typed once the question is up; the line waits in the terminal until read.
+    tokio::spawn(async move {
+        let _ = stdin.write_all(answer.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        drop(stdin);
+    });
+    let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .expect("bounded")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_the_operator_confirms_activate_after_seeing_what_it_does() {
+    let cluster = Cluster::pods(2).await;
+    let site = site(&cluster);
+    let (code, screen) = run_on_a_terminal(
+        &["run", &cluster.signed(ROTATE_WASM), "--site", &site],
+        "yes\n",
+    )
+    .await;
+    assert_eq!(code, 0, "{screen}");
+    for shown in [
+        "About to activate the new cluster master key",
+        "cluster: sim",
+        "proposal hash: ",
+        "versions: version 1 -> 2",
+        "sdkms-0 (",
+    ] {
+        assert!(screen.contains(shown), "shows {shown:?}: {screen}");
+    }
+    assert_rotated_once(&cluster.oracle(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_any_answer_but_yes_stops_before_activate() {
+    let cluster = Cluster::pods(2).await;
+    let site = site(&cluster);
+    let (code, screen) = run_on_a_terminal(
+        &["run", &cluster.signed(ROTATE_WASM), "--site", &site],
+        "no\n",
+    )
+    .await;
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("declined by the operator"), "{screen}");
+    let o = cluster.oracle();
+    assert!(o.activates().is_empty(), "{o:#?}");
+    assert!(o.broken_pods().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_activate_whose_answer_is_lost_is_finished_by_the_rerun_not_repeated() {
+    // The pod applies activate but answers after the host's 30 s request limit.
+    let cluster = Cluster::start(SimConfig {
+        faults: cmk_sim::Faults {
+            slow_answer: Some(("/cluster/v1/key/activate".into(), 40_000)),
+            ..cmk_sim::Faults::default()
+        },
+        ..SimConfig::pods(3)
+    })
+    .await;
+    let site = site(&cluster);
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    let failure = &out.json()["failure"];
+    assert_eq!(failure["step"], "activate", "{out}");
+    assert!(
+        failure["reason"].as_str().unwrap().contains("timeout"),
+        "{out}"
+    );
+    assert_eq!(
+        failure["safe_to_resume"], false,
+        "it may have landed: {out}"
+    );
+    assert_eq!(cluster.oracle().activates().len(), 1, "it did land");
+
+    cluster.sim.set_faults(cmk_sim::Faults::default());
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_rotated_once(&cluster.oracle(), 3);
+}
+
+/// A mutating call to `path` lands but its answer comes after the host's 30 s
+/// limit: the run stops at `step`, safe; the rerun finishes from what the pods show.
+async fn lost_answer_then_rerun(path: &str, step: &str) {
+    let cluster = Cluster::start(SimConfig {
+        faults: cmk_sim::Faults {
+            slow_answer: Some((path.into(), 40_000)),
+            ..cmk_sim::Faults::default()
+        },
+        ..SimConfig::pods(3)
+    })
+    .await;
+    let site = site(&cluster);
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    let failure = &out.json()["failure"];
+    assert_eq!(failure["step"], step, "{out}");
+    assert_eq!(failure["safe_to_resume"], true, "{out}");
+    assert!(
+        cluster.oracle().restarts.is_empty(),
+        "stopped before any restart"
+    );
+
+    cluster.sim.set_faults(cmk_sim::Faults::default());
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_rotated_once(&cluster.oracle(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_propose_whose_answer_is_lost_is_adopted_by_the_rerun_not_repeated() {
+    lost_answer_then_rerun("/cluster/v1/key/propose", "propose").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetches_whose_answers_are_lost_are_not_repeated_by_the_rerun() {
+    lost_answer_then_rerun("/cluster/v1/key/fetch", "distribute").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_that_times_out_stops_before_activate_and_the_rerun_restarts_again() {
+    let cluster = Cluster::start(SimConfig {
+        restart_step_delay: Duration::from_millis(400),
+        ..SimConfig::pods(3)
+    })
+    .await;
+    let site = cluster.site_with("restart-1s.toml", |t| {
+        t.replace("timeout_secs = 120", "timeout_secs = 1")
+    });
+    let site = site.to_str().unwrap();
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            site,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    let failure = &out.json()["failure"];
+    assert_eq!(failure["step"], "restart-load", "{out}");
+    assert!(
+        failure["reason"].as_str().unwrap().contains("timeout"),
+        "{out}"
+    );
+    assert_eq!(failure["safe_to_resume"], true, "{out}");
+    assert!(cluster.oracle().activates().is_empty());
+
+    settle(&cluster).await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_completed_once(&cluster.oracle(), 3);
+}
