@@ -18,14 +18,20 @@ pub enum Capability {
     Http,
     Restart,
     Log,
+    /// The per-cluster journal a procedure resumes from (state it can corrupt).
+    Journal,
+    /// Asking the operator before the point of no return.
+    Confirm,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Pods,
         Capability::Http,
         Capability::Restart,
         Capability::Log,
+        Capability::Journal,
+        Capability::Confirm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,6 +40,8 @@ impl Capability {
             Capability::Http => "http",
             Capability::Restart => "restart",
             Capability::Log => "log",
+            Capability::Journal => "journal",
+            Capability::Confirm => "confirm",
         }
     }
 

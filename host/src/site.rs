@@ -111,6 +111,8 @@ impl Site {
         let grants = Grants::none()
             .allow(Capability::Pods)
             .allow(Capability::Log)
+            .allow(Capability::Journal)
+            .allow(Capability::Confirm)
             .allow_http(self.http.methods.iter().copied(), self.http.paths.clone());
         match self.restart {
             Some(_) => grants.allow(Capability::Restart),
@@ -402,7 +404,7 @@ hash_field = "h"
         assert_eq!(site.limits.memory_bytes, 32 << 20);
         assert_eq!(
             site.grants().to_string(),
-            "pods, http (GET under /cluster/v1/key/status), restart, log"
+            "pods, http (GET under /cluster/v1/key/status), restart, log, journal, confirm"
         );
         let bad = format!("{GOOD}\n[limits]\nmemory = 32\n");
         let err = site_in(dir.path(), &bad).unwrap_err();

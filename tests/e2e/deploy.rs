@@ -33,12 +33,22 @@ fn the_configmap_site_is_valid_and_fits_the_job() {
         "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
-    let text = configmap_site().replace("/etc/cmk/ca/ca.pem", ca.to_str().unwrap());
+    cmk_host::trust::keys::generate(&dir.path().join("security-team")).unwrap();
+    let key = dir.path().join("security-team.pub");
+    let text = configmap_site()
+        .replace("/etc/cmk/ca/ca.pem", ca.to_str().unwrap())
+        .replace("/etc/cmk/trust/security-team.pub", key.to_str().unwrap());
     let site = Site::parse(&dir.path().join("site.toml"), &text).expect("a valid site");
     assert_eq!(
         site.grants().to_string(),
-        "pods, http (GET/POST under /cluster/v1/key), restart, log"
+        "pods, http (GET/POST under /cluster/v1/key), restart, log, journal, confirm"
     );
+    assert_eq!(
+        site.state.dir.as_deref(),
+        Some(Path::new("/var/lib/cmk-host")),
+        "the journal lives on the state volume"
+    );
+    assert_eq!(site.trust.signers.len(), 1, "one trusted signer");
 
     let job = deploy("job.yaml");
     let deadline: u64 = job
@@ -53,6 +63,10 @@ fn the_configmap_site_is_valid_and_fits_the_job() {
         "the Job must outlive the run's wall clock so the host reports the stop"
     );
     assert!(job.contains("readOnlyRootFilesystem: true"));
+    assert!(
+        job.contains("mountPath: /var/lib/cmk-host") && job.contains("claimName: cmk-state"),
+        "the state directory is a persistent volume"
+    );
     assert!(job.contains("serviceAccountName: cmk-host"));
 }
 
@@ -64,7 +78,15 @@ fn the_role_grants_only_what_the_host_uses() {
         .filter_map(|l| l.trim().strip_prefix("verbs:"))
         .map(str::trim)
         .collect();
-    assert_eq!(verbs, ["[\"list\"]", "[\"get\", \"patch\"]"]);
+    assert_eq!(
+        verbs,
+        [
+            "[\"list\"]",
+            "[\"get\", \"patch\"]",
+            "[\"create\"]",
+            "[\"get\", \"update\"]"
+        ]
+    );
     assert!(
         role.contains("kind: Role\n"),
         "namespaced, not a ClusterRole"

@@ -481,7 +481,7 @@ async fn trust_section_mistakes_are_site_errors_that_name_the_key() {
         ),
         (
             "capability.toml",
-            |s: String| s.replace("\"restart\", \"log\"]", "\"restart\", \"disk\"]"),
+            |s: String| s.replace("\"confirm\"]", "\"disk\"]"),
             "[[trust.signer]] capabilities",
         ),
     ];
@@ -520,4 +520,72 @@ async fn demo_signs_with_an_ephemeral_key_and_takes_the_verification_path() {
         .find(|l| l.contains(" verified "))
         .unwrap_or_else(|| panic!("no 'verified' log line: {out}"));
     assert!(verified.contains(&format!("key_id={key_id}")), "{verified}");
+}
+
+/// The journal is state a later run trusts: a signer not granted it cannot read or
+/// write it, and a rotation that cannot record its progress stops right after its
+/// first (recoverable) step: a proposal, which a rerun adopts from the pods.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signer_without_the_journal_grant_cannot_rotate() {
+    let cluster = Cluster::pods(2).await;
+    let vendor = Signer::generate(cluster.dir(), "vendor");
+    cluster.trust(
+        &vendor,
+        r#"capabilities = ["pods", "http", "restart", "log", "confirm"]
+http_methods = ["GET", "POST"]
+http_paths = ["/cluster/v1/key"]"#,
+    );
+    let rotate = vendor.sign(ROTATE_WASM, &cluster.dir().join("vendor-rotate.wasm"));
+    let cache = tempfile::tempdir().unwrap();
+    let out = run_component(&cluster, &rotate, cache.path(), &["--yes", "--json"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let report = out.json();
+    assert!(
+        report["denials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["capability"] == "journal"),
+        "{out}"
+    );
+    assert_eq!(report["failure"]["step"], "propose", "{out}");
+    assert!(
+        report["failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("journal is not granted"),
+        "{out}"
+    );
+    assert_eq!(report["failure"]["safe_to_resume"], true, "{out}");
+    let oracle = cluster.oracle();
+    assert!(oracle.proposes().len() <= 1, "{oracle:#?}");
+    assert!(oracle.fetches().is_empty(), "no fetch: {oracle:#?}");
+    assert!(oracle.restarts.is_empty(), "no restart");
+    assert!(oracle.activates().is_empty(), "no activate");
+}
+
+/// Without the confirm grant every question is answered no: the rotation stops
+/// before activating, even with --yes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signer_without_the_confirm_grant_never_activates() {
+    let cluster = Cluster::pods(2).await;
+    let vendor = Signer::generate(cluster.dir(), "vendor");
+    cluster.trust(
+        &vendor,
+        r#"capabilities = ["pods", "http", "restart", "log", "journal"]
+http_methods = ["GET", "POST"]
+http_paths = ["/cluster/v1/key"]"#,
+    );
+    let rotate = vendor.sign(ROTATE_WASM, &cluster.dir().join("vendor-rotate.wasm"));
+    let cache = tempfile::tempdir().unwrap();
+    let out = run_component(&cluster, &rotate, cache.path(), &["--yes", "--json"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("confirm is not granted"), "{out}");
+    let oracle = cluster.oracle();
+    assert!(
+        oracle.activates().is_empty(),
+        "never activated: {oracle:#?}"
+    );
+    assert_eq!(oracle.version, 1);
+    assert!(oracle.broken_pods().is_empty());
 }

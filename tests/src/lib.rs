@@ -46,7 +46,7 @@ pub struct Cluster {
 }
 
 /// The `[[trust.signer]]` grants of a signer that may do all the site allows.
-pub const ALL_GRANTS: &str = r#"capabilities = ["pods", "http", "restart", "log"]
+pub const ALL_GRANTS: &str = r#"capabilities = ["pods", "http", "restart", "log", "journal", "confirm"]
 http_methods = ["GET", "POST"]
 http_paths = ["/cluster/v1/key"]"#;
 

@@ -35,14 +35,24 @@ pub struct ConfirmCap {
     answerer: Answerer,
     /// Plan mode: nothing irreversible can happen, so nothing is asked.
     plan: bool,
+    /// Without the grant every question is answered no (and recorded as denied).
+    granted: bool,
+    denials: crate::caps::Denials,
     audit: crate::audit::Audit,
 }
 
 impl ConfirmCap {
-    pub fn new(answerer: Answerer, plan: bool) -> Self {
+    pub fn new(
+        answerer: Answerer,
+        plan: bool,
+        granted: bool,
+        denials: crate::caps::Denials,
+    ) -> Self {
         ConfirmCap {
             answerer,
             plan,
+            granted,
+            denials,
             audit: crate::audit::Audit::default(),
         }
     }
@@ -67,7 +77,15 @@ fn question(action: &str, details: &[(String, String)]) -> String {
 impl Host for ConfirmCap {
     async fn ask(&mut self, action: String, details: Vec<(String, String)>) -> Result<(), String> {
         let started = std::time::Instant::now();
-        let answer = self.ask_unaudited(&action, details.clone()).await;
+        let answer = if self.granted {
+            self.ask_unaudited(&action, details.clone()).await
+        } else {
+            Err(self.denials.deny(
+                "confirm",
+                &action,
+                "confirm is not granted to this component: the answer is no",
+            ))
+        };
         let outcome = match (&answer, self.answerer) {
             (Ok(()), Answerer::Yes) => "yes (--yes)",
             (Ok(()), _) => "yes (operator)",

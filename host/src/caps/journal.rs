@@ -175,15 +175,18 @@ pub struct JournalCap {
     journal: Journal,
     /// Plan mode: writes are kept for this run only.
     dry: bool,
+    /// Without the grant, the journal reads empty and writes are denied.
+    granted: bool,
     denials: Denials,
     audit: crate::audit::Audit,
 }
 
 impl JournalCap {
-    pub fn new(journal: Journal, dry: bool, denials: Denials) -> Self {
+    pub fn new(journal: Journal, dry: bool, granted: bool, denials: Denials) -> Self {
         JournalCap {
             journal,
             dry,
+            granted,
             denials,
             audit: crate::audit::Audit::default(),
         }
@@ -210,6 +213,13 @@ impl JournalCap {
     }
 
     fn check(&self, key: &str, value: &str) -> Result<(), JournalError> {
+        if !self.granted {
+            return Err(JournalError::Denied(self.denials.deny(
+                "journal",
+                truncate(key),
+                "journal is not granted to this component",
+            )));
+        }
         if key.is_empty() || key.len() > MAX_KEY {
             return Err(JournalError::TooLarge(self.denials.deny(
                 "journal",
@@ -234,6 +244,14 @@ fn truncate(s: &str) -> String {
 
 impl Host for JournalCap {
     async fn entries(&mut self) -> Vec<(String, String)> {
+        if !self.granted {
+            self.denials.deny(
+                "journal",
+                "entries",
+                "journal is not granted to this component",
+            );
+            return Vec::new();
+        }
         self.journal
             .entries
             .iter()

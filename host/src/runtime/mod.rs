@@ -278,9 +278,20 @@ impl Runtime {
                 denials.clone(),
             )
             .with_audit(audit.clone()),
-            journal: JournalCap::new(journal, options.plan, denials.clone())
-                .with_audit(audit.clone()),
-            confirm: ConfirmCap::new(options.answerer, options.plan).with_audit(audit.clone()),
+            journal: JournalCap::new(
+                journal,
+                options.plan,
+                grants.allows(Capability::Journal),
+                denials.clone(),
+            )
+            .with_audit(audit.clone()),
+            confirm: ConfirmCap::new(
+                options.answerer,
+                options.plan,
+                grants.allows(Capability::Confirm),
+                denials.clone(),
+            )
+            .with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.enforcer);

@@ -242,7 +242,7 @@ pub fn unsigned_hint(trust: &Trust, request: &Request<'_>) -> &'static str {
 pub fn signer_entry(name: &str, key_file: &str) -> String {
     format!(
         "\n[[trust.signer]]\nname = {name:?}\nkey = {key_file:?}\n\
-         capabilities = [\"pods\", \"http\", \"restart\", \"log\"]\n\
+         capabilities = [\"pods\", \"http\", \"restart\", \"log\", \"journal\", \"confirm\"]\n\
          http_methods = [\"GET\", \"POST\"]\nhttp_paths = [\"/cluster/v1/key\"]\n"
     )
 }
