@@ -2,7 +2,7 @@
 //! `cmk-host demo` carries it and needs no extra build step.
 
 fn main() {
-    let built = cmk_build_guests::build(&["guest-rotate"], &["guest-rotate"]);
+    let built = cmk_build_guests::build(&["guest-rotate"], &["guest-rotate", "guest-kit"]);
     println!(
         "cargo:rustc-env=CMK_GUEST_ROTATE_WASM={}",
         built[0].display()

@@ -16,7 +16,13 @@ fn main() {
     let packages: Vec<&str> = COMPONENTS.iter().map(|(p, _)| *p).collect();
     let built = cmk_build_guests::build(
         &packages,
-        &["guest-rotate", "tests/guests", "guest-status", "examples"],
+        &[
+            "guest-rotate",
+            "guest-kit",
+            "tests/guests",
+            "guest-status",
+            "examples",
+        ],
     );
     for ((_, var), path) in COMPONENTS.iter().zip(&built) {
         println!("cargo:rustc-env={var}={}", path.display());

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use self::cmk::procedure::types::Outcome as WitOutcome;
 use self::cmk::procedure::{confirm, http, journal, log, pods, restart};
 use self::exports::cmk::procedure::procedure as export;
-use crate::host::{self, Host};
+use guest_kit::types::owned_pairs;
+
+use crate::host::{self, Clock, Host};
 
 struct Rotate;
 
@@ -143,11 +145,7 @@ impl Host for Bindings {
             host::Level::Warn => log::Level::Warn,
             host::Level::Error => log::Level::Error,
         };
-        let fields: Vec<(String, String)> = fields
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        log::log(level, message, &fields);
+        log::log(level, message, &owned_pairs(fields));
     }
 
     fn step_begin(&mut self, name: &str, detail: &str) {
@@ -171,13 +169,11 @@ impl Host for Bindings {
     }
 
     fn confirm(&mut self, action: &str, details: &[(&str, &str)]) -> Result<(), String> {
-        let details: Vec<(String, String)> = details
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        confirm::ask(action, &details)
+        confirm::ask(action, &owned_pairs(details))
     }
+}
 
+impl Clock for Bindings {
     fn sleep(&mut self, duration: Duration) {
         std::thread::sleep(duration);
     }

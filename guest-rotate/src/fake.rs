@@ -306,7 +306,9 @@ impl Host for Fake {
         self.asked.push(action.into());
         self.confirm_answer.clone()
     }
+}
 
+impl Clock for Fake {
     fn sleep(&mut self, duration: Duration) {
         self.now += duration;
         self.sleeps.push(duration);

@@ -1,17 +1,11 @@
-//! The world's capabilities as plain Rust: the types of `wit/procedure.wit` and a
-//! [`Host`] trait, so the procedure runs (and is tested) without the bindings.
+//! The world's capabilities as plain Rust: the types of `wit/procedure.wit` (those
+//! the status check shares come from [`guest_kit::types`]) and a [`Host`] trait, so
+//! the procedure runs (and is tested) without the bindings.
 
 use std::fmt;
-use std::time::Duration;
 
-/// A pod, as `pods.list` returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pod {
-    pub name: String,
-    pub ip: Option<String>,
-    pub ready: bool,
-    pub phase: String,
-}
+pub use guest_kit::retry::Clock;
+pub use guest_kit::types::{HttpError, Level, Method, Outcome, Pod, Request, Response, Step};
 
 /// Why `pods.list` failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,50 +19,6 @@ impl fmt::Display for PodsError {
         match self {
             PodsError::Denied(m) => write!(f, "denied: {m}"),
             PodsError::Unavailable(m) => write!(f, "unavailable: {m}"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Post,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub method: Method,
-    pub url: String,
-    pub body: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub body: String,
-}
-
-/// Why an http call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HttpError {
-    Denied(String),
-    Timeout,
-    Connect(String),
-    Tls(String),
-    Status(Response),
-    Protocol(String),
-}
-
-impl fmt::Display for HttpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HttpError::Denied(m) => write!(f, "denied: {m}"),
-            HttpError::Timeout => write!(f, "timeout"),
-            HttpError::Connect(m) => write!(f, "connect: {m}"),
-            HttpError::Tls(m) => write!(f, "tls: {m}"),
-            HttpError::Status(r) if r.body.trim().is_empty() => write!(f, "status {}", r.status),
-            HttpError::Status(r) => write!(f, "status {}: {}", r.status, r.body.trim()),
-            HttpError::Protocol(m) => write!(f, "protocol: {m}"),
         }
     }
 }
@@ -92,33 +42,9 @@ impl fmt::Display for RestartError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Done,
-    Skipped,
-    Planned,
-    Failed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Apply,
     Plan,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    pub name: String,
-    pub outcome: Outcome,
-    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,9 +63,9 @@ pub struct Failure {
     pub steps: Vec<Step>,
 }
 
-/// What the procedure may do: the imports of the `rotation` world, plus the clock
-/// (std's, in the component) so that retries can be tested without waiting.
-pub trait Host {
+/// What the procedure may do: the imports of the `rotation` world, plus the
+/// [`Clock`] (std's, in the component) so that retries can be tested without waiting.
+pub trait Host: Clock {
     fn list_pods(&mut self) -> Result<Vec<Pod>, PodsError>;
     fn get(&mut self, url: &str) -> Result<Response, HttpError>;
     fn post(&mut self, url: &str, body: Option<&str>) -> Result<Response, HttpError>;
@@ -156,7 +82,4 @@ pub trait Host {
     fn journal_remove(&mut self, key: &str) -> Result<(), String>;
     /// Asks before an irreversible `action`; the error says why not and how to resume.
     fn confirm(&mut self, action: &str, details: &[(&str, &str)]) -> Result<(), String>;
-    fn sleep(&mut self, duration: Duration);
-    /// Monotonic time since some fixed point.
-    fn now(&mut self) -> Duration;
 }

@@ -161,9 +161,9 @@ fn activating(
         .map(|(n, s)| {
             format!(
                 "{n} reports {} {} and {} {}",
-                params.version_field,
+                params.common.version_field,
                 s.version,
-                params.hash_field,
+                params.common.hash_field,
                 s.hash
                     .as_deref()
                     .map_or("none".into(), |h| format!("{h:?}"))
@@ -175,7 +175,7 @@ fn activating(
             "the journal records that activation of proposal {:?} from {} {} was under way, \
              but not every pod is on either side of it: {}. Resolve by hand before anything else",
             r.hash,
-            params.version_field,
+            params.common.version_field,
             r.from,
             odd.join("; ")
         ));
@@ -193,6 +193,7 @@ fn activating(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guest_kit::types::owned_pairs as kv;
 
     fn st(version: i64, hash: Option<&str>) -> KeyStatus {
         KeyStatus {
@@ -216,13 +217,6 @@ mod tests {
             }),
             done: None,
         }
-    }
-
-    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

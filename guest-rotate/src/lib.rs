@@ -15,6 +15,9 @@
 //! - [`procedure`]: the steps, in order, against the [`host::Host`] capabilities;
 //! - `component` (wasm32 only): the WIT bindings, a thin adapter onto [`host::Host`].
 //!
+//! What this procedure shares with `guest-status` (the world's types, the common
+//! parameters, the status body, the read-retry loop) lives in [`guest_kit`].
+//!
 //! Everything but `component` is plain Rust and unit-tested natively.
 
 pub mod host;

@@ -140,7 +140,7 @@ pub fn baseline(observed: &[(String, KeyStatus)], params: &Params) -> Result<Bas
     if versions.len() > 1 {
         return Err(format!(
             "pods disagree on {}: {}",
-            params.version_field,
+            params.common.version_field,
             render_groups(versions.iter(), |v| v.to_string())
         ));
     }
@@ -159,7 +159,7 @@ pub fn baseline(observed: &[(String, KeyStatus)], params: &Params) -> Result<Bas
             return Err(format!(
                 "pods hold different {} values: {}; a rotation cannot continue from \
                  diverging proposals: resolve them by hand first",
-                params.hash_field,
+                params.common.hash_field,
                 // Held hashes first, then the pods that hold none.
                 render_groups(
                     hashes

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-/// The step name a parameter error is reported under.
-pub const STEP: &str = "params";
+pub use guest_kit::params::STEP;
+use guest_kit::params::{self as kit, Common};
 
 const KNOWN: &[&str] = &[
     "port",
@@ -18,14 +18,8 @@ const KNOWN: &[&str] = &[
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
-    /// The pods' DSM port.
-    pub port: u16,
-    /// The status body's field holding the key version.
-    pub version_field: String,
-    /// The status body's field holding the fetched proposal's hash.
-    pub hash_field: String,
-    /// The total time one read may spend retrying.
-    pub read_timeout: Duration,
+    /// `port`, `version_field`, `hash_field`, `read_timeout_secs`: how to read a pod.
+    pub common: Common,
     /// Rotate again although the journal records a completed rotation to the
     /// version the pods run (without it, a rerun reports "already rotated").
     pub new_rotation: bool,
@@ -36,10 +30,7 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            port: 4444,
-            version_field: "version".into(),
-            hash_field: "fetched_proposal_hash".into(),
-            read_timeout: Duration::from_secs(120),
+            common: Common::new(Duration::from_secs(120)),
             new_rotation: false,
             expect_pods: None,
         }
@@ -51,25 +42,17 @@ impl Params {
     pub fn parse(params: &[(String, String)]) -> Result<Params, String> {
         let mut p = Params::default();
         for (key, value) in params {
+            if let Some(set) = p.common.set(key, value) {
+                set?;
+                continue;
+            }
             let v = value.trim();
             match key.as_str() {
-                "port" => {
-                    p.port = v
-                        .parse()
-                        .ok()
-                        .filter(|port| *port != 0)
-                        .ok_or_else(|| format!("parameter `port`: `{value}` is not a port number (1-65535)"))?
-                }
-                "version_field" => p.version_field = field_name(key, v)?,
-                "hash_field" => p.hash_field = field_name(key, v)?,
-                "read_timeout_secs" => {
-                    p.read_timeout = v.parse().map(Duration::from_secs).map_err(|_| {
-                        format!("parameter `read_timeout_secs`: `{value}` is not a whole number of seconds")
-                    })?
-                }
                 "expect_pods" => {
                     p.expect_pods = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        format!("parameter `expect_pods`: `{value}` is not a number of pods (1 or more)")
+                        format!(
+                            "parameter `expect_pods`: `{value}` is not a number of pods (1 or more)"
+                        )
                     })?)
                 }
                 "new_rotation" => {
@@ -77,42 +60,26 @@ impl Params {
                         format!("parameter `new_rotation`: `{value}` is not true or false")
                     })?
                 }
-                _ => {
-                    return Err(format!(
-                        "unknown parameter `{key}` (known: {})",
-                        KNOWN.join(", ")
-                    ));
-                }
+                _ => return Err(kit::unknown(key, KNOWN)),
             }
         }
         Ok(p)
     }
 }
 
-fn field_name(key: &str, value: &str) -> Result<String, String> {
-    if value.is_empty() {
-        Err(format!("parameter `{key}`: a field name cannot be empty"))
-    } else {
-        Ok(value.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use guest_kit::types::owned_pairs as kv;
 
     #[test]
     fn defaults() {
         assert_eq!(Params::parse(&[]).unwrap(), Params::default());
-        assert_eq!(Params::default().port, 4444);
-        assert_eq!(Params::default().read_timeout, Duration::from_secs(120));
+        assert_eq!(Params::default().common.port, 4444);
+        assert_eq!(
+            Params::default().common.read_timeout,
+            Duration::from_secs(120)
+        );
     }
 
     #[test]
@@ -125,10 +92,10 @@ mod tests {
             ("read_timeout_secs", "5"),
         ]))
         .unwrap();
-        assert_eq!(p.port, 8443);
-        assert_eq!(p.hash_field, "proposal");
-        assert_eq!(p.version_field, "key_version");
-        assert_eq!(p.read_timeout, Duration::from_secs(5));
+        assert_eq!(p.common.port, 8443);
+        assert_eq!(p.common.hash_field, "proposal");
+        assert_eq!(p.common.version_field, "key_version");
+        assert_eq!(p.common.read_timeout, Duration::from_secs(5));
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl<H: Host> Run<'_, H> {
         let (n, names, vf, v) = (
             targets.len(),
             logic::names(&targets),
-            self.params.version_field.clone(),
+            self.params.common.version_field.clone(),
             baseline.version,
         );
         let detail = match &baseline.phase {
@@ -279,7 +279,7 @@ impl<H: Host> Run<'_, H> {
                 RESTART_ACTIVATE,
                 format!(
                     "every pod already runs {} {}",
-                    self.params.version_field,
+                    self.params.common.version_field,
                     before + 1
                 ),
             );
@@ -349,7 +349,7 @@ impl<H: Host> Run<'_, H> {
         let why = format!(
             "already rotated to {} {version} (proposal {hash:?}); pass --param \
              new_rotation=true to rotate again",
-            self.params.version_field
+            self.params.common.version_field
         );
         for step in &STEPS[1..] {
             self.skip(step, why.clone());
@@ -374,7 +374,11 @@ impl<H: Host> Run<'_, H> {
             .map(|t| format!("{} ({})", t.name, t.ip))
             .collect();
         let pods = pods.join(", ");
-        let versions = format!("{} {before} -> {}", self.params.version_field, before + 1);
+        let versions = format!(
+            "{} {before} -> {}",
+            self.params.common.version_field,
+            before + 1
+        );
         let cluster = self.cluster.clone();
         let details = [
             ("cluster", cluster.as_str()),
@@ -462,7 +466,7 @@ impl<H: Host> Run<'_, H> {
             ));
         }
         let url = self.url(&proposer.ip, KEY);
-        let answer = reads::get(self.host, &url, self.params.read_timeout);
+        let answer = reads::get(self.host, &url, self.params.common.read_timeout);
         let status = answer
             .map_err(|e| e.to_string())
             .and_then(|r| status::parse(&proposer.name, &r.body, &self.params))
@@ -480,7 +484,7 @@ impl<H: Host> Run<'_, H> {
                 PROPOSE,
                 format!(
                     "{} reports no {} after propose",
-                    proposer.name, self.params.hash_field
+                    proposer.name, self.params.common.hash_field
                 ),
             ));
         };
@@ -581,14 +585,17 @@ impl<H: Host> Run<'_, H> {
         let what = match version {
             Some(v) => format!(
                 "every pod reports {} {hash:?} and {} {v}",
-                self.params.hash_field, self.params.version_field
+                self.params.common.hash_field, self.params.common.version_field
             ),
-            None => format!("every pod reports {} {hash:?}", self.params.hash_field),
+            None => format!(
+                "every pod reports {} {hash:?}",
+                self.params.common.hash_field
+            ),
         };
         self.begin(step, &what);
         let statuses = self.statuses(step, targets)?;
         if let Err(diverging) = logic::check_distributed(&statuses, hash) {
-            let mut reason = diverging.render(&self.params.hash_field, hash);
+            let mut reason = diverging.render(&self.params.common.hash_field, hash);
             if step == VERIFY_DISTRIBUTED {
                 reason.push_str("; stopped before any restart");
             }
@@ -599,7 +606,7 @@ impl<H: Host> Run<'_, H> {
         {
             return Err(self.fail(
                 step,
-                logic::render_version_mismatch(&self.params.version_field, v, &wrong),
+                logic::render_version_mismatch(&self.params.common.version_field, v, &wrong),
             ));
         }
         self.end(
@@ -682,13 +689,13 @@ impl<H: Host> Run<'_, H> {
     }
 
     fn verify_activated(&mut self, targets: &[Target], expected: i64) -> Result<i64, Failure> {
-        let field = self.params.version_field.clone();
+        let field = self.params.common.version_field.clone();
         self.begin(
             VERIFY_ACTIVATED,
             &format!("every pod reports {field} {expected}"),
         );
         let urls: Vec<String> = targets.iter().map(|t| self.url(&t.ip, KEY)).collect();
-        let answers = reads::get_all(self.host, &urls, self.params.read_timeout);
+        let answers = reads::get_all(self.host, &urls, self.params.common.read_timeout);
         let broken: Vec<String> = targets
             .iter()
             .zip(&answers)
@@ -734,8 +741,8 @@ impl<H: Host> Run<'_, H> {
             return report;
         }
         let (hash_f, version_f) = (
-            self.params.hash_field.clone(),
-            self.params.version_field.clone(),
+            self.params.common.hash_field.clone(),
+            self.params.common.version_field.clone(),
         );
         let all = logic::names(targets);
         let first = &targets[0];
@@ -849,7 +856,7 @@ impl<H: Host> Run<'_, H> {
     /// the steps already behind are skipped; `None` for the other phases.
     fn plan_resumed(&mut self, targets: &[Target], baseline: &Baseline) -> Option<Report> {
         let v = baseline.version;
-        let vf = self.params.version_field.clone();
+        let vf = self.params.common.version_field.clone();
         let all = logic::names(targets);
         let (behind, why, version_after): (&[&str], String, Option<i64>) = match &baseline.phase {
             Phase::Rotated { hash } => (
@@ -923,7 +930,7 @@ impl<H: Host> Run<'_, H> {
         targets: &[Target],
     ) -> Vec<(String, Result<status::KeyStatus, String>)> {
         let urls: Vec<String> = targets.iter().map(|t| self.url(&t.ip, KEY)).collect();
-        let answers = reads::get_all(self.host, &urls, self.params.read_timeout);
+        let answers = reads::get_all(self.host, &urls, self.params.common.read_timeout);
         targets
             .iter()
             .zip(answers)
@@ -946,7 +953,7 @@ impl<H: Host> Run<'_, H> {
         targets: &[Target],
     ) -> Result<Vec<(String, status::KeyStatus)>, Failure> {
         let urls: Vec<String> = targets.iter().map(|t| self.url(&t.ip, KEY)).collect();
-        let answers = reads::get_all(self.host, &urls, self.params.read_timeout);
+        let answers = reads::get_all(self.host, &urls, self.params.common.read_timeout);
         self.parse_statuses(step, targets, answers)
     }
 
@@ -1002,9 +1009,9 @@ impl<H: Host> Run<'_, H> {
     /// `<ip>:<port>`, bracketing an IPv6 address.
     fn endpoint(&self, ip: &str) -> String {
         if ip.contains(':') {
-            format!("[{ip}]:{}", self.params.port)
+            format!("[{ip}]:{}", self.params.common.port)
         } else {
-            format!("{ip}:{}", self.params.port)
+            format!("{ip}:{}", self.params.common.port)
         }
     }
 
@@ -1058,16 +1065,10 @@ mod tests {
     use super::*;
     use crate::fake::Fake;
     use crate::host::{Response, RestartError};
+    use guest_kit::types::owned_pairs as kv;
 
     fn apply(fake: &mut Fake) -> Result<Report, Failure> {
         run(fake, Mode::Apply, &[], "test")
-    }
-
-    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     fn status(code: u16) -> HttpError {

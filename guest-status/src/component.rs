@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use self::cmk::procedure::types::Outcome as WitOutcome;
 use self::cmk::procedure::{http, log, pods};
 use self::exports::cmk::procedure::procedure as export;
-use crate::host::{self, Host};
+use guest_kit::types::owned_pairs;
+
+use crate::host::{self, Clock, Host};
 
 struct Status;
 
@@ -52,6 +54,8 @@ fn step(s: host::Step) -> export::Step {
 fn outcome(o: host::Outcome) -> WitOutcome {
     match o {
         host::Outcome::Done => WitOutcome::Done,
+        host::Outcome::Skipped => WitOutcome::Skipped,
+        host::Outcome::Planned => WitOutcome::Planned,
         host::Outcome::Failed => WitOutcome::Failed,
     }
 }
@@ -109,15 +113,13 @@ impl Host for Bindings {
 
     fn log(&mut self, level: host::Level, message: &str, fields: &[(&str, &str)]) {
         let level = match level {
+            host::Level::Trace => log::Level::Trace,
             host::Level::Debug => log::Level::Debug,
             host::Level::Info => log::Level::Info,
             host::Level::Warn => log::Level::Warn,
+            host::Level::Error => log::Level::Error,
         };
-        let fields: Vec<(String, String)> = fields
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        log::log(level, message, &fields);
+        log::log(level, message, &owned_pairs(fields));
     }
 
     fn step_begin(&mut self, name: &str, detail: &str) {
@@ -127,7 +129,9 @@ impl Host for Bindings {
     fn step_end(&mut self, name: &str, outcome: host::Outcome, detail: &str) {
         log::step_end(name, self::outcome(outcome), detail);
     }
+}
 
+impl Clock for Bindings {
     fn sleep(&mut self, duration: Duration) {
         std::thread::sleep(duration);
     }

@@ -100,7 +100,9 @@ impl Host for Fake {
     fn step_end(&mut self, name: &str, outcome: Outcome, _: &str) {
         self.progress.push(format!("end {name} {outcome:?}"));
     }
+}
 
+impl Clock for Fake {
     fn sleep(&mut self, duration: Duration) {
         self.sleeps.push(duration);
         self.now += duration;

@@ -22,6 +22,9 @@
 //! - [`survey`]: the pure judgement (who disagrees with whom) and the rows' text;
 //! - [`procedure`]: the steps, against [`host::Host`];
 //! - `component` (wasm32 only): the WIT bindings, a thin adapter onto [`host::Host`].
+//!
+//! What this procedure shares with `guest-rotate` (the world's types, the common
+//! parameters, the status body, the read-retry loop) lives in [`guest_kit`].
 
 pub mod host;
 pub mod params;

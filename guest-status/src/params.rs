@@ -5,31 +5,22 @@
 
 use std::time::Duration;
 
-/// The step name a parameter error is reported under.
-pub const STEP: &str = "params";
+pub use guest_kit::params::STEP;
+use guest_kit::params::{self as kit, Common};
 
 const KNOWN: &[&str] = &["port", "version_field", "hash_field", "read_timeout_secs"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
-    /// The pods' DSM port.
-    pub port: u16,
-    /// The status body's field holding the key version.
-    pub version_field: String,
-    /// The status body's field holding the fetched proposal's hash.
-    pub hash_field: String,
-    /// How long the reads may keep retrying pods that are warming up or unreachable.
-    /// Shorter than the rotation's default: a status check should answer quickly.
-    pub read_timeout: Duration,
+    /// `port`, `version_field`, `hash_field`, `read_timeout_secs`: how to read a pod.
+    pub common: Common,
 }
 
 impl Default for Params {
     fn default() -> Self {
         Params {
-            port: 4444,
-            version_field: "version".into(),
-            hash_field: "fetched_proposal_hash".into(),
-            read_timeout: Duration::from_secs(10),
+            // Shorter than the rotation's default: a status check should answer quickly.
+            common: Common::new(Duration::from_secs(10)),
         }
     }
 }
@@ -39,52 +30,18 @@ impl Params {
     pub fn parse(params: &[(String, String)]) -> Result<Params, String> {
         let mut p = Params::default();
         for (key, value) in params {
-            let v = value.trim();
-            match key.as_str() {
-                "port" => {
-                    p.port = v.parse().ok().filter(|port| *port != 0).ok_or_else(|| {
-                        format!("parameter `port`: `{value}` is not a port number (1-65535)")
-                    })?
-                }
-                "version_field" => p.version_field = field_name(key, v)?,
-                "hash_field" => p.hash_field = field_name(key, v)?,
-                "read_timeout_secs" => {
-                    p.read_timeout = v.parse().map(Duration::from_secs).map_err(|_| {
-                        format!(
-                            "parameter `read_timeout_secs`: `{value}` is not a whole number of seconds"
-                        )
-                    })?
-                }
-                _ => {
-                    return Err(format!(
-                        "unknown parameter `{key}` (known: {})",
-                        KNOWN.join(", ")
-                    ));
-                }
-            }
+            p.common
+                .set(key, value)
+                .unwrap_or_else(|| Err(kit::unknown(key, KNOWN)))?;
         }
         Ok(p)
-    }
-}
-
-fn field_name(key: &str, value: &str) -> Result<String, String> {
-    if value.is_empty() {
-        Err(format!("parameter `{key}`: a field name cannot be empty"))
-    } else {
-        Ok(value.to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use guest_kit::types::owned_pairs as kv;
 
     #[test]
     fn defaults_and_overrides() {
@@ -97,10 +54,10 @@ mod tests {
             ("read_timeout_secs", "3"),
         ]))
         .unwrap();
-        assert_eq!(p.port, 8443);
-        assert_eq!(p.hash_field, "proposal");
-        assert_eq!(p.version_field, "key_version");
-        assert_eq!(p.read_timeout, Duration::from_secs(3));
+        assert_eq!(p.common.port, 8443);
+        assert_eq!(p.common.hash_field, "proposal");
+        assert_eq!(p.common.version_field, "key_version");
+        assert_eq!(p.common.read_timeout, Duration::from_secs(3));
     }
 
     #[test]

@@ -61,10 +61,10 @@ pub fn run(host: &mut impl Host, params: &[(String, String)]) -> Result<Report, 
         .iter()
         .map(|&i| {
             let ip = pods[i].ip.as_deref().unwrap_or_default();
-            format!("https://{ip}:{}{STATUS_PATH}", params.port)
+            format!("https://{ip}:{}{STATUS_PATH}", params.common.port)
         })
         .collect();
-    let mut answers = reads::get_all(steps.host, &urls, params.read_timeout).into_iter();
+    let mut answers = reads::get_all(steps.host, &urls, params.common.read_timeout).into_iter();
     let rows: Vec<Row> = pods
         .iter()
         .enumerate()
