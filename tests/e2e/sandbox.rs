@@ -294,7 +294,7 @@ async fn inspect_shows_imports_exports_digest_and_grants() {
         "  ok       cmk:procedure/restart@0.1.0".to_string(),
         "verdict    runnable: every import is provided by this host".to_string(),
         format!("site       {site}"),
-        "grants     pods, http (GET/POST under /cluster/v1/key), restart, log".to_string(),
+        "grants     pods, http (GET/POST under /cluster/v1/key), restart, log, journal, confirm".to_string(),
         "limits     memory 256 MiB, wall clock 2040s, 10000 host calls".to_string(),
         "http       https://<IP of a listed pod>:4444 only; bodies up to 65536 B sent, 1048576 B received; 30s per request; 64 at once".to_string(),
         format!("tls        verified against the CA in {}", cluster.files.ca.display()),
