@@ -26,6 +26,21 @@ fn site(cluster: &Cluster) -> String {
     cluster.site().to_str().unwrap().to_string()
 }
 
+/// The request limit (`[http] timeout_secs`) of the lost-answer tests: short, so
+/// that they do not wait out the default 30 s.
+const HTTP_TIMEOUT_SECS: u64 = 2;
+/// How long the simulator holds a lost answer: past [`HTTP_TIMEOUT_SECS`], so the
+/// host gives up on a change that has landed.
+const LOST_ANSWER_MS: u64 = 2 * HTTP_TIMEOUT_SECS * 1000;
+
+/// A site variant whose requests time out after [`HTTP_TIMEOUT_SECS`].
+fn short_http_timeout_site(cluster: &Cluster) -> String {
+    let site = cluster.site_with("http-timeout.toml", |t| {
+        format!("{t}\n[http]\ntimeout_secs = {HTTP_TIMEOUT_SECS}\n")
+    });
+    site.to_str().unwrap().to_string()
+}
+
 /// Starts a rotation, SIGKILLs the host when `moment` shows on the oracle, waits
 /// for the cluster to settle, runs again, and asserts the rotation completed once.
 async fn crash_then_rerun(pods: usize, moment: impl Fn(&Oracle) -> bool, must_land: bool) {
@@ -514,16 +529,16 @@ async fn on_a_terminal_any_answer_but_yes_stops_before_activate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_activate_whose_answer_is_lost_is_finished_by_the_rerun_not_repeated() {
-    // The pod applies activate but answers after the host's 30 s request limit.
+    // The pod applies activate but answers after the site's request limit.
     let cluster = Cluster::start(SimConfig {
         faults: cmk_sim::Faults {
-            slow_answer: Some(("/cluster/v1/key/activate".into(), 40_000)),
+            slow_answer: Some(("/cluster/v1/key/activate".into(), LOST_ANSWER_MS)),
             ..cmk_sim::Faults::default()
         },
         ..SimConfig::pods(3)
     })
     .await;
-    let site = site(&cluster);
+    let site = short_http_timeout_site(&cluster);
     let out = run(
         BIN,
         &[
@@ -566,18 +581,18 @@ async fn an_activate_whose_answer_is_lost_is_finished_by_the_rerun_not_repeated(
     assert_rotated_once(&cluster.oracle(), 3);
 }
 
-/// A mutating call to `path` lands but its answer comes after the host's 30 s
+/// A mutating call to `path` lands but its answer comes after the site's request
 /// limit: the run stops at `step`, safe; the rerun finishes from what the pods show.
 async fn lost_answer_then_rerun(path: &str, step: &str) {
     let cluster = Cluster::start(SimConfig {
         faults: cmk_sim::Faults {
-            slow_answer: Some((path.into(), 40_000)),
+            slow_answer: Some((path.into(), LOST_ANSWER_MS)),
             ..cmk_sim::Faults::default()
         },
         ..SimConfig::pods(3)
     })
     .await;
-    let site = site(&cluster);
+    let site = short_http_timeout_site(&cluster);
     let out = run(
         BIN,
         &[
