@@ -10,6 +10,9 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("guest-outside", "CMK_GUEST_OUTSIDE_WASM"),
     ("guest-status", "CMK_GUEST_STATUS_WASM"),
     ("hello-procedure", "CMK_HELLO_PROCEDURE_WASM"),
+    ("hook-quorum", "CMK_HOOK_QUORUM_WASM"),
+    ("hook-dr-rejoin", "CMK_HOOK_DR_REJOIN_WASM"),
+    ("guest-hook-hostile", "CMK_GUEST_HOOK_HOSTILE_WASM"),
 ];
 
 fn main() {

@@ -6,7 +6,7 @@ wit_bindgen::generate!({ path: "../wit", world: "rotation" });
 use std::time::{Duration, Instant};
 
 use self::cmk::procedure::types::Outcome as WitOutcome;
-use self::cmk::procedure::{confirm, http, journal, log, pods, restart};
+use self::cmk::procedure::{confirm, hooks, http, journal, log, pods, restart};
 use self::exports::cmk::procedure::procedure as export;
 use guest_kit::types::owned_pairs;
 
@@ -170,6 +170,14 @@ impl Host for Bindings {
 
     fn confirm(&mut self, action: &str, details: &[(&str, &str)]) -> Result<(), String> {
         confirm::ask(action, &owned_pairs(details))
+    }
+
+    fn hook_before(&mut self, step: &str, observed: &[(&str, &str)]) -> Result<(), String> {
+        hooks::before(step, &owned_pairs(observed))
+    }
+
+    fn hook_after(&mut self, step: &str, outcome: host::Outcome, observed: &[(&str, &str)]) {
+        hooks::after(step, self::outcome(outcome), &owned_pairs(observed));
     }
 }
 

@@ -57,6 +57,10 @@ pub struct Fake {
     pub asked: Vec<String>,
     /// The next activate is applied, but its answer is lost (a timeout).
     pub activate_answer_lost: bool,
+    /// A hook that vetoes this step, with this reason.
+    pub veto: Option<(String, String)>,
+    /// `before <step> k=v ...` / `after <step> <outcome>`: the hook calls, in order.
+    pub hook_calls: Vec<String>,
     proposals: usize,
 }
 
@@ -92,6 +96,8 @@ impl Fake {
             confirm_answer: Ok(()),
             asked: Vec::new(),
             activate_answer_lost: false,
+            veto: None,
+            hook_calls: Vec::new(),
             proposals: 0,
         };
         fake.assign_ips();
@@ -305,6 +311,23 @@ impl Host for Fake {
     fn confirm(&mut self, action: &str, _details: &[(&str, &str)]) -> Result<(), String> {
         self.asked.push(action.into());
         self.confirm_answer.clone()
+    }
+
+    fn hook_before(&mut self, step: &str, observed: &[(&str, &str)]) -> Result<(), String> {
+        let seen: Vec<String> = observed.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.hook_calls.push(
+            format!("before {step} {}", seen.join(" "))
+                .trim_end()
+                .into(),
+        );
+        match &self.veto {
+            Some((vetoed, reason)) if vetoed == step => Err(reason.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn hook_after(&mut self, step: &str, outcome: Outcome, _observed: &[(&str, &str)]) {
+        self.hook_calls.push(format!("after {step} {outcome:?}"));
     }
 }
 

@@ -82,4 +82,8 @@ pub trait Host: Clock {
     fn journal_remove(&mut self, key: &str) -> Result<(), String>;
     /// Asks before an irreversible `action`; the error says why not and how to resume.
     fn confirm(&mut self, action: &str, details: &[(&str, &str)]) -> Result<(), String>;
+    /// The site's hooks, before `step` acts: `Err` is a veto, with its reason.
+    fn hook_before(&mut self, step: &str, observed: &[(&str, &str)]) -> Result<(), String>;
+    /// The site's hooks, after `step` ended.
+    fn hook_after(&mut self, step: &str, outcome: Outcome, observed: &[(&str, &str)]);
 }

@@ -60,6 +60,8 @@ pub fn run(
         cluster: cluster.to_string(),
         steps: Vec::new(),
         activate_sent: false,
+        observed: vec![("cluster".to_string(), cluster.to_string())],
+        guarded: None,
     };
     let (targets, baseline) = run.preflight()?;
     match mode {
@@ -77,6 +79,11 @@ struct Run<'h, H: Host> {
     /// From the moment activate may have reached a pod, a failure is no longer safe
     /// to resume: some pods may run a key others cannot load.
     activate_sent: bool,
+    /// What the run saw so far, for the hooks: `cluster`, `pods`, `ready`,
+    /// `version`, `hash`.
+    observed: Vec<(String, String)>,
+    /// The step whose `before` hooks allowed it and whose `after` is due.
+    guarded: Option<String>,
 }
 
 /// Where the proposal comes from.
@@ -91,7 +98,7 @@ impl<H: Host> Run<'_, H> {
         self.begin(
             PREFLIGHT,
             &format!("cluster {cluster}: list the pods and read their key status"),
-        );
+        )?;
         let pods = self
             .host
             .list_pods()
@@ -174,6 +181,16 @@ impl<H: Host> Run<'_, H> {
                 "an earlier rotation was interrupted: this run resumes it",
                 &[("cluster", &cluster)],
             );
+        }
+        self.observe("pods", pods.len());
+        self.observe("ready", pods.iter().filter(|p| p.ready).count());
+        self.observe("version", baseline.version);
+        if let Phase::Proposed { hash, .. }
+        | Phase::Loaded { hash }
+        | Phase::Activating { hash, .. }
+        | Phase::Rotated { hash } = &baseline.phase
+        {
+            self.observe("hash", hash);
         }
         self.end(PREFLIGHT, Outcome::Done, detail);
         Ok((targets, baseline))
@@ -392,7 +409,7 @@ impl<H: Host> Run<'_, H> {
         {
             Ok(()) => Ok(()),
             Err(why) => {
-                self.begin(ACTIVATE, "confirmation");
+                self.announce(ACTIVATE, "confirmation");
                 Err(self.fail(
                     ACTIVATE,
                     format!("stopped before activate, nothing activated: {why}"),
@@ -451,7 +468,7 @@ impl<H: Host> Run<'_, H> {
         self.begin(
             PROPOSE,
             &format!("propose on {} ({})", proposer.name, proposer.ip),
-        );
+        )?;
         let url = self.url(&proposer.ip, PROPOSE_PATH);
         self.host.log(
             Level::Info,
@@ -493,6 +510,7 @@ impl<H: Host> Run<'_, H> {
             "proposed",
             &[("pod", &proposer.name), ("hash", &hash)],
         );
+        self.observe("hash", &hash);
         self.end(
             PROPOSE,
             Outcome::Done,
@@ -532,7 +550,7 @@ impl<H: Host> Run<'_, H> {
         self.begin(
             DISTRIBUTE,
             &format!("fetch on {} from {source}", logic::names(&fetchers)),
-        );
+        )?;
         let body = serde_json::json!({ "target": source }).to_string();
         let requests: Vec<Request> = fetchers
             .iter()
@@ -592,7 +610,7 @@ impl<H: Host> Run<'_, H> {
                 self.params.common.hash_field
             ),
         };
-        self.begin(step, &what);
+        self.begin(step, &what)?;
         let statuses = self.statuses(step, targets)?;
         if let Err(diverging) = logic::check_distributed(&statuses, hash) {
             let mut reason = diverging.render(&self.params.common.hash_field, hash);
@@ -619,7 +637,7 @@ impl<H: Host> Run<'_, H> {
 
     /// A rolling restart, then the pods listed again (their IPs changed).
     fn restart(&mut self, step: &str, why: &str) -> Result<Vec<Target>, Failure> {
-        self.begin(step, &format!("rolling restart: {why}"));
+        self.begin(step, &format!("rolling restart: {why}"))?;
         if let Err(e) = self.host.rolling_restart() {
             if step == RESTART_ACTIVATE && matches!(e, RestartError::Denied(_)) {
                 // It never started, and every pod loaded the activated key before
@@ -649,6 +667,8 @@ impl<H: Host> Run<'_, H> {
                 &[("pod", &t.name), ("ip", &t.ip)],
             );
         }
+        self.observe("pods", pods.len());
+        self.observe("ready", pods.iter().filter(|p| p.ready).count());
         let listed: Vec<String> = targets
             .iter()
             .map(|t| format!("{} ({})", t.name, t.ip))
@@ -663,7 +683,7 @@ impl<H: Host> Run<'_, H> {
 
     fn activate(&mut self, targets: &[Target]) -> Result<(), Failure> {
         let pod = &targets[0];
-        self.begin(ACTIVATE, &format!("activate on {} ({})", pod.name, pod.ip));
+        self.begin(ACTIVATE, &format!("activate on {} ({})", pod.name, pod.ip))?;
         self.host.log(
             Level::Warn,
             "activating the new key",
@@ -693,7 +713,7 @@ impl<H: Host> Run<'_, H> {
         self.begin(
             VERIFY_ACTIVATED,
             &format!("every pod reports {field} {expected}"),
-        );
+        )?;
         let urls: Vec<String> = targets.iter().map(|t| self.url(&t.ip, KEY)).collect();
         let answers = reads::get_all(self.host, &urls, self.params.common.read_timeout);
         let broken: Vec<String> = targets
@@ -724,6 +744,7 @@ impl<H: Host> Run<'_, H> {
                 logic::render_version_mismatch(&field, expected, &wrong),
             ));
         }
+        self.observe("version", expected);
         self.end(
             VERIFY_ACTIVATED,
             Outcome::Done,
@@ -841,7 +862,7 @@ impl<H: Host> Run<'_, H> {
             ),
         ];
         for (name, (outcome, detail)) in planned {
-            self.begin(name, &detail);
+            self.announce(name, &detail);
             self.end(name, outcome, detail);
         }
         Report {
@@ -911,7 +932,7 @@ impl<H: Host> Run<'_, H> {
                 }
                 _ => format!("check that every pod reports {vf} {}", v + 1),
             };
-            self.begin(step, &detail);
+            self.announce(step, &detail);
             self.end(step, Outcome::Planned, detail);
         }
         Some(Report {
@@ -1019,12 +1040,58 @@ impl<H: Host> Run<'_, H> {
         format!("https://{}{path}", self.endpoint(ip))
     }
 
-    fn begin(&mut self, name: &str, detail: &str) {
+    /// Shows the step as begun, without asking the hooks (skipped and planned steps).
+    fn announce(&mut self, name: &str, detail: &str) {
         self.host.step_begin(name, detail);
+    }
+
+    /// A step that is carried out begins: shown, then the site's hooks may veto it,
+    /// before it has changed anything.
+    fn begin(&mut self, name: &str, detail: &str) -> Result<(), Failure> {
+        self.announce(name, detail);
+        let observed = self.observed.clone();
+        let pairs: Vec<(&str, &str)> = observed
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        match self.host.hook_before(name, &pairs) {
+            Ok(()) => {
+                self.guarded = Some(name.to_string());
+                Ok(())
+            }
+            Err(reason) => Err(self.fail(
+                name,
+                format!("vetoed by a site hook before {name}, nothing done by it: {reason}"),
+            )),
+        }
+    }
+
+    /// Sets what the rotation observed (passed to the hooks).
+    fn observe(&mut self, key: &str, value: impl ToString) {
+        let value = value.to_string();
+        match self.observed.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.observed.push((key.to_string(), value)),
+        }
+    }
+
+    /// The hooks' `after` for the step that passed their `before`.
+    fn after_hooks(&mut self, name: &str, outcome: Outcome) {
+        if self.guarded.as_deref() != Some(name) {
+            return;
+        }
+        self.guarded = None;
+        let observed = self.observed.clone();
+        let pairs: Vec<(&str, &str)> = observed
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.host.hook_after(name, outcome, &pairs);
     }
 
     fn end(&mut self, name: &str, outcome: Outcome, detail: String) {
         self.host.step_end(name, outcome, &detail);
+        self.after_hooks(name, outcome);
         self.steps.push(Step {
             name: name.into(),
             outcome,
@@ -1034,13 +1101,14 @@ impl<H: Host> Run<'_, H> {
 
     /// A step the cluster is already past.
     fn skip(&mut self, name: &str, detail: String) {
-        self.begin(name, &detail);
+        self.announce(name, &detail);
         self.end(name, Outcome::Skipped, detail);
     }
 
     fn fail(&mut self, step: &str, reason: String) -> Failure {
         let safe = !self.activate_sent;
         self.host.step_end(step, Outcome::Failed, &reason);
+        self.after_hooks(step, Outcome::Failed);
         self.host.log(
             Level::Error,
             &reason,
@@ -1080,6 +1148,59 @@ mod tests {
 
     fn names(steps: &[Step]) -> Vec<&str> {
         steps.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_veto_before_propose_stops_safely_without_proposing() {
+        let mut fake = Fake::new(3);
+        fake.veto = Some((PROPOSE.into(), "quorum: 3 Ready, 5 required".into()));
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, PROPOSE);
+        assert!(
+            failure.reason.contains("quorum: 3 Ready, 5 required"),
+            "{}",
+            failure.reason
+        );
+        assert!(failure.safe_to_resume);
+        assert!(fake.mutations.is_empty(), "{:?}", fake.mutations);
+        // The vetoed step gets no `after`.
+        assert_eq!(
+            fake.hook_calls.last().unwrap(),
+            &format!("before {PROPOSE} cluster=test pods=3 ready=3 version=1")
+        );
+    }
+
+    #[test]
+    fn a_veto_before_activate_sends_no_activate_and_is_safe() {
+        let mut fake = Fake::new(3);
+        fake.veto = Some((ACTIVATE.into(), "change window closed".into()));
+        let failure = apply(&mut fake).unwrap_err();
+        assert_eq!(failure.step, ACTIVATE);
+        assert!(failure.safe_to_resume);
+        assert!(
+            !fake.mutations.iter().any(|m| m.starts_with("activate")),
+            "{:?}",
+            fake.mutations
+        );
+    }
+
+    #[test]
+    fn hooks_are_called_before_and_after_every_step_in_order() {
+        let mut fake = Fake::new(3);
+        apply(&mut fake).unwrap();
+        let calls: Vec<String> = fake
+            .hook_calls
+            .iter()
+            .map(|c| c.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        let mut expected = Vec::new();
+        for step in STEPS {
+            expected.push(format!("before {step}"));
+            expected.push(format!("after {step}"));
+        }
+        assert_eq!(calls, expected);
+        let last = fake.hook_calls.last().unwrap();
+        assert_eq!(last, &format!("after {VERIFY_ACTIVATED} Done"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::cache::{self, Cache};
 use crate::caps::confirm::Answerer;
 use crate::caps::gate::Stop;
 use crate::report::{RunReport, exit};
-use crate::runtime::{Limits, RunError, RunOptions, Runtime};
+use crate::runtime::{Limits, PreparedHook, RunError, RunOptions, Runtime};
 use crate::site::Site;
 use crate::trust::{self, Refusal};
 use crate::ui;
@@ -308,6 +308,7 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
         state_dir,
         answerer: Answerer::detect(args.yes),
         stop: on_interrupt(),
+        hooks: Vec::new(),
     };
     match execute(&bytes, &args.component, &site, &launch, options).await {
         Ok(report) => finish(&report, args.json),
@@ -511,6 +512,7 @@ pub async fn execute(
             format!("{}: {}", origin.display(), RunError::Refused(e)),
         )
     })?;
+    options.hooks = prepare_hooks(&runtime, site, launch)?;
     tracing::info!(
         component = %origin.display(),
         sha256 = %loaded.sha256,
@@ -536,6 +538,70 @@ pub async fn execute(
     report.key_id = admitted.key_id.map(|id| id.0);
     report.cache = Some(cache_status.to_string());
     Ok(report)
+}
+
+/// Reads, verifies (the site's trust, each hook's own signer), compiles and
+/// import-checks every `[[hooks]]` component, before any pod is contacted. A hook
+/// that is not signed by a trusted key is refused (exit 3), naming its file.
+fn prepare_hooks(
+    runtime: &Runtime,
+    site: &Site,
+    launch: &Launch<'_>,
+) -> Result<Vec<PreparedHook>, (u8, String)> {
+    let allowed = crate::caps::hooks::hook_grants(&site.grants());
+    let request = trust::Request {
+        allow_unsigned: launch.trust.allow_unsigned,
+        // A detached signature (`--signature`) is the procedure's, never a hook's.
+        detached: None,
+    };
+    let mut prepared = Vec::new();
+    for config in &site.hooks {
+        let file = config.path.display();
+        let bytes = std::fs::read(&config.path).map_err(|e| {
+            (
+                exit::USAGE,
+                format!(
+                    "site file {}: [[hooks]] path: hook {file}: cannot read: {e}",
+                    site.path.display()
+                ),
+            )
+        })?;
+        let sha256 = crate::runtime::hex(&sha2::Sha256::digest(&bytes));
+        let admitted =
+            trust::admit(&bytes, &site.trust, &allowed, &request).map_err(|refusal| {
+                let code = if refusal.is_refusal() {
+                    exit::REFUSED
+                } else {
+                    exit::USAGE
+                };
+                (
+                    code,
+                    format!("hook {file}: refused: {refusal} (sha256 {sha256})"),
+                )
+            })?;
+        let loaded = runtime
+            .load(&bytes)
+            .map_err(|e| (exit::USAGE, format!("hook {file}: {e}")))?;
+        runtime
+            .interfaces(&loaded)
+            .check_hook()
+            .map_err(|e| (exit::REFUSED, format!("hook {file}: {e}")))?;
+        tracing::info!(
+            hook = %config.name,
+            file = %file,
+            %sha256,
+            signer = admitted.signer.as_deref().unwrap_or("(unsigned)"),
+            grants = %admitted.grants,
+            "hook verified"
+        );
+        prepared.push(PreparedHook {
+            config: config.clone(),
+            loaded,
+            grants: admitted.grants,
+            signer: admitted.signer,
+        });
+    }
+    Ok(prepared)
 }
 
 /// Prints the report (summary or JSON) and returns its exit code.

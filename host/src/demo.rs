@@ -76,6 +76,7 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
             .unwrap_or_else(|| dir.path().join("state")),
         answerer: crate::caps::confirm::Answerer::Yes,
         stop: crate::caps::gate::Stop::default(),
+        hooks: Vec::new(),
     };
     let origin = Path::new("<bundled guest-rotate>");
     // No precompile cache: an ephemeral key makes the signed bytes new every run.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::audit::{AuditConfig, RawAudit};
+use crate::caps::hooks::{HookConfig, RawHook};
 use crate::caps::http::policy::{Http, RawHttp};
 use crate::caps::http::tls::{RawTls, Tls};
 use crate::caps::journal::{RawState, State};
@@ -79,6 +80,8 @@ pub struct Site {
     pub params: Vec<(String, String)>,
     /// `[trust]`: the signers whose components may run, and their grants.
     pub trust: Trust,
+    /// `[[hooks]]`: the site's hook components, in the order they are called.
+    pub hooks: Vec<HookConfig>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +104,8 @@ struct RawSite {
     params: std::collections::BTreeMap<String, toml::Value>,
     #[serde(default)]
     trust: RawTrust,
+    #[serde(default)]
+    hooks: Vec<RawHook>,
 }
 
 impl Site {
@@ -144,6 +149,7 @@ impl Site {
         let state = raw.state.validate(&file)?;
         let lease = raw.lease.validate(&file)?;
         let audit = raw.audit.validate(&file)?;
+        let hooks = crate::caps::hooks::validate(raw.hooks, &file)?;
 
         let mut params = Vec::new();
         for (key, value) in raw.params {
@@ -176,6 +182,7 @@ impl Site {
             audit,
             params,
             trust,
+            hooks,
         })
     }
 }

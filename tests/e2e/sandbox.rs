@@ -101,6 +101,7 @@ async fn the_runtime_still_runs_after_a_spinning_component() {
         state_dir: cluster.dir().join("state"),
         answerer: cmk_host::caps::confirm::Answerer::Nobody,
         stop: cmk_host::caps::gate::Stop::default(),
+        hooks: Vec::new(),
     };
     let spin = runtime
         .load_checked(&std::fs::read(HOSTILE_WASM).unwrap())

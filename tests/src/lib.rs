@@ -28,6 +28,12 @@ pub const OUTSIDE_WASM: &str = env!("CMK_GUEST_OUTSIDE_WASM");
 pub const STATUS_WASM: &str = env!("CMK_GUEST_STATUS_WASM");
 /// The example of `docs/writing-procedures.md` (`examples/hello-procedure`).
 pub const HELLO_WASM: &str = env!("CMK_HELLO_PROCEDURE_WASM");
+/// The example hook that vetoes propose below `min_pods` Ready pods.
+pub const HOOK_QUORUM_WASM: &str = env!("CMK_HOOK_QUORUM_WASM");
+/// The example hook that logs the DR nodes that must rejoin.
+pub const HOOK_DR_REJOIN_WASM: &str = env!("CMK_HOOK_DR_REJOIN_WASM");
+/// A hostile hook: traps or spins at a step (`tests/guests/hook-hostile`).
+pub const HOOK_HOSTILE_WASM: &str = env!("CMK_GUEST_HOOK_HOSTILE_WASM");
 
 /// The precompile cache every run of the binary uses (`XDG_CACHE_HOME`), unless a
 /// test passes its own `--cache-dir` or `--no-cache`.

@@ -131,6 +131,8 @@ pub struct LogCap {
     started: HashMap<String, Instant>,
     steps: Vec<StepRecord>,
     audit: crate::audit::Audit,
+    /// A hook's name: its lines are prefixed with it, and it reports no steps.
+    hook: Option<String>,
 }
 
 impl LogCap {
@@ -143,7 +145,15 @@ impl LogCap {
             started: HashMap::new(),
             steps: Vec::new(),
             audit: crate::audit::Audit::default(),
+            hook: None,
         }
+    }
+
+    /// The log of the hook `name`: lines say which hook wrote them; steps belong to
+    /// the procedure, so a hook's `step-begin` and `step-end` are denied.
+    pub fn for_hook(mut self, name: &str) -> Self {
+        self.hook = Some(name.to_string());
+        self
     }
 
     /// Every step's end is recorded in `audit`.
@@ -198,7 +208,10 @@ impl Host for LogCap {
         if !self.permitted("log") {
             return;
         }
-        let message = cut(message);
+        let message = match &self.hook {
+            Some(hook) => format!("{hook}: {}", cut(message)),
+            None => cut(message),
+        };
         let fields: String = fields
             .into_iter()
             .take(32)
@@ -217,6 +230,14 @@ impl Host for LogCap {
         if !self.permitted("step-begin") {
             return;
         }
+        if let Some(hook) = &self.hook {
+            self.denials.deny(
+                "log",
+                format!("{hook} step-begin"),
+                "a hook reports no steps",
+            );
+            return;
+        }
         let (name, detail) = (cut(name), cut(detail));
         self.started.insert(name.clone(), Instant::now());
         self.progress.step_begin(&name, &detail);
@@ -224,6 +245,11 @@ impl Host for LogCap {
 
     async fn step_end(&mut self, name: String, outcome: Outcome, detail: String) {
         if !self.permitted("step-end") {
+            return;
+        }
+        if let Some(hook) = &self.hook {
+            self.denials
+                .deny("log", format!("{hook} step-end"), "a hook reports no steps");
             return;
         }
         let (name, detail) = (cut(name), cut(detail));

@@ -7,6 +7,7 @@
 
 pub mod confirm;
 pub mod gate;
+pub mod hooks;
 pub mod http;
 pub mod journal;
 pub mod log;

@@ -10,8 +10,12 @@ use wasmtime::component::Component;
 const WORLD_PACKAGE: &str = "cmk:procedure";
 const WORLD_VERSION: &str = "0.1.0";
 const WORLD_INTERFACES: &[&str] = &[
-    "types", "pods", "http", "restart", "log", "journal", "confirm",
+    "types", "pods", "http", "restart", "log", "journal", "confirm", "hooks",
 ];
+
+/// What a hook component may import from the world: no restart, journal,
+/// confirm or hooks, whatever its signer is granted.
+const HOOK_INTERFACES: &[&str] = &["types", "pods", "http", "log"];
 
 /// What `wasm32-wasip2` std (through wasi-libc) may import, whether used or not.
 /// They are linked to the deny-all WASI context of `runtime::wasi`: no files, no
@@ -102,6 +106,52 @@ impl Interfaces {
             self.refused.join(", ")
         ))
     }
+}
+
+impl Interfaces {
+    /// The load-time check of a hook: the `hook` world's imports (and the WASI of
+    /// std) only, and its exports `init` and `hooks`.
+    pub fn check_hook(&self) -> Result<(), String> {
+        let export = crate::caps::hooks::HOOKS_EXPORT;
+        if !self.exports.iter().any(|e| e == export) || !self.exports.iter().any(|e| e == "init") {
+            return Err(format!(
+                "refused: a hook must export `init` and {export} (it exports: {})",
+                if self.exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    self.exports.join(", ")
+                }
+            ));
+        }
+        let refused: Vec<&String> = self
+            .imports
+            .iter()
+            .filter(|name| !hook_import_allowed(name))
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "refused: a hook imports only pods, http, log and the WASI of Rust std; it imports {}",
+            refused
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// Whether a hook may import `name`.
+pub fn hook_import_allowed(name: &str) -> bool {
+    let (path, version) = name.split_once('@').unwrap_or((name, ""));
+    if let Some(iface) = path
+        .strip_prefix(WORLD_PACKAGE)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        return version == WORLD_VERSION && HOOK_INTERFACES.contains(&iface);
+    }
+    import_allowed(name)
 }
 
 /// Whether the import `name` (`ns:pkg/iface@version`) is one the host provides.

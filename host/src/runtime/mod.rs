@@ -7,7 +7,7 @@
 pub mod bindings;
 pub mod imports;
 pub mod limits;
-mod wasi;
+pub(crate) mod wasi;
 
 pub use limits::{LimitHit, Limits};
 
@@ -23,6 +23,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::audit::{Audit, Entry, RunContext};
 use crate::caps::confirm::{Answerer, ConfirmCap};
 use crate::caps::gate::{Gate, Stop};
+use crate::caps::hooks::{HookConfig, HookInstance, HookState, HooksCap};
 use crate::caps::http::{HttpCap, HttpPolicy};
 use crate::caps::journal::{Journal, JournalCap};
 use crate::caps::log::{LogCap, StepRecord, outcome_name};
@@ -60,6 +61,17 @@ pub struct RunOptions {
     pub answerer: Answerer,
     /// Requested (e.g. on SIGINT): the run makes no further change and ends.
     pub stop: Stop,
+    /// The site's hooks, verified and compiled (`cli::prepare_hooks`), in order.
+    pub hooks: Vec<PreparedHook>,
+}
+
+/// A hook component admitted by the site's trust and compiled, not yet instantiated.
+pub struct PreparedHook {
+    pub config: HookConfig,
+    pub loaded: Loaded,
+    /// Its signer's grants within what a hook may have (`pods`, `http`, `log`).
+    pub grants: Grants,
+    pub signer: Option<String>,
 }
 
 /// Why a run could not start. Failures of the procedure itself are not errors:
@@ -93,6 +105,8 @@ pub struct Loaded {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<RunState>,
+    /// The `hook` world: the deny-all WASI, `pods`, `http` and `log`.
+    hook_linker: Linker<HookState>,
 }
 
 /// The state of one run's store: the deny-all WASI and the four capabilities.
@@ -106,6 +120,7 @@ pub struct RunState {
     log: LogCap,
     journal: JournalCap,
     confirm: ConfirmCap,
+    hooks: HooksCap,
 }
 
 impl WasiView for RunState {
@@ -136,7 +151,19 @@ impl Runtime {
         wit::restart::add_to_linker::<_, HasSelf<RestartCap>>(&mut linker, |s| &mut s.restart)?;
         wit::journal::add_to_linker::<_, HasSelf<JournalCap>>(&mut linker, |s| &mut s.journal)?;
         wit::confirm::add_to_linker::<_, HasSelf<ConfirmCap>>(&mut linker, |s| &mut s.confirm)?;
-        Ok(Runtime { engine, linker })
+        wit::hooks::add_to_linker::<_, HasSelf<HooksCap>>(&mut linker, |s| &mut s.hooks)?;
+
+        let mut hook_linker: Linker<HookState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut hook_linker)?;
+        wit::types::add_to_linker::<_, HasSelf<LogCap>>(&mut hook_linker, |s| &mut s.log)?;
+        wit::log::add_to_linker::<_, HasSelf<LogCap>>(&mut hook_linker, |s| &mut s.log)?;
+        wit::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut hook_linker, |s| &mut s.pods)?;
+        wit::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut hook_linker, |s| &mut s.http)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            hook_linker,
+        })
     }
 
     /// The engine, for the precompile cache (`crate::cache`).
@@ -223,6 +250,23 @@ impl Runtime {
             body: None,
         });
         let gate = Gate::new(options.plan, options.stop.clone());
+        let denials = Denials::default();
+        // Every hook is instantiated, and has accepted its params, before the run
+        // takes the Lease or the rotation is instantiated.
+        let mut hooks = Vec::new();
+        for prepared in &options.hooks {
+            let shared = HookShared {
+                lister: &lister,
+                client: &client,
+                policy: &policy,
+                gate: &gate,
+                denials: &denials,
+                audit: &audit,
+                progress: &options.progress,
+                limits: &options.limits,
+            };
+            hooks.push(self.instantiate_hook(prepared, shared).await?);
+        }
         // Plan mode changes nothing, so it does not exclude other runs.
         let lease = if options.plan {
             None
@@ -245,7 +289,6 @@ impl Runtime {
             audit.record(entry);
             Some(held.map_err(|e| RunError::Busy(e.to_string()))?)
         };
-        let denials = Denials::default();
         let grants = &options.grants;
         tracing::info!(grants = %grants, limits = %options.limits, "granted");
         let addresses = PodAddresses::default();
@@ -292,6 +335,7 @@ impl Runtime {
                 denials.clone(),
             )
             .with_audit(audit.clone()),
+            hooks: HooksCap::new(hooks).with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.enforcer);
@@ -405,6 +449,102 @@ impl Runtime {
         report.audit_path = audit.path().map(|p| p.display().to_string());
         report.finish(started);
         Ok(report)
+    }
+}
+
+/// What a run's hooks share with the rotation: the Kubernetes client, the HTTPS
+/// client and policy, plan mode and stop requests, the denials, audit and progress.
+struct HookShared<'a> {
+    lister: &'a PodLister,
+    client: &'a reqwest::Client,
+    policy: &'a HttpPolicy,
+    gate: &'a Gate,
+    denials: &'a Denials,
+    audit: &'a Audit,
+    progress: &'a Arc<dyn Progress>,
+    limits: &'a Limits,
+}
+
+impl Runtime {
+    /// One hook in its own store: its own grants, memory and host-call limits, a
+    /// per-call deadline, its own pod allow-list for `http`; then its `init`.
+    async fn instantiate_hook(
+        &self,
+        prepared: &PreparedHook,
+        shared: HookShared<'_>,
+    ) -> Result<HookInstance, RunError> {
+        let config = &prepared.config;
+        let grants = &prepared.grants;
+        let addresses = PodAddresses::default();
+        let (wasi, output) = wasi::deny_all();
+        tracing::info!(hook = %config.name, grants = %grants, timeout_secs = config.timeout.as_secs(), "hook granted");
+        let state = HookState {
+            wasi,
+            table: ResourceTable::new(),
+            enforcer: limits::Enforcer::new(shared.limits),
+            pods: PodsCap::new(
+                shared.lister.clone(),
+                addresses.clone(),
+                grants.allows(Capability::Pods),
+                shared.denials.clone(),
+            )
+            .with_audit(shared.audit.clone()),
+            http: HttpCap::new(
+                shared.client.clone(),
+                shared.policy.clone(),
+                grants.clone(),
+                addresses,
+                shared.denials.clone(),
+            )
+            .with_gate(shared.gate.clone())
+            .with_audit(shared.audit.clone()),
+            log: LogCap::new(
+                shared.progress.clone(),
+                grants.allows(Capability::Log),
+                shared.denials.clone(),
+            )
+            .for_hook(&config.name),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.enforcer);
+        store.call_hook(|mut store, hook| {
+            if let CallHook::CallingHost = hook {
+                store.data_mut().enforcer.host_call()?;
+            }
+            Ok(())
+        });
+        let ticks = (config.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let hook = bindings::hook::Hook::instantiate_async(
+            &mut store,
+            &prepared.loaded.component,
+            &self.hook_linker,
+        )
+        .await
+        .map_err(|e| {
+            RunError::Refused(format!(
+                "hook {} ({}) cannot be instantiated with the hook world: {e:#}",
+                config.name,
+                config.path.display()
+            ))
+        })?;
+        let mut instance = HookInstance {
+            name: config.name.clone(),
+            store,
+            hook,
+            timeout: config.timeout,
+            output,
+            failed: None,
+        };
+        instance.init(&config.params).await.map_err(|e| {
+            RunError::Setup(format!(
+                "hook {} ({}) refused its [[hooks]] params: {e}",
+                config.name,
+                config.path.display()
+            ))
+        })?;
+        Ok(instance)
     }
 }
 

@@ -1,0 +1,406 @@
+//! `hooks`: the site's own checks and actions around the rotation's steps.
+//!
+//! The site file names hook components (`[[hooks]]`); each is verified with the
+//! site's trust, compiled, and instantiated in its own store, with its own grants
+//! (`pods`, `http`, `log` at most), memory limit and per-call time limit. The
+//! rotation's `hooks` import is this capability: it calls every hook in order.
+//! `before` stops at the first veto; a hook that traps or runs past its time limit
+//! vetoes too. `after` cannot change the run: its failures are logged. With no hook
+//! configured, every step is allowed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::caps::http::HttpCap;
+use crate::caps::log::{LogCap, outcome_name};
+use crate::caps::pods::PodsCap;
+use crate::grants::{Capability, Grants};
+use crate::runtime::LimitHit;
+use crate::runtime::bindings::cmk::procedure::hooks::Host;
+use crate::runtime::bindings::cmk::procedure::types::Outcome;
+use crate::runtime::bindings::hook::Hook;
+use crate::runtime::limits::Enforcer;
+use crate::runtime::wasi::CapturedOutput;
+use crate::site::{SiteError, SiteFile};
+
+/// A hook's time limit per call when `[[hooks]] timeout_secs` is not set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_TIMEOUT_SECS: u64 = 600;
+
+/// The capabilities a hook can be granted, whatever its signer's grants say.
+pub const HOOK_CAPABILITIES: [Capability; 3] =
+    [Capability::Pods, Capability::Http, Capability::Log];
+
+/// The export a hook must have (besides `init`).
+pub const HOOKS_EXPORT: &str = "cmk:procedure/hooks@0.1.0";
+
+/// One `[[hooks]]` entry as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    path: PathBuf,
+    #[serde(default)]
+    params: BTreeMap<String, toml::Value>,
+    timeout_secs: Option<u64>,
+}
+
+/// One validated `[[hooks]]` entry.
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    /// The file's stem (`hook-quorum` for `hooks/hook-quorum.wasm`): how vetoes,
+    /// logs and the audit trail name it.
+    pub name: String,
+    /// Resolved against the site file's folder.
+    pub path: PathBuf,
+    /// Passed to this hook only, by its `init`.
+    pub params: Vec<(String, String)>,
+    /// The wall-clock limit of each call into the hook.
+    pub timeout: Duration,
+}
+
+/// Validates every `[[hooks]]` entry; errors name the entry's key.
+pub fn validate(raw: Vec<RawHook>, file: &SiteFile<'_>) -> Result<Vec<HookConfig>, SiteError> {
+    let mut hooks: Vec<HookConfig> = Vec::new();
+    for (i, raw) in raw.into_iter().enumerate() {
+        let at = |key: &str| format!("[[hooks]] {key}");
+        let which = format!("hook {} ({})", i + 1, raw.path.display());
+        if raw.path.as_os_str().is_empty() {
+            return Err(file.error(at("path"), format!("{which}: must not be empty")));
+        }
+        let path = file.resolve(&raw.path);
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if hooks.iter().any(|h| h.name == name) {
+            return Err(file.error(
+                at("path"),
+                format!("{which}: a hook named {name:?} is listed twice"),
+            ));
+        }
+        let timeout = match raw.timeout_secs {
+            None => DEFAULT_TIMEOUT,
+            Some(s) if (1..=MAX_TIMEOUT_SECS).contains(&s) => Duration::from_secs(s),
+            Some(s) => {
+                return Err(file.error(
+                    at("timeout_secs"),
+                    format!("{which}: {s} is outside 1..={MAX_TIMEOUT_SECS}"),
+                ));
+            }
+        };
+        let mut params = Vec::new();
+        for (key, value) in raw.params {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(file.error(
+                        at(&format!("params.{key}")),
+                        format!(
+                            "{which}: must be a string, integer or boolean, not {}",
+                            other.type_str()
+                        ),
+                    ));
+                }
+            };
+            params.push((key, value));
+        }
+        hooks.push(HookConfig {
+            name,
+            path,
+            params,
+            timeout,
+        });
+    }
+    Ok(hooks)
+}
+
+/// What a hook may be granted: the site's grants, without what only a procedure
+/// may have (restart, journal, confirm).
+pub fn hook_grants(site: &Grants) -> Grants {
+    let mut grants = site.clone();
+    grants
+        .capabilities
+        .retain(|c| HOOK_CAPABILITIES.contains(c));
+    grants
+}
+
+/// The store state of one hook: the deny-all WASI and its own capabilities.
+pub struct HookState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub enforcer: Enforcer,
+    pub pods: PodsCap,
+    pub http: HttpCap,
+    pub log: LogCap,
+}
+
+impl WasiView for HookState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// One instantiated hook, in its own store.
+pub struct HookInstance {
+    pub name: String,
+    pub store: Store<HookState>,
+    pub hook: Hook,
+    pub timeout: Duration,
+    pub output: CapturedOutput,
+    /// Set when a call trapped or timed out: the instance is not entered again.
+    pub failed: Option<String>,
+}
+
+/// The host's epoch tick (see `runtime`): a hook's deadline is counted in these.
+const EPOCH_TICK_MS: u128 = 10;
+
+/// Host calls get this long past the epoch deadline (which stops guest code only).
+const GRACE: Duration = Duration::from_secs(2);
+
+impl HookInstance {
+    fn arm(&mut self) {
+        let ticks = (self.timeout.as_millis() / EPOCH_TICK_MS).max(1) as u64;
+        self.store.set_epoch_deadline(ticks);
+    }
+
+    /// Calls `init` with the hook's params; `Err` names the hook.
+    pub async fn init(&mut self, params: &[(String, String)]) -> Result<(), String> {
+        self.arm();
+        let call = self.hook.call_init(&mut self.store, params);
+        let answer = tokio::time::timeout(self.timeout + GRACE, call).await;
+        self.settle(answer.map(|r| r.map(|r| r.map_err(|e| format!("{}: {e}", self.name)))))
+    }
+
+    async fn before(&mut self, step: &str, observed: &[(String, String)]) -> Result<(), String> {
+        if let Some(why) = &self.failed {
+            return Err(format!("{} failed earlier: {why}", self.name));
+        }
+        self.arm();
+        let call = self
+            .hook
+            .cmk_procedure_hooks()
+            .call_before(&mut self.store, step, observed);
+        let answer = tokio::time::timeout(self.timeout + GRACE, call).await;
+        self.settle(answer.map(|r| r.map(|r| r.map_err(|e| format!("{}: {e}", self.name)))))
+    }
+
+    async fn after(
+        &mut self,
+        step: &str,
+        outcome: Outcome,
+        observed: &[(String, String)],
+    ) -> Result<(), String> {
+        if let Some(why) = &self.failed {
+            return Err(format!("{} failed earlier: {why}", self.name));
+        }
+        self.arm();
+        let call =
+            self.hook
+                .cmk_procedure_hooks()
+                .call_after(&mut self.store, step, outcome, observed);
+        let answer = tokio::time::timeout(self.timeout + GRACE, call).await;
+        self.settle(answer.map(|r| r.map(Ok)))
+    }
+
+    /// A call's answer: the hook's own `Err` as is; a trap or a timeout becomes
+    /// `"<name> failed: ..."`, and the hook is not entered again.
+    fn settle<E>(
+        &mut self,
+        answer: Result<wasmtime::Result<Result<(), String>>, E>,
+    ) -> Result<(), String> {
+        let why = match answer {
+            Ok(Ok(result)) => return result,
+            Ok(Err(trap)) => self.describe(&trap),
+            Err(_) => format!(
+                "no answer within its time limit of {}s",
+                self.timeout.as_secs()
+            ),
+        };
+        self.failed = Some(why.clone());
+        Err(format!("{} failed: {why}", self.name))
+    }
+
+    fn describe(&self, trap: &wasmtime::Error) -> String {
+        let what = if let Some(hit) = LimitHit::find(trap) {
+            hit.to_string()
+        } else {
+            match trap.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::Interrupt) => format!(
+                    "stopped: it ran past its time limit of {}s",
+                    self.timeout.as_secs()
+                ),
+                Some(t) => format!("it trapped: {t}"),
+                None => format!("{trap:#}"),
+            }
+        };
+        // The panic message, without std's backtrace hint.
+        let output = self.output.text();
+        let lines: Vec<&str> = output
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("note: "))
+            .collect();
+        let last = &lines[lines.len().saturating_sub(2)..];
+        if last.is_empty() {
+            what
+        } else {
+            format!("{what}; its last output: {}", last.join(" | "))
+        }
+    }
+}
+
+/// The `hooks` capability of one run: the site's hooks, in the site file's order.
+#[derive(Default)]
+pub struct HooksCap {
+    hooks: Vec<HookInstance>,
+    audit: crate::audit::Audit,
+}
+
+impl HooksCap {
+    pub fn new(hooks: Vec<HookInstance>) -> Self {
+        HooksCap {
+            hooks,
+            audit: crate::audit::Audit::default(),
+        }
+    }
+
+    /// Every call into a hook, and its answer, is recorded in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    fn record(
+        &self,
+        hook: &str,
+        call: &str,
+        outcome: &str,
+        started: Instant,
+        detail: Option<String>,
+    ) {
+        let target = format!("{hook} {call}");
+        let mut entry = crate::audit::Entry::call(
+            "hooks",
+            &target,
+            outcome,
+            started.elapsed().as_millis() as u64,
+        );
+        entry.detail = detail;
+        self.audit.record(entry);
+    }
+}
+
+impl Host for HooksCap {
+    async fn before(
+        &mut self,
+        step: String,
+        observed: Vec<(String, String)>,
+    ) -> Result<(), String> {
+        for i in 0..self.hooks.len() {
+            let started = Instant::now();
+            let answer = self.hooks[i].before(&step, &observed).await;
+            let name = self.hooks[i].name.clone();
+            let call = format!("before {step}");
+            match answer {
+                Ok(()) => self.record(&name, &call, "allowed", started, None),
+                Err(reason) => {
+                    tracing::warn!(hook = %name, %step, "vetoed: {reason}");
+                    self.record(&name, &call, "vetoed", started, Some(reason.clone()));
+                    return Err(reason);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn after(&mut self, step: String, outcome: Outcome, observed: Vec<(String, String)>) {
+        for i in 0..self.hooks.len() {
+            let started = Instant::now();
+            let answer = self.hooks[i].after(&step, outcome, &observed).await;
+            let name = self.hooks[i].name.clone();
+            let call = format!("after {step} {}", outcome_name(outcome));
+            match answer {
+                Ok(()) => self.record(&name, &call, "done", started, None),
+                Err(reason) => {
+                    tracing::warn!(hook = %name, %step, "a hook's after-step call failed: {reason}");
+                    self.record(&name, &call, "failed", started, Some(reason));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<HookConfig>, SiteError> {
+        #[derive(Deserialize)]
+        struct Doc {
+            hooks: Vec<RawHook>,
+        }
+        let doc: Doc = toml::from_str(text).unwrap();
+        validate(
+            doc.hooks,
+            &SiteFile {
+                path: std::path::Path::new("/etc/cmk/site.toml"),
+            },
+        )
+    }
+
+    #[test]
+    fn entries_resolve_paths_and_take_params_and_timeouts() {
+        let hooks = parse(
+            "[[hooks]]\npath = \"hooks/hook-quorum.wasm\"\nparams = { min_pods = 3 }\n\
+             [[hooks]]\npath = \"/opt/dr.wasm\"\ntimeout_secs = 30\n",
+        )
+        .unwrap();
+        assert_eq!(hooks[0].name, "hook-quorum");
+        assert_eq!(
+            hooks[0].path,
+            PathBuf::from("/etc/cmk/hooks/hook-quorum.wasm")
+        );
+        assert_eq!(
+            hooks[0].params,
+            vec![("min_pods".to_string(), "3".to_string())]
+        );
+        assert_eq!(hooks[0].timeout, DEFAULT_TIMEOUT);
+        assert_eq!(hooks[1].timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("[[hooks]]\npath = \"a.wasm\"\ntimeout_secs = 0\n").unwrap_err();
+        assert_eq!(e.key, "[[hooks]] timeout_secs");
+        let e = parse("[[hooks]]\npath = \"a.wasm\"\nparams = { x = [1] }\n").unwrap_err();
+        assert_eq!(e.key, "[[hooks]] params.x");
+        let e =
+            parse("[[hooks]]\npath = \"a.wasm\"\n[[hooks]]\npath = \"b/a.wasm\"\n").unwrap_err();
+        assert!(e.message.contains("listed twice"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_hook_is_never_granted_restart_journal_or_confirm() {
+        let site = Grants::none()
+            .allow(Capability::Pods)
+            .allow(Capability::Log)
+            .allow(Capability::Restart)
+            .allow(Capability::Journal)
+            .allow(Capability::Confirm);
+        let g = hook_grants(&site);
+        assert!(g.allows(Capability::Pods) && g.allows(Capability::Log));
+        assert!(!g.allows(Capability::Restart));
+        assert!(!g.allows(Capability::Journal));
+        assert!(!g.allows(Capability::Confirm));
+    }
+}

@@ -1,0 +1,193 @@
+//! Hooks, end to end: the real binary runs the signed rotation with the site's hook
+//! components (`[[hooks]]`) against the simulated cluster. The example hooks run
+//! around the steps in order; a veto, a trap, a spin and an untrusted signature each
+//! stop the run before the step they guard, which the oracle proves (no propose).
+
+use cmk_tests::{
+    Cluster, HOOK_DR_REJOIN_WASM, HOOK_HOSTILE_WASM, HOOK_QUORUM_WASM, Outcome, ROTATE_WASM,
+    Signer, assert_rotated_once, run,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
+
+/// The grants of the quorum hook's signer: it lists the pods and logs.
+const QUORUM_GRANTS: &str = r#"capabilities = ["pods", "log"]"#;
+/// The grants of the DR hook's signer: it only logs.
+const LOG_GRANTS: &str = r#"capabilities = ["log"]"#;
+
+/// `wasm` signed by `signer` into the cluster's folder as `file`.
+fn hook(cluster: &Cluster, signer: &Signer, wasm: &str, file: &str) {
+    signer.sign(wasm, &cluster.dir().join(file));
+}
+
+/// Appends `[[hooks]]` entries (TOML) to the site file.
+fn add_hooks(cluster: &Cluster, entries: &str) {
+    use std::io::Write;
+    let mut site = std::fs::OpenOptions::new()
+        .append(true)
+        .open(cluster.site())
+        .expect("open site.toml");
+    write!(site, "\n{entries}\n").expect("append [[hooks]]");
+}
+
+async fn rotate(cluster: &Cluster) -> Outcome {
+    let component = cluster.signed(ROTATE_WASM);
+    let site = cluster.site().to_str().unwrap().to_string();
+    run(BIN, &["run", &component, "--site", &site, "--yes"]).await
+}
+
+/// The quorum hook, signed by a trusted "quorum" signer granted pods and log.
+fn quorum(cluster: &Cluster, min_pods: usize) {
+    let signer = Signer::generate(cluster.dir(), "quorum");
+    cluster.trust(&signer, QUORUM_GRANTS);
+    hook(cluster, &signer, HOOK_QUORUM_WASM, "hook-quorum.wasm");
+    add_hooks(
+        cluster,
+        &format!("[[hooks]]\npath = \"hook-quorum.wasm\"\nparams = {{ min_pods = {min_pods} }}"),
+    );
+}
+
+/// The position of the first line of `text` containing `needle`.
+fn line_of(out: &Outcome, needle: &str) -> usize {
+    out.stderr
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?}:\n{out}"))
+}
+
+fn assert_no_propose(cluster: &Cluster, out: &Outcome) {
+    let oracle = cluster.oracle();
+    assert!(
+        oracle.proposes().is_empty(),
+        "no propose: {oracle:#?}\n{out}"
+    );
+    assert!(
+        oracle.mutations().is_empty(),
+        "nothing changed: {oracle:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_example_hooks_run_to_the_end_and_log_in_order_around_the_steps() {
+    let cluster = Cluster::pods(3).await;
+    quorum(&cluster, 3);
+    let dr = Signer::generate(cluster.dir(), "dr");
+    cluster.trust(&dr, LOG_GRANTS);
+    hook(&cluster, &dr, HOOK_DR_REJOIN_WASM, "hook-dr-rejoin.wasm");
+    add_hooks(
+        &cluster,
+        "[[hooks]]\npath = \"hook-dr-rejoin.wasm\"\nparams = { dr_nodes = \"dr-1, cold-1\" }",
+    );
+
+    let out = rotate(&cluster).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_rotated_once(&cluster.oracle(), 3);
+
+    // The quorum line comes while propose runs, before its request; the DR lines
+    // come once verify-activated is done, after everything else.
+    let quorum = line_of(&out, "hook-quorum: quorum: 3 of 3 pods Ready (min_pods 3)");
+    let proposing = line_of(&out, "proposing a new key");
+    let rejoin = line_of(&out, "hook-dr-rejoin: the new cluster master key is active");
+    let dr1 = line_of(&out, "hook-dr-rejoin: must rejoin: dr-1");
+    let cold1 = line_of(&out, "hook-dr-rejoin: must rejoin: cold-1");
+    let activating = line_of(&out, "activating the new key");
+    assert!(quorum < proposing, "{out}");
+    assert!(proposing < activating && activating < rejoin, "{out}");
+    assert!(rejoin < dr1 && dr1 < cold1, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quorum_hook_vetoes_propose_above_the_pod_count() {
+    let cluster = Cluster::pods(3).await;
+    quorum(&cluster, 4);
+
+    let out = rotate(&cluster).await;
+    assert_eq!(out.code, 1, "{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("hook-quorum: quorum not met: 3 of 3 pods Ready, min_pods is 4"),
+        "{out}"
+    );
+    assert!(
+        all.contains("vetoed by a site hook before propose"),
+        "{out}"
+    );
+    assert_no_propose(&cluster, &out);
+}
+
+/// The hostile hook, signed by the trusted "ops" signer, attacking at propose.
+fn hostile(cluster: &Cluster, attack: &str, extra: &str) {
+    hook(
+        cluster,
+        &cluster.ops,
+        HOOK_HOSTILE_WASM,
+        "hostile-hook.wasm",
+    );
+    add_hooks(
+        cluster,
+        &format!(
+            "[[hooks]]\npath = \"hostile-hook.wasm\"\nparams = {{ attack = \"{attack}\" }}\n{extra}"
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_that_traps_stops_the_run_before_propose() {
+    let cluster = Cluster::pods(3).await;
+    hostile(&cluster, "trap", "");
+
+    let out = rotate(&cluster).await;
+    assert_eq!(out.code, 1, "{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("hostile-hook failed: it trapped"), "{out}");
+    assert!(all.contains("hostile hook: trap at propose"), "{out}");
+    assert_no_propose(&cluster, &out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_that_spins_is_stopped_by_its_time_limit_before_propose() {
+    let cluster = Cluster::pods(3).await;
+    hostile(&cluster, "spin", "timeout_secs = 1");
+
+    let out = rotate(&cluster).await;
+    assert_eq!(out.code, 1, "{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("hostile-hook failed: stopped: it ran past its time limit of 1s"),
+        "{out}"
+    );
+    assert_no_propose(&cluster, &out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_signed_by_an_untrusted_key_is_refused_before_any_pod_is_contacted() {
+    let cluster = Cluster::pods(3).await;
+    let stranger = Signer::generate(cluster.dir(), "stranger");
+    hook(&cluster, &stranger, HOOK_QUORUM_WASM, "hook-quorum.wasm");
+    add_hooks(
+        &cluster,
+        "[[hooks]]\npath = \"hook-quorum.wasm\"\nparams = { min_pods = 1 }",
+    );
+
+    let out = rotate(&cluster).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("hook-quorum.wasm"), "{out}");
+    assert!(out.stderr.contains("refused"), "{out}");
+    let oracle = cluster.oracle();
+    assert!(oracle.calls.is_empty(), "no pod contacted: {oracle:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsigned_hook_is_refused() {
+    let cluster = Cluster::pods(3).await;
+    std::fs::copy(HOOK_QUORUM_WASM, cluster.dir().join("hook-quorum.wasm")).unwrap();
+    add_hooks(
+        &cluster,
+        "[[hooks]]\npath = \"hook-quorum.wasm\"\nparams = { min_pods = 1 }",
+    );
+
+    let out = rotate(&cluster).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("hook-quorum.wasm"), "{out}");
+    assert!(cluster.oracle().calls.is_empty());
+}
