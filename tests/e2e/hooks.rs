@@ -91,8 +91,11 @@ async fn both_example_hooks_run_to_the_end_and_log_in_order_around_the_steps() {
     let dr1 = line_of(&out, "hook-dr-rejoin: must rejoin: dr-1");
     let cold1 = line_of(&out, "hook-dr-rejoin: must rejoin: cold-1");
     let activating = line_of(&out, "activating the new key");
-    assert!(quorum < proposing, "{out}");
-    assert!(proposing < activating && activating < rejoin, "{out}");
+    let propose_begins = line_of(&out, "propose: propose on");
+    let verified = line_of(&out, "verify-activated done");
+    assert!(propose_begins < quorum && quorum < proposing, "{out}");
+    assert!(proposing < activating && activating < verified, "{out}");
+    assert!(verified < rejoin, "{out}");
     assert!(rejoin < dr1 && dr1 < cold1, "{out}");
 }
 
@@ -190,4 +193,19 @@ async fn an_unsigned_hook_is_refused() {
     assert_eq!(out.code, 3, "{out}");
     assert!(out.stderr.contains("hook-quorum.wasm"), "{out}");
     assert!(cluster.oracle().calls.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_that_refuses_its_params_stops_the_run_before_any_step() {
+    let cluster = Cluster::pods(3).await;
+    let signer = Signer::generate(cluster.dir(), "quorum");
+    cluster.trust(&signer, QUORUM_GRANTS);
+    hook(&cluster, &signer, HOOK_QUORUM_WASM, "hook-quorum.wasm");
+    add_hooks(&cluster, "[[hooks]]\npath = \"hook-quorum.wasm\"");
+
+    let out = rotate(&cluster).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("hook hook-quorum"), "{out}");
+    assert!(out.stderr.contains("min_pods is required"), "{out}");
+    assert!(cluster.oracle().calls.is_empty(), "no pod contacted");
 }
