@@ -116,6 +116,31 @@ async fn the_quorum_hook_vetoes_propose_above_the_pod_count() {
         "{out}"
     );
     assert_no_propose(&cluster, &out);
+
+    // The audit trail records the hook's answers: preflight allowed, propose vetoed.
+    let trail = std::fs::read_to_string(cluster.dir().join("state/audit/sim.jsonl"))
+        .expect("the audit trail");
+    let seen: Vec<(String, String)> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["capability"] == "hooks")
+        .map(|r| {
+            (
+                r["target"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("hook-quorum before preflight", "allowed"),
+        ("hook-quorum after preflight done", "done"),
+        ("hook-quorum before propose", "vetoed"),
+    ];
+    assert_eq!(
+        seen,
+        expected.map(|(t, o)| (t.to_string(), o.to_string())),
+        "{trail}"
+    );
 }
 
 /// The hostile hook, signed by the trusted "ops" signer, attacking at propose.
