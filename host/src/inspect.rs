@@ -20,6 +20,8 @@ pub struct Inspection {
     pub component: String,
     pub size: u64,
     pub sha256: String,
+    /// `procedure` (the `rotation` world) or `hook` (the `hook` world, run by `[[hooks]]`).
+    pub kind: &'static str,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
     /// Why a run would refuse it (exit 3), if it would.
@@ -99,15 +101,31 @@ pub fn inspect(bytes: &[u8], origin: &Path, site: Option<&Site>) -> Result<Inspe
     let runtime = Runtime::new().map_err(|e| RunError::Setup(format!("wasmtime: {e:#}")))?;
     let loaded = runtime.load(bytes)?;
     let interfaces = runtime.interfaces(&loaded);
+    // A component exporting `hooks` is judged as a hook: a different world, and at
+    // most the grants a hook can get.
+    let hook = interfaces
+        .exports
+        .iter()
+        .any(|e| e == crate::caps::hooks::HOOKS_EXPORT);
+    let site_grants = site.map_or_else(Grants::none, Site::grants);
     Ok(Inspection {
         component: origin.display().to_string(),
         size: bytes.len() as u64,
         sha256: loaded.sha256.clone(),
-        refused: interfaces.check().err(),
+        kind: if hook { "hook" } else { "procedure" },
+        refused: if hook {
+            interfaces.check_hook().err()
+        } else {
+            interfaces.check().err()
+        },
         imports: interfaces.imports,
         exports: interfaces.exports,
         site: site.map(|s| s.path.display().to_string()),
-        grants: site.map_or_else(Grants::none, Site::grants),
+        grants: if hook {
+            crate::caps::hooks::hook_grants(&site_grants)
+        } else {
+            site_grants
+        },
         limits: site.map(|s| LimitsView::from(&s.limits)),
         http: site.map(describe_http),
         tls: site.map(|s| describe_tls(&s.tls)),
@@ -120,6 +138,7 @@ impl fmt::Display for Inspection {
         writeln!(f, "component  {}", self.component)?;
         writeln!(f, "size       {} bytes", self.size)?;
         writeln!(f, "sha256     {}", self.sha256)?;
+        writeln!(f, "kind       {}", self.kind)?;
         writeln!(f, "exports    {}", self.exports.join(", "))?;
         writeln!(f, "imports    {}", self.imports.len())?;
         for import in &self.imports {

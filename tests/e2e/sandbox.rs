@@ -290,6 +290,7 @@ async fn inspect_shows_imports_exports_digest_and_grants() {
         format!("component  {ROTATE_WASM}"),
         format!("size       {} bytes", bytes.len()),
         format!("sha256     {sha}"),
+        "kind       procedure".to_string(),
         "exports    cmk:procedure/procedure@0.1.0".to_string(),
         "  ok       cmk:procedure/http@0.1.0".to_string(),
         "  ok       cmk:procedure/restart@0.1.0".to_string(),
@@ -392,4 +393,31 @@ async fn the_restart_command_gets_only_the_allowed_environment_in_its_working_di
             "{name} leaked into the restart command: {out}"
         );
     }
+}
+
+/// A hook is inspected as a hook: the `hook` world's check, and at most the grants a
+/// hook can receive (never restart, journal or confirm).
+#[tokio::test(flavor = "multi_thread")]
+async fn inspect_judges_a_hook_as_a_hook() {
+    let cluster = Cluster::pods(1).await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let out = run(
+        BIN,
+        &["inspect", cmk_tests::HOOK_QUORUM_WASM, "--site", &site],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    for line in [
+        "kind       hook",
+        "verdict    runnable: every import is provided by this host",
+        "grants     pods, http (GET/POST under /cluster/v1/key), log",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == line),
+            "{line:?} missing: {out}"
+        );
+    }
+    // The rotation exports `procedure`, not `hooks`: it stays a procedure.
+    let out = run(BIN, &["inspect", ROTATE_WASM, "--json"]).await;
+    assert_eq!(out.json()["kind"], "procedure", "{out}");
 }
