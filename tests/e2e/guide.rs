@@ -158,6 +158,8 @@ async fn the_guides_commands_run_as_written() {
     for expected in [
         "signed by team",
         "grants: pods, log",
+        "kind       procedure",
+        "verdict    runnable: every import is provided by this host",
         "✓ cluster \"sim\": done",
         "signed by: team",
         "hello done",
