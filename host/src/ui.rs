@@ -250,8 +250,12 @@ pub fn summary(report: &RunReport) -> String {
         report.cluster,
         report.outcome_text()
     ));
-    out.push_str(&format!("  pods:     {}\n", report.pods));
-    if report.plan || report.version_before == report.version_after {
+    if report.pods > 0 {
+        out.push_str(&format!("  pods:     {}\n", report.pods));
+    }
+    if report.version_before.is_none() && report.version_after.is_none() {
+        // A procedure that failed before reading the key version, or reports none.
+    } else if report.plan || report.version_before == report.version_after {
         out.push_str(&format!("  version:  {}\n", version(report.version_before)));
     } else {
         out.push_str(&format!(

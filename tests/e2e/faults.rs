@@ -37,6 +37,8 @@ async fn a_diverging_hash_stops_before_any_restart_and_names_the_pod() {
         "{out}"
     );
     assert_eq!(failure["safe_to_resume"], true);
+    // The report counts the pods the run saw, even though the procedure failed.
+    assert_eq!(out.json()["pods"], 3, "{out}");
     assert_no_restart_no_activate(&cluster.oracle());
 }
 

@@ -193,9 +193,16 @@ pub struct PodsCap {
     granted: bool,
     denials: Denials,
     audit: crate::audit::Audit,
+    /// Pods in the latest successful list: the report's count when a procedure
+    /// fails before it can report one.
+    last_count: Option<u32>,
 }
 
 impl PodsCap {
+    pub fn last_count(&self) -> Option<u32> {
+        self.last_count
+    }
+
     /// Every list is recorded in `audit`.
     pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
         self.audit = audit;
@@ -214,6 +221,7 @@ impl PodsCap {
             granted,
             denials,
             audit: crate::audit::Audit::default(),
+            last_count: None,
         }
     }
 }
@@ -222,6 +230,9 @@ impl Host for PodsCap {
     async fn list(&mut self) -> Result<Vec<Pod>, PodsError> {
         let started = std::time::Instant::now();
         let result = self.list_unaudited().await;
+        if let Ok(pods) = &result {
+            self.last_count = Some(pods.len() as u32);
+        }
         let outcome = match &result {
             Ok(pods) => format!("ok: {} pods", pods.len()),
             Err(PodsError::Denied(_)) => "denied".into(),

@@ -410,6 +410,7 @@ impl Runtime {
             }
             Ok(Ok(Err(failure))) => {
                 report.set_outcome(RunOutcome::Failed);
+                report.pods = store.data().pods.last_count().unwrap_or(0);
                 report.steps = host_steps;
                 report.failure = Some(FailureInfo {
                     step: failure.step,
