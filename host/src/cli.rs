@@ -40,9 +40,16 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a procedure component against the cluster a site file describes.
+    /// Run a signed procedure component against the cluster a site file describes.
     ///
-    /// Example: cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml
+    /// The component must be signed by a `[[trust.signer]]` of the site; it receives
+    /// the site's grants narrowed to its signer's. The rotation asks before activating
+    /// (on a terminal), resumes an interrupted rotation, and holds the cluster's Lease
+    /// while it runs.
+    #[command(after_long_help = "Examples:
+  cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml --plan        # read, show the steps
+  cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml               # asks before activate
+  cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml --yes --json  # automation")]
     Run(RunArgs),
     /// Rotate the master key of a simulated cluster with the bundled component.
     ///
@@ -142,13 +149,14 @@ pub struct RunArgs {
     /// The procedure: a WebAssembly component (e.g. the bundled rotation, guest_rotate.wasm).
     #[arg(value_name = "COMPONENT.wasm")]
     pub component: PathBuf,
-    /// The site file: cluster, TLS, restart mechanism (see README).
+    /// The site file: cluster, TLS, restart, trusted signers, limits (see README).
     #[arg(long, value_name = "SITE.toml")]
     pub site: PathBuf,
     /// A procedure parameter; overrides the site's [params]. Repeatable.
     ///
     /// The rotation and guest-status take `port`, `version_field`, `hash_field`,
-    /// `read_timeout_secs`.
+    /// `read_timeout_secs`; the rotation also `expect_pods` and `new_rotation=true`
+    /// (rotate again after a completed rotation).
     #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
     /// Read the cluster and show the steps that would be taken; change nothing.
