@@ -265,14 +265,9 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
         Ok(site) => site,
         Err(e) => return ui::error(exit::USAGE, e),
     };
-    let bytes = match std::fs::read(&args.component) {
+    let bytes = match read_component(&args.component) {
         Ok(b) => b,
-        Err(e) => {
-            return ui::error(
-                exit::USAGE,
-                format!("cannot read component {}: {e}", args.component.display()),
-            );
-        }
+        Err(code) => return code,
     };
     let detached = match &args.signature {
         Some(path) => match std::fs::read(path) {
@@ -365,19 +360,25 @@ fn on_interrupt() -> Stop {
     stop
 }
 
+/// The component's bytes, exactly as read (they are what is verified and compiled);
+/// `Err` is the exit code, the message already printed.
+fn read_component(path: &Path) -> Result<Vec<u8>, u8> {
+    std::fs::read(path).map_err(|e| {
+        ui::error(
+            exit::USAGE,
+            format!("cannot read component {}: {e}", path.display()),
+        )
+    })
+}
+
 fn inspect(args: InspectArgs) -> u8 {
     let site = match args.site.as_deref().map(Site::load).transpose() {
         Ok(site) => site,
         Err(e) => return ui::error(exit::USAGE, e),
     };
-    let bytes = match std::fs::read(&args.component) {
+    let bytes = match read_component(&args.component) {
         Ok(b) => b,
-        Err(e) => {
-            return ui::error(
-                exit::USAGE,
-                format!("cannot read component {}: {e}", args.component.display()),
-            );
-        }
+        Err(code) => return code,
     };
     let inspection = match crate::inspect::inspect(&bytes, &args.component, site.as_ref()) {
         Ok(i) => i,

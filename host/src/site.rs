@@ -153,20 +153,8 @@ impl Site {
 
         let mut params = Vec::new();
         for (key, value) in raw.params {
-            let value = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => {
-                    return Err(file.error(
-                        format!("[params] {key}"),
-                        format!(
-                            "must be a string, integer or boolean, not {}",
-                            other.type_str()
-                        ),
-                    ));
-                }
-            };
+            let value =
+                param_value(value).map_err(|why| file.error(format!("[params] {key}"), why))?;
             params.push((key, value));
         }
 
@@ -184,6 +172,20 @@ impl Site {
             trust,
             hooks,
         })
+    }
+}
+
+/// A parameter as the procedure receives it: strings as written, integers and
+/// booleans in their TOML spelling; anything else is an error message.
+pub fn param_value(value: toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        other => Err(format!(
+            "must be a string, integer or boolean, not {}",
+            other.type_str()
+        )),
     }
 }
 

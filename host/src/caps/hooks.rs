@@ -96,20 +96,9 @@ pub fn validate(raw: Vec<RawHook>, file: &SiteFile<'_>) -> Result<Vec<HookConfig
         };
         let mut params = Vec::new();
         for (key, value) in raw.params {
-            let value = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => {
-                    return Err(file.error(
-                        at(&format!("params.{key}")),
-                        format!(
-                            "{which}: must be a string, integer or boolean, not {}",
-                            other.type_str()
-                        ),
-                    ));
-                }
-            };
+            let value = crate::site::param_value(value).map_err(|why| {
+                file.error(at(&format!("params.{key}")), format!("{which}: {why}"))
+            })?;
             params.push((key, value));
         }
         hooks.push(HookConfig {
