@@ -177,14 +177,7 @@ async fn handle(
         },
         Route::ListDeployments(ns) => {
             let items = deployment(&shared, ns).into_iter().collect();
-            let rv = shared.state().resource_version;
-            ok_json(&k8s_openapi::List {
-                items,
-                metadata: ListMeta {
-                    resource_version: Some(rv.to_string()),
-                    ..ListMeta::default()
-                },
-            })
+            ok_json(&list_of(items, shared.state().resource_version))
         }
         Route::Deployment(ns, name) => {
             if name != workload::NAME
@@ -209,14 +202,7 @@ async fn handle(
         }
         Route::ListWorkloads(ns) => {
             let items = workload(&shared, ns).into_iter().collect();
-            let rv = shared.state().resource_version;
-            ok_json(&k8s_openapi::List {
-                items,
-                metadata: ListMeta {
-                    resource_version: Some(rv.to_string()),
-                    ..ListMeta::default()
-                },
-            })
+            ok_json(&list_of(items, shared.state().resource_version))
         }
         Route::Workload(ns, name) => {
             if name != workload::NAME
@@ -406,10 +392,18 @@ fn list_pods(shared: &Shared, ns: Option<&str>, selector: &Selector) -> k8s_open
         .filter(|_| in_ns)
         .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
         .collect();
+    list_of(items, rv)
+}
+
+/// A Kubernetes list of `items` at `resource_version`, as every list endpoint answers.
+fn list_of<T: k8s_openapi::ListableResource>(
+    items: Vec<T>,
+    resource_version: u64,
+) -> k8s_openapi::List<T> {
     k8s_openapi::List {
         items,
         metadata: ListMeta {
-            resource_version: Some(rv.to_string()),
+            resource_version: Some(resource_version.to_string()),
             ..ListMeta::default()
         },
     }
