@@ -232,6 +232,17 @@ async fn handle(
                 metadata: ListMeta::default(),
             })
         }
+        Route::Leases(_) | Route::Lease(..)
+            if method != Method::GET
+                && method != Method::DELETE
+                && shared.state().faults.fail_lease_writes =>
+        {
+            status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "injected fault: Lease writes fail",
+            )
+        }
         Route::Leases(ns) => lease_answer(
             serde_json::from_slice(&body)
                 .map_err(|e| (400, "BadRequest", e.to_string()))

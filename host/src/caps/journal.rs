@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Denials;
+use super::gate::{Call, Gate, Permit};
 use crate::runtime::bindings::cmk::procedure::journal::{Host, JournalError};
 use crate::site::{SiteError, SiteFile};
 
@@ -133,8 +134,10 @@ impl Journal {
     }
 
     /// Applies `change` and persists it (unless `dry`); on error nothing changes.
+    /// Only with the gate's [`Permit`].
     fn update(
         &mut self,
+        _permit: Permit,
         dry: bool,
         change: impl FnOnce(&mut BTreeMap<String, String>),
     ) -> Result<(), String> {
@@ -175,18 +178,18 @@ pub struct JournalCap {
     journal: Journal,
     /// Plan mode: writes are kept for this run only.
     dry: bool,
-    /// Without the grant, the journal reads empty and writes are denied.
-    granted: bool,
+    /// The grant: without it the journal reads empty and writes are denied.
+    gate: Gate,
     denials: Denials,
     audit: crate::audit::Audit,
 }
 
 impl JournalCap {
-    pub fn new(journal: Journal, dry: bool, granted: bool, denials: Denials) -> Self {
+    pub fn new(journal: Journal, dry: bool, gate: Gate, denials: Denials) -> Self {
         JournalCap {
             journal,
             dry,
-            granted,
+            gate,
             denials,
             audit: crate::audit::Audit::default(),
         }
@@ -212,14 +215,15 @@ impl JournalCap {
             .record(crate::audit::Entry::call("journal", &target, outcome, 0).body(body));
     }
 
+    /// The gate's permit for `function` on `key`.
+    async fn permit(&self, function: &'static str, key: &str) -> Result<Permit, JournalError> {
+        self.gate
+            .decide(Call::Journal { function, key })
+            .await
+            .map_err(|refusal| JournalError::Denied(refusal.into_message()))
+    }
+
     fn check(&self, key: &str, value: &str) -> Result<(), JournalError> {
-        if !self.granted {
-            return Err(JournalError::Denied(self.denials.deny(
-                "journal",
-                truncate(key),
-                "journal is not granted to this component",
-            )));
-        }
         if key.is_empty() || key.len() > MAX_KEY {
             return Err(JournalError::TooLarge(self.denials.deny(
                 "journal",
@@ -244,12 +248,7 @@ fn truncate(s: &str) -> String {
 
 impl Host for JournalCap {
     async fn entries(&mut self) -> Vec<(String, String)> {
-        if !self.granted {
-            self.denials.deny(
-                "journal",
-                "entries",
-                "journal is not granted to this component",
-            );
+        if self.permit("entries", "entries").await.is_err() {
             return Vec::new();
         }
         self.journal
@@ -260,25 +259,36 @@ impl Host for JournalCap {
     }
 
     async fn set(&mut self, key: String, value: String) -> Result<(), JournalError> {
-        let result = self.set_unaudited(&key, &value);
+        let result = match self.permit("set", &key).await {
+            Ok(permit) => self.set_unaudited(permit, &key, &value),
+            Err(e) => Err(e),
+        };
         self.audited("set", &key, Some(&value), &result);
         result
     }
 
     async fn remove(&mut self, key: String) -> Result<(), JournalError> {
-        let result = self.remove_unaudited(&key);
+        let result = match self.permit("remove", &key).await {
+            Ok(permit) => self.remove_unaudited(permit, &key),
+            Err(e) => Err(e),
+        };
         self.audited("remove", &key, None, &result);
         result
     }
 }
 
 impl JournalCap {
-    fn set_unaudited(&mut self, key: &str, value: &str) -> Result<(), JournalError> {
+    fn set_unaudited(
+        &mut self,
+        permit: Permit,
+        key: &str,
+        value: &str,
+    ) -> Result<(), JournalError> {
         let (key, value) = (key.to_string(), value.to_string());
         self.check(&key, &value)?;
         tracing::debug!(key = %key, value = %value, dry = self.dry, "journal set");
         self.journal
-            .update(self.dry, |e| {
+            .update(permit, self.dry, |e| {
                 e.insert(key, value);
             })
             .map_err(|m| {
@@ -287,11 +297,11 @@ impl JournalCap {
             })
     }
 
-    fn remove_unaudited(&mut self, key: &str) -> Result<(), JournalError> {
+    fn remove_unaudited(&mut self, permit: Permit, key: &str) -> Result<(), JournalError> {
         let key = key.to_string();
         tracing::debug!(key = %key, dry = self.dry, "journal remove");
         self.journal
-            .update(self.dry, |e| {
+            .update(permit, self.dry, |e| {
                 e.remove(&key);
             })
             .map_err(|m| {
@@ -309,7 +319,7 @@ mod tests {
     fn survives_a_reopen_and_keeps_clusters_apart() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "prod/eu").unwrap();
-        j.update(false, |e| {
+        j.update(Permit::for_tests(), false, |e| {
             e.insert("k".into(), "v".into());
         })
         .unwrap();
@@ -324,7 +334,7 @@ mod tests {
     fn dry_writes_stay_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "c").unwrap();
-        j.update(true, |e| {
+        j.update(Permit::for_tests(), true, |e| {
             e.insert("k".into(), "v".into());
         })
         .unwrap();
@@ -337,7 +347,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "c").unwrap();
         let err = j
-            .update(false, |e| {
+            .update(Permit::for_tests(), false, |e| {
                 for i in 0..=MAX_ENTRIES {
                     e.insert(i.to_string(), String::new());
                 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod journal;
 pub mod log;
 pub mod pods;
+pub mod registry;
 pub mod restart;
 
 use std::net::IpAddr;
@@ -72,5 +73,36 @@ impl PodAddresses {
 
     pub fn contains(&self, ip: &IpAddr) -> bool {
         self.0.lock().expect("pod addresses lock").contains(ip)
+    }
+}
+
+/// A pod as the host last saw it, for the questions it asks and the checks it makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenPod {
+    pub name: String,
+    pub ip: Option<String>,
+    pub ready: bool,
+}
+
+/// The run's latest pod list, as the host itself read it (the procedure's `pods.list`,
+/// or the wait for Ready pods after a restart), and how many lists came before it: a
+/// confirmation given before the latest list no longer counts.
+#[derive(Debug, Clone, Default)]
+pub struct LatestPods(Arc<Mutex<(u64, Vec<SeenPod>)>>);
+
+impl LatestPods {
+    pub fn observe(&self, pods: Vec<SeenPod>) {
+        let mut latest = self.0.lock().expect("latest pods lock");
+        latest.0 += 1;
+        latest.1 = pods;
+    }
+
+    /// How many lists were observed so far (0: none yet).
+    pub fn generation(&self) -> u64 {
+        self.0.lock().expect("latest pods lock").0
+    }
+
+    pub fn pods(&self) -> Vec<SeenPod> {
+        self.0.lock().expect("latest pods lock").1.clone()
     }
 }

@@ -14,7 +14,8 @@ use kube::{Api, Client, Config};
 
 use serde::Deserialize;
 
-use super::{Denials, PodAddresses};
+use super::gate::{Call, Gate};
+use super::{LatestPods, PodAddresses, SeenPod};
 use crate::runtime::bindings::cmk::procedure::pods::{Host, Pod, PodsError};
 use crate::site::{Site, SiteError, SiteFile, is_dns_label};
 
@@ -186,12 +187,24 @@ fn to_wit(pod: KubePod) -> Pod {
     }
 }
 
+impl From<Pod> for SeenPod {
+    fn from(p: Pod) -> SeenPod {
+        SeenPod {
+            name: p.name,
+            ip: p.ip,
+            ready: p.ready,
+        }
+    }
+}
+
 /// The `pods` capability of one run.
 pub struct PodsCap {
     lister: PodLister,
     addresses: PodAddresses,
-    granted: bool,
-    denials: Denials,
+    /// The grant.
+    gate: Gate,
+    /// Where the procedure's lists become the host's latest view (not a hook's).
+    latest: Option<LatestPods>,
     audit: crate::audit::Audit,
     /// Pods in the latest successful list: the report's count when a procedure
     /// fails before it can report one.
@@ -209,20 +222,21 @@ impl PodsCap {
         self
     }
 
-    pub fn new(
-        lister: PodLister,
-        addresses: PodAddresses,
-        granted: bool,
-        denials: Denials,
-    ) -> Self {
+    pub fn new(lister: PodLister, addresses: PodAddresses, gate: Gate) -> Self {
         PodsCap {
             lister,
             addresses,
-            granted,
-            denials,
+            gate,
+            latest: None,
             audit: crate::audit::Audit::default(),
             last_count: None,
         }
+    }
+
+    /// Each list becomes the run's latest pod list (the procedure's lists only).
+    pub fn observed_by(mut self, latest: LatestPods) -> Self {
+        self.latest = Some(latest);
+        self
     }
 }
 
@@ -251,14 +265,13 @@ impl Host for PodsCap {
 
 impl PodsCap {
     async fn list_unaudited(&mut self) -> Result<Vec<Pod>, PodsError> {
-        if !self.granted {
-            return Err(PodsError::Denied(self.denials.deny(
-                "pods",
-                "list",
-                "pods is not granted",
-            )));
+        if let Err(refusal) = self.gate.decide(Call::ListPods).await {
+            return Err(PodsError::Denied(refusal.into_message()));
         }
         let pods = self.lister.list().await.map_err(PodsError::Unavailable)?;
+        if let Some(latest) = &self.latest {
+            latest.observe(pods.iter().cloned().map(SeenPod::from).collect());
+        }
         let ips = pods
             .iter()
             .filter_map(|p| p.ip.as_deref()?.parse::<IpAddr>().ok())

@@ -4,7 +4,8 @@
 //! linear memory (a [`ResourceLimiter`] that traps on the growth past the limit),
 //! wall-clock time (the engine's epoch, plus a timer around the whole call), and the
 //! number of host calls (a store call hook that counts every call into the host,
-//! WASI included). A limit that is hit ends the run with a [`LimitHit`] error that
+//! WASI included, and the gate, which counts each request of an `http.batch`: both
+//! charge one [`CallBudget`]). A limit that is hit ends the run with a [`LimitHit`] error that
 //! says which limit, so the operator is told exactly that.
 
 use std::fmt;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use wasmtime::ResourceLimiter;
 
+use crate::caps::gate::CallBudget;
 use crate::site::{Site, SiteError, SiteFile};
 
 /// Defaults that suit a rotation: a few MiB of JSON at most, two rolling restarts,
@@ -147,8 +149,8 @@ pub struct Enforcer {
     /// Linear memory of every memory of the store together: the limit is for the
     /// component, not per memory (a component may define several).
     memory_used: usize,
-    host_calls_limit: u64,
-    host_calls: u64,
+    /// Shared with the store's gate, which charges a batch one call per request.
+    calls: CallBudget,
 }
 
 impl Enforcer {
@@ -156,24 +158,27 @@ impl Enforcer {
         Enforcer {
             memory_bytes: limits.memory_bytes,
             memory_used: 0,
-            host_calls_limit: limits.host_calls,
-            host_calls: 0,
+            calls: CallBudget::new(limits.host_calls),
         }
     }
 
     /// Counts one call into the host; past the limit, the call traps instead.
     pub fn host_call(&mut self) -> Result<(), LimitHit> {
-        self.host_calls += 1;
-        if self.host_calls > self.host_calls_limit {
+        if !self.calls.take_one() {
             return Err(LimitHit::HostCalls {
-                limit: self.host_calls_limit,
+                limit: self.calls.limit(),
             });
         }
         Ok(())
     }
 
     pub fn host_calls(&self) -> u64 {
-        self.host_calls
+        self.calls.used()
+    }
+
+    /// The budget the store's gate charges too.
+    pub fn budget(&self) -> CallBudget {
+        self.calls.clone()
     }
 }
 

@@ -21,17 +21,17 @@ use wasmtime::{CallHook, Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::audit::{Audit, Entry, RunContext};
-use crate::caps::confirm::{Answerer, ConfirmCap};
-use crate::caps::gate::{Gate, Stop};
+use crate::caps::confirm::{Answerer, ConfirmCap, Confirmations};
+use crate::caps::gate::{Gate, GateConfig, Stop};
 use crate::caps::hooks::{HookConfig, HookInstance, HookState, HooksCap};
 use crate::caps::http::{HttpCap, HttpPolicy};
 use crate::caps::journal::{Journal, JournalCap};
 use crate::caps::log::{LogCap, StepRecord, outcome_name};
 use crate::caps::pods::{PodLister, PodsCap};
 use crate::caps::restart::RestartCap;
-use crate::caps::{Denials, PodAddresses};
+use crate::caps::{Denials, LatestPods, PodAddresses};
 use crate::grants::{Capability, Grants};
-use crate::lease::HeldLease;
+use crate::lease::{Fence, HeldLease};
 use crate::report::{FailureInfo, RunOutcome, RunReport};
 use crate::site::Site;
 use crate::ui::Progress;
@@ -249,8 +249,36 @@ impl Runtime {
             detail: Some(format!("site {}", site.path.display())),
             body: None,
         });
-        let gate = Gate::new(options.plan, options.stop.clone());
         let denials = Denials::default();
+        let grants = &options.grants;
+        let latest = LatestPods::default();
+        let fence = Fence::default();
+        let enforcer = limits::Enforcer::new(&options.limits);
+        // The run's one decision point, as the procedure's store sees it; each hook's
+        // store gets its own view (`Gate::for_store`) of the same state.
+        let confirmations = Confirmations::new(
+            options.answerer,
+            options.plan,
+            grants.allows(Capability::Confirm),
+            &site.cluster.name,
+            latest.clone(),
+            denials.clone(),
+            audit.clone(),
+        );
+        let gate = Gate::new(
+            GateConfig {
+                plan: options.plan,
+                stop: options.stop.clone(),
+                fence: fence.clone(),
+                denials: denials.clone(),
+                confirmations: Some(confirmations.clone()),
+                pods: latest.clone(),
+                irreversible: site.http.irreversible.clone(),
+                max_restarts: site.restart.as_ref().map_or(0, |r| r.max_per_run),
+            },
+            grants.clone(),
+            enforcer.budget(),
+        );
         // Every hook is instantiated, and has accepted its params, before the run
         // takes the Lease or the rotation is instantiated.
         let mut hooks = Vec::new();
@@ -278,6 +306,7 @@ impl Runtime {
                 &site.lease,
                 &holder,
                 options.stop.clone(),
+                fence,
             )
             .await;
             let outcome = if held.is_ok() { "taken" } else { "refused" };
@@ -289,52 +318,29 @@ impl Runtime {
             audit.record(entry);
             Some(held.map_err(|e| RunError::Busy(e.to_string()))?)
         };
-        let grants = &options.grants;
         tracing::info!(grants = %grants, limits = %options.limits, "granted");
         let addresses = PodAddresses::default();
         let (wasi, output) = wasi::deny_all();
         let state = RunState {
             wasi,
             table: ResourceTable::new(),
-            enforcer: limits::Enforcer::new(&options.limits),
-            pods: PodsCap::new(
-                lister.clone(),
-                addresses.clone(),
-                grants.allows(Capability::Pods),
-                denials.clone(),
-            )
-            .with_audit(audit.clone()),
-            http: HttpCap::new(client, policy, grants.clone(), addresses, denials.clone())
-                .with_gate(gate.clone())
+            enforcer,
+            pods: PodsCap::new(lister.clone(), addresses.clone(), gate.clone())
+                .observed_by(latest)
                 .with_audit(audit.clone()),
-            restart: RestartCap::new(
-                site.restart.clone(),
-                lister,
-                grants.allows(Capability::Restart),
-                denials.clone(),
-            )
-            .with_gate(gate.clone())
-            .with_audit(audit.clone()),
+            http: HttpCap::new(client, policy, gate.clone(), addresses, denials.clone())
+                .with_audit(audit.clone()),
+            restart: RestartCap::new(site.restart.clone(), lister, gate.clone(), denials.clone())
+                .with_audit(audit.clone()),
             log: LogCap::new(
                 options.progress.clone(),
                 grants.allows(Capability::Log),
                 denials.clone(),
             )
             .with_audit(audit.clone()),
-            journal: JournalCap::new(
-                journal,
-                options.plan,
-                grants.allows(Capability::Journal),
-                denials.clone(),
-            )
-            .with_audit(audit.clone()),
-            confirm: ConfirmCap::new(
-                options.answerer,
-                options.plan,
-                grants.allows(Capability::Confirm),
-                denials.clone(),
-            )
-            .with_audit(audit.clone()),
+            journal: JournalCap::new(journal, options.plan, gate.clone(), denials.clone())
+                .with_audit(audit.clone()),
+            confirm: ConfirmCap::new(confirmations),
             hooks: HooksCap::new(hooks).with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
@@ -479,25 +485,21 @@ impl Runtime {
         let addresses = PodAddresses::default();
         let (wasi, output) = wasi::deny_all();
         tracing::info!(hook = %config.name, grants = %grants, timeout_secs = config.timeout.as_secs(), "hook granted");
+        let enforcer = limits::Enforcer::new(shared.limits);
+        let gate = shared.gate.for_store(grants.clone(), enforcer.budget());
         let state = HookState {
             wasi,
             table: ResourceTable::new(),
-            enforcer: limits::Enforcer::new(shared.limits),
-            pods: PodsCap::new(
-                shared.lister.clone(),
-                addresses.clone(),
-                grants.allows(Capability::Pods),
-                shared.denials.clone(),
-            )
-            .with_audit(shared.audit.clone()),
+            enforcer,
+            pods: PodsCap::new(shared.lister.clone(), addresses.clone(), gate.clone())
+                .with_audit(shared.audit.clone()),
             http: HttpCap::new(
                 shared.client.clone(),
                 shared.policy.clone(),
-                grants.clone(),
+                gate,
                 addresses,
                 shared.denials.clone(),
             )
-            .with_gate(shared.gate.clone())
             .with_audit(shared.audit.clone()),
             log: LogCap::new(
                 shared.progress.clone(),
