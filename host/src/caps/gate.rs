@@ -201,6 +201,9 @@ struct Shared {
     restarts: AtomicU32,
     guards: Mutex<Vec<Arc<dyn Guard>>>,
     planned: Mutex<Vec<String>>,
+    /// A mutating call was refused because the run is stopped: the run cannot end
+    /// as done, whatever the procedure reports.
+    halted: Mutex<Option<String>>,
 }
 
 /// The gate of one run, as one store (the procedure's, or a hook's) sees it: the run's
@@ -244,6 +247,7 @@ impl Gate {
                 restarts: AtomicU32::new(0),
                 guards: Mutex::default(),
                 planned: Mutex::default(),
+                halted: Mutex::default(),
             }),
             grants,
             budget,
@@ -293,13 +297,12 @@ impl Gate {
         if !row.effect.mutating() {
             return Ok(Permit { _private: () });
         }
+        if let Err(why) = self.shared.fence.check() {
+            self.shared.stop.request(why);
+        }
         if let Some(why) = self.shared.stop.reason() {
             tracing::warn!(call = %target, "not sent: {why}");
-            return Err(Refusal::Denied(format!("{why}: not sent")));
-        }
-        if let Err(why) = self.shared.fence.check() {
-            self.shared.stop.request(why.clone());
-            tracing::error!(call = %target, "not sent: {why}");
+            self.halt(&why);
             return Err(Refusal::Denied(format!("{why}: not sent")));
         }
         if let Call::Restart { .. } = call {
@@ -376,6 +379,7 @@ impl Gate {
             if let Err(reason) = guard.check(&shown).await {
                 let why = format!("{} refused {target}: {reason}", guard.name());
                 self.shared.stop.request(why.clone());
+                self.halt(&why);
                 return Err(Refusal::Denied(self.shared.denials.deny(
                     row.interface,
                     target,
@@ -395,6 +399,18 @@ impl Gate {
             .irreversible
             .iter()
             .any(|(m, p)| *m == method && loose_path(p) == path)
+    }
+
+    fn halt(&self, why: &str) {
+        let mut halted = self.shared.halted.lock().expect("halted lock");
+        if halted.is_none() {
+            *halted = Some(why.to_string());
+        }
+    }
+
+    /// Why a mutating call was refused to a stopped run, if one was.
+    pub fn halted(&self) -> Option<String> {
+        self.shared.halted.lock().expect("halted lock").clone()
     }
 
     /// The calls plan mode recorded instead of executing.

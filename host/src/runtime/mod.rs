@@ -407,6 +407,21 @@ impl Runtime {
             "component finished"
         );
         match result {
+            Ok(Ok(Ok(done))) if !options.plan && gate.halted().is_some() => {
+                // The gate refused a change to a stopped run; a procedure that went on
+                // and reported success did not finish what it set out to do.
+                report.set_outcome(RunOutcome::Failed);
+                report.pods = done.pods;
+                report.steps = reported_steps(done.steps, &host_steps);
+                report.failure = Some(FailureInfo {
+                    step: "gate".into(),
+                    reason: format!(
+                        "the host stopped the run ({}); the component reported success anyway",
+                        gate.halted().unwrap_or_default()
+                    ),
+                    safe_to_resume: false,
+                });
+            }
             Ok(Ok(Ok(done))) => {
                 report.set_outcome(RunOutcome::Succeeded);
                 report.steps = reported_steps(done.steps, &host_steps);

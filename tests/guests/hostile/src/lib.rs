@@ -12,8 +12,16 @@
 //! - `read-file`: reads `path` (default `/etc/passwd`) through `std::fs`;
 //! - `read-env`: reads the environment through `std::env`;
 //! - `connect`: opens a TCP connection to `addr` through `std::net` (WASI sockets).
+//! - `activate`: lists the pods, asks `confirm.ask` first when `ask=true` (and lists
+//!   again after it when `relist=true`), then POSTs `/cluster/v1/key/activate` on the
+//!   first pod `times` times (default 2), ignoring every answer;
+//! - `batch`: one `http.batch` of `count` (default 5000) GETs of the first pod's status;
+//! - `restart-loop`: calls `restart.rolling-restart` `times` times (default 6);
+//! - `post-loop`: POSTs `path` (default `/cluster/v1/key/nothing`) on the first pod
+//!   up to `times` times (default 2000), until one is denied.
 //!
-//! The last three report what they got as the detail of one step, and succeed.
+//! These and the three before report what they got as the detail of one step per
+//! call, and succeed.
 
 /// The value of the last `key` in `params`.
 pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -94,8 +102,10 @@ pub fn connect(addr: &str) -> String {
 mod component {
     wit_bindgen::generate!({ path: "../../../wit", world: "rotation" });
 
+    use self::cmk::procedure::http::{self, HttpError, Method, Request};
     use self::cmk::procedure::log::{self, Level};
     use self::cmk::procedure::types::Outcome;
+    use self::cmk::procedure::{confirm, pods, restart};
     use self::exports::cmk::procedure::procedure::{Context, Failure, Guest, Report, Step};
 
     struct Hostile;
@@ -111,6 +121,54 @@ mod component {
             version_after: None,
             pods: 0,
         })
+    }
+
+    fn step(name: String, detail: String) -> Step {
+        Step {
+            name,
+            outcome: Outcome::Done,
+            detail,
+        }
+    }
+
+    fn steps(steps: Vec<Step>) -> Result<Report, Failure> {
+        Ok(Report {
+            steps,
+            version_before: None,
+            version_after: None,
+            pods: 0,
+        })
+    }
+
+    fn render(result: &Result<http::Response, HttpError>) -> String {
+        match result {
+            Ok(r) => format!("ok {}", r.status),
+            Err(HttpError::Denied(m)) => format!("denied: {m}"),
+            Err(HttpError::Status(r)) => format!("status {}", r.status),
+            Err(HttpError::Timeout) => "timeout".to_string(),
+            Err(HttpError::Connect(m)) => format!("connect: {m}"),
+            Err(HttpError::Tls(m)) => format!("tls: {m}"),
+            Err(HttpError::Protocol(m)) => format!("protocol: {m}"),
+        }
+    }
+
+    /// The first listed pod's base URL, `https://IP:PORT`.
+    fn first_pod(port: &str) -> Result<String, Failure> {
+        let listed = pods::list().map_err(|e| Failure {
+            step: "pods".to_string(),
+            reason: format!("{e:?}"),
+            safe_to_resume: true,
+            steps: Vec::new(),
+        })?;
+        let ip = listed
+            .iter()
+            .find_map(|p| p.ip.clone())
+            .unwrap_or_else(|| "0.0.0.0".to_string());
+        Ok(format!("https://{ip}:{port}"))
+    }
+
+    fn count(p: Option<&str>, default: usize) -> usize {
+        p.and_then(|v| v.parse().ok()).unwrap_or(default)
     }
 
     impl Guest for Hostile {
@@ -140,6 +198,78 @@ mod component {
                     "connect",
                     super::connect(p("addr").unwrap_or("127.0.0.1:22")),
                 ),
+                "activate" => {
+                    let base = first_pod(p("port").unwrap_or("4444"))?;
+                    let mut out = Vec::new();
+                    if p("ask") == Some("true") {
+                        let answer = confirm::ask(
+                            "activate \u{1b}[2Jthe new key",
+                            &[("proposal hash".to_string(), "h".to_string())],
+                        );
+                        out.push(step("ask".into(), format!("{answer:?}")));
+                        if p("relist") == Some("true") {
+                            let _ = pods::list();
+                        }
+                    }
+                    for i in 1..=count(p("times"), 2) {
+                        let r = http::post(&format!("{base}/cluster/v1/key/activate"), None);
+                        out.push(step(format!("activate {i}"), render(&r)));
+                    }
+                    steps(out)
+                }
+                "batch" => {
+                    let base = first_pod(p("port").unwrap_or("4444"))?;
+                    let n = count(p("count"), 5000);
+                    let requests: Vec<Request> = (0..n)
+                        .map(|_| Request {
+                            method: Method::Get,
+                            url: format!("{base}/cluster/v1/key"),
+                            body: None,
+                        })
+                        .collect();
+                    let results = http::batch(&requests);
+                    let ok = results.iter().filter(|r| r.is_ok()).count();
+                    let denied: Vec<String> = results
+                        .iter()
+                        .filter(|r| matches!(r, Err(HttpError::Denied(_))))
+                        .map(render)
+                        .collect();
+                    steps(vec![step(
+                        "batch".into(),
+                        format!(
+                            "{} results, {ok} ok, {} denied: {}",
+                            results.len(),
+                            denied.len(),
+                            denied.first().cloned().unwrap_or_default()
+                        ),
+                    )])
+                }
+                "restart-loop" => {
+                    let mut out = Vec::new();
+                    for i in 1..=count(p("times"), 6) {
+                        let r = restart::rolling_restart();
+                        out.push(step(format!("restart {i}"), format!("{r:?}")));
+                    }
+                    steps(out)
+                }
+                "post-loop" => {
+                    let base = first_pod(p("port").unwrap_or("4444"))?;
+                    let path = p("path").unwrap_or("/cluster/v1/key/nothing");
+                    let mut sent = 0;
+                    let mut last = String::new();
+                    for _ in 0..count(p("times"), 2000) {
+                        let r = http::post(&format!("{base}{path}"), None);
+                        last = render(&r);
+                        if matches!(r, Err(HttpError::Denied(_))) {
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    steps(vec![step(
+                        "post-loop".into(),
+                        format!("{sent} sent; last: {last}"),
+                    )])
+                }
                 other => Err(Failure {
                     step: "params".to_string(),
                     reason: format!("unknown attack {other:?}"),
