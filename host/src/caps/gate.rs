@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use super::confirm::Confirmations;
 use super::registry::{self, Row};
 use super::{Denials, LatestPods, SeenPod};
-use crate::grants::{Grants, HttpMethod};
+use crate::grants::{Capability, Grants, HttpMethod};
 use crate::lease::Fence;
 
 /// A request to stop the run at its next mutating call; the first reason wins.
@@ -305,9 +305,10 @@ impl Gate {
             self.halt(&why);
             return Err(Refusal::Denied(format!("{why}: not sent")));
         }
-        if let Call::Restart { .. } = call {
+        let restart = matches!(call, Call::Restart { .. });
+        if restart {
             let max = self.shared.max_restarts;
-            let n = self.shared.restarts.fetch_add(1, Ordering::SeqCst);
+            let n = self.shared.restarts.load(Ordering::SeqCst);
             if n >= max {
                 return Err(Refusal::Denied(self.shared.denials.deny(
                     "restart",
@@ -321,6 +322,10 @@ impl Gate {
             }
         }
         self.ask_guards(&call, row, &target).await?;
+        if restart {
+            // Planned restarts count too: the plan shows what the run would be allowed.
+            self.shared.restarts.fetch_add(1, Ordering::SeqCst);
+        }
         if self.shared.plan {
             tracing::info!(call = %target, "plan: recorded, not sent");
             self.shared
@@ -333,9 +338,15 @@ impl Gate {
         if let Call::Http { method, path, .. } = call
             && self.irreversible(method, path)
         {
+            // A store without the grant (a hook's never has it) cannot use the
+            // procedure's confirmations.
             let authorised = match &self.shared.confirmations {
-                Some(c) => c.authorise(&target).await,
-                None => Err("an irreversible request, and this run cannot confirm one".into()),
+                Some(c) if self.grants.allows(Capability::Confirm) => c.authorise(&target).await,
+                _ => Err(
+                    "an irreversible request ([http] irreversible), and this component is not \
+                     granted `confirm`: the host sends none for it"
+                        .into(),
+                ),
             };
             if let Err(rule) = authorised {
                 return Err(Refusal::Denied(
@@ -461,7 +472,6 @@ fn loose_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grants::Capability;
 
     fn gate(plan: bool, stop: Stop) -> Gate {
         Gate::new(
@@ -571,6 +581,55 @@ mod tests {
             gate.decide(journal).await.unwrap_err(),
             Refusal::Denied("k: journal is not granted to this component".into())
         );
+    }
+
+    #[tokio::test]
+    async fn a_store_without_confirm_never_sends_an_irreversible_request() {
+        use crate::caps::confirm::{Answerer, Confirmations};
+        let latest = LatestPods::default();
+        let confirmations = Confirmations::new(
+            Answerer::Yes,
+            false,
+            true,
+            "c",
+            latest.clone(),
+            Denials::default(),
+            crate::audit::Audit::default(),
+        );
+        let grants = Grants::none()
+            .allow(Capability::Confirm)
+            .allow_http([HttpMethod::Post], ["/cluster/v1/key".to_string()]);
+        let procedure = Gate::new(
+            GateConfig {
+                plan: false,
+                stop: Stop::default(),
+                fence: Fence::default(),
+                denials: Denials::default(),
+                confirmations: Some(confirmations),
+                pods: latest,
+                irreversible: vec![(HttpMethod::Post, "/cluster/v1/key/activate".into())],
+                max_restarts: 2,
+            },
+            grants,
+            CallBudget::new(10),
+        );
+        let hook = procedure.for_store(
+            Grants::none().allow_http([HttpMethod::Post], ["/cluster/v1/key".to_string()]),
+            CallBudget::new(10),
+        );
+        let activate = Call::Http {
+            function: "post",
+            method: HttpMethod::Post,
+            path: "/cluster/v1/key/activate",
+            target: "POST x",
+        };
+        let refused = hook.decide(activate).await.unwrap_err();
+        assert!(
+            refused.message().contains("not granted `confirm`"),
+            "{refused:?}"
+        );
+        // --yes is still unused: the procedure's one request goes.
+        assert!(procedure.decide(activate).await.is_ok());
     }
 
     struct No;
