@@ -51,6 +51,17 @@ pub enum Command {
   cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml               # asks before activate
   cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml --yes --json  # automation")]
     Run(RunArgs),
+    /// Check a cluster: every pod's key version, proposal hash and readiness.
+    ///
+    /// Runs the bundled read-only procedure (guest-status) with the site's grants
+    /// made read-only: the pod list, the log and GET under the site's paths. It needs
+    /// no signature or trusted signer, takes no Lease (it can look at a cluster while
+    /// a rotation runs) and never changes anything. Exit 0 when every pod is Ready
+    /// and agrees; 1 when a pod disagrees, is not Ready or cannot be read.
+    #[command(after_long_help = "Examples:
+  cmk-host status --site /etc/cmk/prod-eu.toml
+  cmk-host status --site /etc/cmk/prod-eu.toml --json")]
+    Status(StatusArgs),
     /// Rotate the master key of a simulated cluster with the bundled component.
     ///
     /// Starts a simulated DSM cluster on loopback addresses, rotates its key end to
@@ -147,6 +158,20 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The site file of the cluster to check.
+    #[arg(long, value_name = "SITE.toml")]
+    pub site: PathBuf,
+    /// A parameter of the check (`port`, `version_field`, `hash_field`,
+    /// `read_timeout_secs`); overrides the site's [params]. Repeatable.
+    #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Print one machine-readable JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Pods in the simulated cluster.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -209,6 +234,7 @@ pub fn main() -> u8 {
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run(args, &terminal).await,
+            Command::Status(args) => status(args, &terminal).await,
             Command::Demo(args) => {
                 crate::demo::demo(args.pods as usize, args.json, &terminal).await
             }
@@ -243,17 +269,7 @@ async fn run_component(args: RunArgs, terminal: &ui::Terminal) -> Result<u8, Fai
         },
         cache: launch::open_cache(args.no_cache, args.cache_dir),
     };
-    let Some(state_dir) = site
-        .state
-        .dir
-        .clone()
-        .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
-    else {
-        return Err(Failure::InvalidSite(format!(
-            "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
-            args.site.display()
-        )));
-    };
+    let state_dir = state_dir(&site)?;
     let options = RunOptions {
         plan: args.plan,
         params: args.params,
@@ -267,6 +283,49 @@ async fn run_component(args: RunArgs, terminal: &ui::Terminal) -> Result<u8, Fai
     };
     let report = launch::execute(&bytes, &args.component, &site, &launch, options).await?;
     Ok(launch::finish(&report, args.json))
+}
+
+async fn status(args: StatusArgs, terminal: &ui::Terminal) -> u8 {
+    match status_of(args, terminal).await {
+        Ok(code) => code,
+        Err(failure) => failure.report(),
+    }
+}
+
+async fn status_of(args: StatusArgs, terminal: &ui::Terminal) -> Result<u8, Failure> {
+    let site = Site::load(&args.site)?;
+    let options = RunOptions {
+        plan: false,
+        params: args.params,
+        limits: site.limits.clone(),
+        grants: site.grants(),
+        progress: terminal.progress(),
+        state_dir: state_dir(&site)?,
+        answerer: Answerer::Nobody,
+        stop: on_interrupt(),
+        hooks: Vec::new(),
+    };
+    let origin = Path::new("<bundled guest-status>");
+    // Compiled into the binary: the precompile cache would only add a disk write.
+    let launch = Launch::default();
+    let report =
+        launch::execute_bundled(crate::STATUS_COMPONENT, origin, &site, &launch, options).await?;
+    Ok(launch::finish(&report, args.json))
+}
+
+/// Where the cluster's journal and audit trail live: `[state] dir`, else the
+/// XDG state directory.
+fn state_dir(site: &Site) -> Result<PathBuf, Failure> {
+    site.state
+        .dir
+        .clone()
+        .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
+        .ok_or_else(|| {
+            Failure::InvalidSite(format!(
+                "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
+                site.path.display()
+            ))
+        })
 }
 
 fn audit_verify(file: &Path) -> u8 {

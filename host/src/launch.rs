@@ -233,6 +233,32 @@ pub async fn execute(
     Ok(report)
 }
 
+/// The pipeline for a component bundled in this binary (`status`): the binary is
+/// its signature, so there is no admission; it runs with the site's grants made
+/// read-only (`Grants::read_only`), whatever it imports, and without the site's
+/// hooks (they guard a rotation's steps, and nothing here changes the cluster).
+pub async fn execute_bundled(
+    bytes: &[u8],
+    origin: &Path,
+    site: &Site,
+    launch: &Launch<'_>,
+    mut options: RunOptions,
+) -> Result<RunReport, Failure> {
+    options.grants = options.grants.read_only();
+    options.hooks = Vec::new();
+    let runtime =
+        Runtime::new().map_err(|e| Failure::Failed(format!("cannot start wasmtime: {e:#}")))?;
+    let (loaded, cache_status) = compile(&runtime, bytes, origin, launch)?;
+    tracing::info!(component = %origin.display(), cluster = %site.cluster.name, grants = %options.grants, "running the bundled component");
+    let mut report = runtime
+        .run(&loaded, site, options)
+        .await
+        .map_err(|e| run_failure(e, origin, site))?;
+    report.signer = Some("cmk-host (bundled)".into());
+    report.cache = Some(cache_status.to_string());
+    Ok(report)
+}
+
 /// Why a run could not start, in the operator's terms.
 fn run_failure(e: RunError, origin: &Path, site: &Site) -> Failure {
     let message = format!("{}: {e}", origin.display());

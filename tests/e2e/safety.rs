@@ -691,3 +691,58 @@ async fn a_restart_that_times_out_stops_before_activate_and_the_rerun_restarts_a
     assert_eq!(out.code, 0, "{out}");
     assert_completed_once(&cluster.oracle(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_left_by_a_dead_process_of_this_host_is_taken_over_at_once() {
+    let cluster = Cluster::pods(3).await;
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let holder = format!("{}/{pid}/crashed-run", host.trim());
+    // Renewed just now for ten minutes: only the dead pid lets a run take it.
+    cluster
+        .sim
+        .hold_lease("sdkms", "cmk-host-rotation", &holder, 600);
+
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site(&cluster),
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&holder) && out.stderr.contains("no longer exists"),
+        "says whose Lease it took over and why: {out}"
+    );
+    assert_rotated_once(&cluster.oracle(), 3);
+
+    // A live holder elsewhere still blocks.
+    cluster
+        .sim
+        .hold_lease("sdkms", "cmk-host-rotation", "other-host/1/run", 600);
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site(&cluster),
+            "--yes",
+            "--param",
+            "new_rotation=true",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("another run holds the cluster"),
+        "{out}"
+    );
+}

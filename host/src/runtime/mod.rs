@@ -264,8 +264,9 @@ impl Runtime {
             };
             hooks.push(self.instantiate_hook(prepared, shared).await?);
         }
-        // Plan mode changes nothing, so it does not exclude other runs.
-        let lease = if options.plan {
+        // Plan mode changes nothing, and neither does a run granted no POST and no
+        // restart (a status check): neither excludes other runs.
+        let lease = if options.plan || !options.grants.can_change_cluster() {
             None
         } else {
             let holder = crate::lease::identity(&run_id);
