@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cache::{self, Cache};
+use crate::events::Events;
 use crate::exit;
 use crate::frame::SiteError;
 use crate::report::RunReport;
@@ -70,6 +71,19 @@ impl Failure {
         } else {
             Failure::Usage(format!("{}: {refusal}{hint}{digest}", origin.display()))
         }
+    }
+
+    /// The `--json` document of a launch that produced no report (docs/json.md).
+    pub fn document(&self, site: Option<&Path>) -> serde_json::Value {
+        let mut doc = serde_json::json!({
+            "outcome": self.outcome(),
+            "exit_code": self.exit_code(),
+            "error": self.to_string(),
+        });
+        if let Some(site) = site {
+            doc["site"] = site.display().to_string().into();
+        }
+        doc
     }
 
     /// Prints the failure and returns its exit code.
@@ -327,6 +341,31 @@ fn prepare_hooks(
         });
     }
     Ok(prepared)
+}
+
+/// Report, on every exit: the report of a run that happened, or the failure that
+/// stopped it before; with `json`, one document on stdout either way (a failure's
+/// message also goes to stderr). `events` gets the same document, last.
+pub fn conclude(
+    result: Result<RunReport, Failure>,
+    json: bool,
+    events: &Events,
+    site: &Path,
+) -> u8 {
+    match result {
+        Ok(report) => {
+            events.emit_as("report", serde_json::to_value(&report).unwrap_or_default());
+            finish(&report, json)
+        }
+        Err(failure) => {
+            let doc = failure.document(Some(site));
+            events.emit_as("report", doc.clone());
+            if json {
+                println!("{doc:#}");
+            }
+            failure.report()
+        }
+    }
 }
 
 /// Report: prints the report (summary or JSON) and returns its exit code.

@@ -15,6 +15,7 @@ pub mod caps;
 pub mod cli;
 pub mod demo;
 pub mod digest;
+pub mod events;
 pub mod exit;
 pub mod frame;
 pub mod grants;
