@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{Denials, LatestPods, SeenPod};
 use crate::audit::{Audit, Entry};
-use crate::runtime::bindings::cmk::procedure::confirm::Host;
+use crate::wit::cmk::procedure::confirm::Host;
 
 /// Details of the procedure shown in a question, at most; and characters of each.
 const MAX_DETAILS: usize = 32;
@@ -48,6 +48,17 @@ impl Answerer {
     }
 }
 
+/// Why a confirmation was not given: the run stopped before the point of no
+/// return on purpose, with nothing to fix (its report says `declined` or
+/// `awaiting-confirmation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// The operator answered something other than `yes`.
+    Declined,
+    /// No terminal to ask on and no `--yes` (or `--yes` already answered).
+    NoAnswerer,
+}
+
 /// The confirmations of one run: who answers, and the yeses not used yet. Shared by
 /// the `confirm` capability (the procedure's questions) and the gate (the requests).
 #[derive(Clone)]
@@ -73,6 +84,8 @@ struct Held {
     yes_used: bool,
     /// One entry per unused yes: the pod-list generation it was given at.
     yeses: Vec<u64>,
+    /// Why the last question asked was not answered yes, if it was not.
+    unconfirmed: Option<Unconfirmed>,
 }
 
 /// What the operator is asked about.
@@ -190,15 +203,29 @@ impl Confirmations {
     /// Whoever answers this run answers `subject`; `resume` completes "run the same
     /// command again ... `resume`" in a refusal.
     async fn answer(&self, subject: &Subject<'_>, resume: &str) -> Result<(), String> {
+        let answer = self.answer_unrecorded(subject, resume).await;
+        self.0.state.lock().expect("confirm lock").unconfirmed =
+            answer.as_ref().err().map(|(u, _)| *u);
+        answer.map_err(|(_, why)| why)
+    }
+
+    async fn answer_unrecorded(
+        &self,
+        subject: &Subject<'_>,
+        resume: &str,
+    ) -> Result<(), (Unconfirmed, String)> {
         let me = &self.0;
         match me.answerer {
             Answerer::Yes => {
                 let mut held = me.state.lock().expect("confirm lock");
                 if held.yes_used {
                     tracing::warn!("not confirmed: --yes already answered this run's question");
-                    return Err(format!(
-                        "not confirmed: --yes answers one question per run and this run's is \
-                         answered; {resume}, run the same command again with --yes"
+                    return Err((
+                        Unconfirmed::NoAnswerer,
+                        format!(
+                            "not confirmed: --yes answers one question per run and this run's \
+                             is answered; {resume}, run the same command again with --yes"
+                        ),
                     ));
                 }
                 held.yes_used = true;
@@ -207,9 +234,12 @@ impl Confirmations {
             }
             Answerer::Nobody => {
                 tracing::warn!(question = %subject.summary(), "not confirmed: no terminal and no --yes");
-                Err(format!(
-                    "not confirmed: no terminal to ask on and no --yes; {resume}, run the same \
-                     command again with --yes"
+                Err((
+                    Unconfirmed::NoAnswerer,
+                    format!(
+                        "not confirmed: no terminal to ask on and no --yes; {resume}, run the \
+                         same command again with --yes"
+                    ),
                 ))
             }
             Answerer::Terminal => {
@@ -219,13 +249,21 @@ impl Confirmations {
                     Ok(())
                 } else {
                     tracing::warn!(question = %subject.summary(), "declined by the operator");
-                    Err(format!(
-                        "declined by the operator; {resume}, run the same command again and \
-                         answer `yes` (or pass --yes)"
+                    Err((
+                        Unconfirmed::Declined,
+                        format!(
+                            "declined by the operator; {resume}, run the same command again \
+                             and answer `yes` (or pass --yes)"
+                        ),
                     ))
                 }
             }
         }
+    }
+
+    /// Why the last question asked was not answered yes, if it was not.
+    pub fn unconfirmed(&self) -> Option<Unconfirmed> {
+        self.0.state.lock().expect("confirm lock").unconfirmed
     }
 
     fn answerer(&self) -> Answerer {
@@ -332,6 +370,11 @@ impl ConfirmCap {
             audit: confirmations.0.audit.clone(),
             confirmations,
         }
+    }
+
+    /// Why the last confirmation asked was not given, if it was not.
+    pub fn unconfirmed(&self) -> Option<Unconfirmed> {
+        self.confirmations.unconfirmed()
     }
 }
 

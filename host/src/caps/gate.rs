@@ -14,7 +14,7 @@
 //! the site lists as irreversible, a confirmation the host holds. A call already
 //! under way (a rolling restart) is never cut short: that is the safe point.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -24,60 +24,8 @@ use super::registry::{self, Row};
 use super::{Denials, LatestPods, SeenPod};
 use crate::grants::{Capability, Grants, HttpMethod};
 use crate::lease::Fence;
-
-/// A request to stop the run at its next mutating call; the first reason wins.
-#[derive(Debug, Clone, Default)]
-pub struct Stop(Arc<Mutex<Option<String>>>);
-
-impl Stop {
-    pub fn request(&self, why: impl Into<String>) {
-        let mut reason = self.0.lock().expect("stop lock");
-        if reason.is_none() {
-            *reason = Some(why.into());
-        }
-    }
-
-    pub fn reason(&self) -> Option<String> {
-        self.0.lock().expect("stop lock").clone()
-    }
-}
-
-/// The host calls one store may make (`[limits] host_calls`), shared by its call hook
-/// (one per call into the host) and its capabilities (a batch counts each request).
-#[derive(Debug, Clone)]
-pub struct CallBudget {
-    limit: u64,
-    used: Arc<AtomicU64>,
-}
-
-impl CallBudget {
-    pub fn new(limit: u64) -> CallBudget {
-        CallBudget {
-            limit,
-            used: Arc::default(),
-        }
-    }
-
-    /// Counts one call; `false` once past the limit.
-    pub fn take_one(&self) -> bool {
-        self.used.fetch_add(1, Ordering::SeqCst) < self.limit
-    }
-
-    /// Counts `n` more calls and returns how many of them fit within the limit. Past
-    /// the limit the store's next call traps.
-    pub fn take(&self, n: u64) -> u64 {
-        let before = self.used.fetch_add(n, Ordering::SeqCst);
-        n.min(self.limit.saturating_sub(before))
-    }
-
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::SeqCst)
-    }
-
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-}
+use crate::limits::CallBudget;
+use crate::stop::Stop;
 
 /// Proof that the gate allowed one call. Only this module constructs one; the code
 /// that sends, restarts or writes takes it by value.

@@ -14,8 +14,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use wasmtime::ResourceLimiter;
 
-use crate::caps::gate::CallBudget;
-use crate::site::{Site, SiteError, SiteFile};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::frame::{SiteError, SiteFile};
 
 /// Defaults that suit a rotation: a few MiB of JSON at most, two rolling restarts,
 /// a few dozen calls per pod.
@@ -59,13 +61,6 @@ impl Limits {
                 + DEFAULT_WALL_CLOCK_MARGIN,
             host_calls: DEFAULT_HOST_CALLS,
         }
-    }
-}
-
-impl Limits {
-    /// The site's `[limits]`, validated with the site.
-    pub fn for_site(site: &Site) -> Limits {
-        site.limits.clone()
     }
 }
 
@@ -139,6 +134,43 @@ pub enum LimitHit {
 impl LimitHit {
     pub fn find(error: &wasmtime::Error) -> Option<&LimitHit> {
         error.chain().find_map(|e| e.downcast_ref::<LimitHit>())
+    }
+}
+
+/// The host calls one store may make (`[limits] host_calls`), shared by its call hook
+/// (one per call into the host) and its gate (a batch counts each request).
+#[derive(Debug, Clone)]
+pub struct CallBudget {
+    limit: u64,
+    used: Arc<AtomicU64>,
+}
+
+impl CallBudget {
+    pub fn new(limit: u64) -> CallBudget {
+        CallBudget {
+            limit,
+            used: Arc::default(),
+        }
+    }
+
+    /// Counts one call; `false` once past the limit.
+    pub fn take_one(&self) -> bool {
+        self.used.fetch_add(1, Ordering::SeqCst) < self.limit
+    }
+
+    /// Counts `n` more calls and returns how many of them fit within the limit. Past
+    /// the limit the store's next call traps.
+    pub fn take(&self, n: u64) -> u64 {
+        let before = self.used.fetch_add(n, Ordering::SeqCst);
+        n.min(self.limit.saturating_sub(before))
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 }
 
