@@ -158,6 +158,9 @@ impl Fence {
     }
 }
 
+/// How long giving the Lease up may take before the run ends without it.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A Lease this run holds. Call [`HeldLease::release`] at the end.
 pub struct HeldLease {
     api: Api<Lease>,
@@ -335,8 +338,10 @@ impl HeldLease {
     /// Stops renewing and gives the Lease up (clears the holder), if still ours.
     pub async fn release(self) {
         let _ = self.stop_renewing.send(());
+        // A renewal the API server keeps waiting is of no use any more.
+        self.renewer.abort();
         let _ = self.renewer.await;
-        let result = async {
+        let result = tokio::time::timeout(RELEASE_TIMEOUT, async {
             let mut lease = self.api.get(&self.name).await?;
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
             if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
@@ -349,8 +354,9 @@ impl HeldLease {
                 .replace(&self.name, &PostParams::default(), &lease)
                 .await?;
             Ok::<bool, kube::Error>(true)
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(kube::Error::Service("no answer in time".into())));
         match result {
             Ok(true) => tracing::info!(lease = %self.name, "Lease released"),
             Ok(false) => tracing::warn!(lease = %self.name, "the Lease was no longer ours"),
@@ -377,7 +383,8 @@ async fn renew(
             _ = tokio::time::sleep(every) => {}
         }
         let attempt = Instant::now();
-        let result = async {
+        // Bounded: a renewal still waiting after the Lease's duration has failed.
+        let result = tokio::time::timeout(every * 3, async {
             let mut lease = api.get(&name).await?;
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
             if spec.holder_identity.as_deref() != Some(identity.as_str()) {
@@ -386,8 +393,9 @@ async fn renew(
             spec.renew_time = Some(now());
             api.replace(&name, &PostParams::default(), &lease).await?;
             Ok::<_, kube::Error>(None)
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(kube::Error::Service("no answer in time".into())));
         match result {
             Ok(None) => {
                 fence.renewed(attempt);

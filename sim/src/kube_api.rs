@@ -237,9 +237,10 @@ async fn handle(
                 && method != Method::DELETE
                 && shared.state().faults.fail_lease_writes =>
         {
+            // 500, not 503: the client does not retry it, so every renewal fails fast.
             status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
                 "injected fault: Lease writes fail",
             )
         }
