@@ -75,7 +75,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show a component's imports, exports, size and digest, and what a site would grant it.
     ///
-    /// Exit 3 when a run would refuse the component (an import outside the world).
+    /// With --site, the signature is verified first, as `run` does; the grants shown
+    /// are the site's narrowed to the signer. Exit 3 when a run would refuse the
+    /// component (unsigned, an untrusted key, modified, an import outside the world).
     Inspect(InspectArgs),
     /// Work with audit trails.
     #[command(subcommand)]
@@ -98,12 +100,19 @@ pub struct InspectArgs {
     /// The component to describe.
     #[arg(value_name = "COMPONENT.wasm")]
     pub component: PathBuf,
-    /// The site file whose grants and limits to show.
+    /// The site file whose trust, grants and limits to judge it by: its signature
+    /// is verified first, as `run` does.
     #[arg(long, value_name = "SITE.toml")]
     pub site: Option<PathBuf>,
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Judge it as `run --allow-unsigned` would.
+    #[arg(long, requires = "site")]
+    pub allow_unsigned: bool,
+    /// A detached signature (from `sign --detached`), as `run --signature`.
+    #[arg(long, value_name = "FILE", requires = "site")]
+    pub signature: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -312,6 +321,8 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
         answerer: Answerer::detect(args.yes),
         stop: on_interrupt(),
         hooks: Vec::new(),
+        signer: None,
+        key_id: None,
     };
     match execute(&bytes, &args.component, &site, &launch, options).await {
         Ok(report) => finish(&report, args.json),
@@ -380,7 +391,24 @@ fn inspect(args: InspectArgs) -> u8 {
         Ok(b) => b,
         Err(code) => return code,
     };
-    let inspection = match crate::inspect::inspect(&bytes, &args.component, site.as_ref()) {
+    let detached = match &args.signature {
+        Some(path) => match std::fs::read(path) {
+            Ok(sig) => Some(sig),
+            Err(e) => {
+                return ui::error(
+                    exit::USAGE,
+                    format!("cannot read signature {}: {e}", path.display()),
+                );
+            }
+        },
+        None => None,
+    };
+    let request = trust::Request {
+        allow_unsigned: args.allow_unsigned,
+        detached: detached.as_deref(),
+    };
+    let inspection = match crate::inspect::inspect(&bytes, &args.component, site.as_ref(), &request)
+    {
         Ok(i) => i,
         Err(e) => {
             return ui::error(exit::USAGE, format!("{}: {e}", args.component.display()));
@@ -504,6 +532,8 @@ pub async fn execute(
         ),
     }
     options.grants = admitted.grants.clone();
+    options.signer = admitted.signer.clone();
+    options.key_id = admitted.key_id.as_ref().map(|id| id.0.clone());
 
     let runtime =
         Runtime::new().map_err(|e| (exit::FAILED, format!("cannot start wasmtime: {e:#}")))?;

@@ -77,6 +77,8 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
         answerer: crate::caps::confirm::Answerer::Yes,
         stop: crate::caps::gate::Stop::default(),
         hooks: Vec::new(),
+        signer: None,
+        key_id: None,
     };
     let origin = Path::new("<bundled guest-rotate>");
     // No precompile cache: an ephemeral key makes the signed bytes new every run.

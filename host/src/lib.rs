@@ -17,6 +17,7 @@ pub mod report;
 pub mod runtime;
 pub mod signing;
 pub mod site;
+pub mod text;
 pub mod trust;
 pub mod ui;
 

@@ -10,7 +10,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::caps::log::{Fields, StepRecord};
 use crate::report::RunReport;
 
-/// Where step progress goes.
+/// Where step progress goes. The names and details are the component's words,
+/// already escaped ([`crate::text::ComponentText`]); the terminal marks their lines
+/// as the procedure's ([`GUTTER`]).
 pub trait Progress: Send + Sync {
     fn step_begin(&self, name: &str, detail: &str);
     fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration);
@@ -93,14 +95,20 @@ fn mark(outcome: &str) -> &'static str {
     }
 }
 
+/// The start of every line that shows a procedure's step: what follows is the
+/// procedure's report, not the host's voice (a host line never starts so, and the
+/// procedure's text, escaped, cannot start a line of its own).
+pub const GUTTER: &str = "│ ";
+
 fn describe(name: &str, outcome: &str, detail: &str, elapsed: Duration) -> String {
+    let (name, detail) = (crate::text::escape(name), crate::text::escape(detail));
     let detail = if detail.is_empty() {
         String::new()
     } else {
         format!(": {detail}")
     };
     format!(
-        "{} {name} {outcome} ({:.1}s){detail}",
+        "{GUTTER}{} {name} {outcome} ({:.1}s){detail}",
         mark(outcome),
         elapsed.as_secs_f64()
     )
@@ -111,8 +119,9 @@ pub struct Lines;
 
 impl Progress for Lines {
     fn step_begin(&self, name: &str, detail: &str) {
+        let (name, detail) = (crate::text::escape(name), crate::text::escape(detail));
         eprintln!(
-            "▶ {name}{}",
+            "{GUTTER}▶ {name}{}",
             if detail.is_empty() {
                 String::new()
             } else {
@@ -144,11 +153,11 @@ impl Progress for Spinners {
     fn step_begin(&self, name: &str, detail: &str) {
         let bar = self.multi.add(ProgressBar::new_spinner());
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
+            ProgressStyle::with_template("│ {spinner} {prefix} {msg} ({elapsed})")
                 .expect("static template"),
         );
-        bar.set_prefix(name.to_string());
-        bar.set_message(detail.to_string());
+        bar.set_prefix(crate::text::escape(name));
+        bar.set_message(crate::text::escape(detail));
         bar.enable_steady_tick(Duration::from_millis(120));
         self.running
             .lock()
@@ -203,7 +212,7 @@ fn table(steps: &[StepRecord]) -> String {
             .collect(),
     ];
     for (step, fields) in &rows {
-        let mut line = vec![step.name.clone()];
+        let mut line = vec![step.name.to_string()];
         for (i, key) in keys.iter().enumerate() {
             let value = fields.get(key).unwrap_or("");
             line.push(cut(value, i + 1 == keys.len()));
@@ -279,10 +288,18 @@ pub fn summary(report: &RunReport) -> String {
         _ => out.push_str("  signed by: nobody (run with --allow-unsigned)\n"),
     }
     out.push_str(&table(&report.steps));
+    use crate::text::escape;
     if let Some(f) = &report.failure {
+        // The procedure's own failure is said to be its words.
+        let whose = if f.reported_by == "procedure" {
+            " (the procedure's words)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
-            "  failed at: {}\n  reason:   {}\n",
-            f.step, f.reason
+            "  failed at: {}\n  reason:   {}{whose}\n",
+            escape(&f.step),
+            escape(&f.reason)
         ));
         out.push_str(if f.safe_to_resume {
             "  the cluster was left in a safe state: fix the cause and run again to continue\n"
@@ -296,13 +313,15 @@ pub fn summary(report: &RunReport) -> String {
     if !report.planned.is_empty() {
         out.push_str("  plan:     recorded, not sent:\n");
         for call in &report.planned {
-            out.push_str(&format!("            {call}\n"));
+            out.push_str(&format!("            {}\n", escape(call)));
         }
     }
     for d in &report.denials {
         out.push_str(&format!(
             "  denied:   {} {} ({})\n",
-            d.capability, d.target, d.rule
+            d.capability,
+            escape(&d.target),
+            escape(&d.rule)
         ));
     }
     if report.exit_code == 0 && report.version_after > report.version_before {
@@ -316,7 +335,7 @@ mod tests {
     use super::*;
 
     fn step(name: &str, outcome: &'static str, detail: &str) -> StepRecord {
-        StepRecord::new(name.into(), outcome, detail.into(), 0)
+        StepRecord::new(name, outcome, detail, 0)
     }
 
     #[test]

@@ -102,6 +102,8 @@ async fn the_runtime_still_runs_after_a_spinning_component() {
         answerer: cmk_host::caps::confirm::Answerer::Nobody,
         stop: cmk_host::caps::gate::Stop::default(),
         hooks: Vec::new(),
+        signer: None,
+        key_id: None,
     };
     let spin = runtime
         .load_checked(&std::fs::read(HOSTILE_WASM).unwrap())
