@@ -139,18 +139,24 @@ pub fn inspect(
                     bytes,
                     origin,
                     sha256,
-                    site,
+                    Some(site),
                     format!("refused: {refusal}{hint}"),
                 ));
             }
         },
-        None => {
-            crate::trust::verify::check_lengths(bytes).map_err(|r| match r {
-                Refusal::NotAComponent(_) => not_a_component(r),
-                r => RunError::Invalid(format!("not a WebAssembly component: {r}")),
-            })?;
-            None
-        }
+        None => match crate::trust::verify::check_lengths(bytes) {
+            Ok(()) => None,
+            Err(r) if !r.is_refusal() => return Err(not_a_component(r)),
+            Err(r) => {
+                return Ok(Inspection::refused(
+                    bytes,
+                    origin,
+                    sha256,
+                    None,
+                    format!("refused: {r}"),
+                ));
+            }
+        },
     };
     let runtime = Runtime::new().map_err(|e| RunError::Setup(format!("wasmtime: {e:#}")))?;
     let loaded = runtime.load(bytes)?;
@@ -210,7 +216,13 @@ pub fn inspect(
 impl Inspection {
     /// A component the site's trust refused: nothing compiled, nothing judged,
     /// nothing granted.
-    fn refused(bytes: &[u8], origin: &Path, sha256: String, site: &Site, why: String) -> Self {
+    fn refused(
+        bytes: &[u8],
+        origin: &Path,
+        sha256: String,
+        site: Option<&Site>,
+        why: String,
+    ) -> Self {
         Inspection {
             component: origin.display().to_string(),
             size: bytes.len() as u64,
@@ -223,7 +235,7 @@ impl Inspection {
             imports: Vec::new(),
             exports: Vec::new(),
             refused: Some(why),
-            site: Some(site.path.display().to_string()),
+            site: site.map(|s| s.path.display().to_string()),
             grants: Grants::none(),
             limits: None,
             http: None,

@@ -165,6 +165,7 @@ impl<'a> Bounded<'a> {
 /// claim more bytes than the file holds, before `wasmsign2` reads it: it allocates
 /// whatever a length says, so 14 bytes could make it ask for 4 GiB.
 pub fn check_lengths(bytes: &[u8]) -> Result<(), Refusal> {
+    check_preamble(bytes)?;
     let mut file = Bounded::new(bytes, 0);
     file.skip(8, "the preamble")?;
     while file.left() > 0 {
@@ -492,6 +493,7 @@ mod tests {
 
         // Inside a section that fits: a custom section's name claiming more than
         // the section, and a signature whose inner lengths claim gigabytes.
+        assert!(!check_lengths(b"not wasm").unwrap_err().is_refusal());
         let mut name = COMPONENT_PREAMBLE.to_vec();
         name.extend([0x00, 0x03, 0xff, 0xff, 0x0f]);
         assert!(
