@@ -541,9 +541,10 @@ impl Runtime {
         };
         instance.init(&config.params).await.map_err(|e| {
             RunError::Setup(format!(
-                "hook {} ({}) refused its [[hooks]] params: {e}",
+                "hook {} ({}) refused its [[hooks]] params: {}",
                 config.name,
-                config.path.display()
+                config.path.display(),
+                crate::text::ComponentText::new(&e)
             ))
         })?;
         Ok(instance)
