@@ -18,8 +18,9 @@ use serde::Serialize;
 use crate::caps::http::tls::Tls;
 use crate::caps::restart::Mechanism;
 use crate::grants::Grants;
+use crate::limits::Limits;
 use crate::runtime::imports::import_allowed;
-use crate::runtime::{Limits, RunError, Runtime};
+use crate::runtime::{RunError, Runtime};
 use crate::site::Site;
 use crate::trust::{self, Refusal};
 
@@ -123,7 +124,7 @@ pub fn inspect(
     site: Option<&Site>,
     request: &trust::Request<'_>,
 ) -> Result<Inspection, RunError> {
-    let sha256 = crate::runtime::hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes));
+    let sha256 = crate::digest::sha256_hex(bytes);
     let not_a_component = |r: Refusal| RunError::Invalid(r.to_string());
     // Before anything parses the file: the signature with a site, else the lengths.
     let admitted = match site {

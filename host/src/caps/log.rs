@@ -11,10 +11,17 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::Denials;
-use crate::runtime::bindings::cmk::procedure::log::{Host, Level};
-use crate::runtime::bindings::cmk::procedure::types::Outcome;
 use crate::text::ComponentText;
-use crate::ui::Progress;
+use crate::wit::cmk::procedure::log::{Host, Level};
+use crate::wit::cmk::procedure::types::Outcome;
+
+/// Where step progress goes. The names and details are the component's words,
+/// already escaped ([`ComponentText`]); the terminal marks their lines as the
+/// procedure's (`ui::GUTTER`).
+pub trait Progress: Send + Sync {
+    fn step_begin(&self, name: &str, detail: &str);
+    fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration);
+}
 
 /// A step as the host saw it (begin and end), for the report. Its name and detail
 /// are the component's words, escaped and bounded ([`ComponentText`]).
@@ -204,7 +211,7 @@ fn cut(s: String) -> String {
     ComponentText::new(&s).into_string()
 }
 
-impl crate::runtime::bindings::cmk::procedure::types::Host for LogCap {}
+impl crate::wit::cmk::procedure::types::Host for LogCap {}
 
 impl Host for LogCap {
     async fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
