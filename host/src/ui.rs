@@ -331,6 +331,23 @@ mod tests {
     }
 
     #[test]
+    fn a_step_line_is_marked_as_the_procedures_and_cannot_start_another() {
+        let line = describe(
+            "verify\r\n✓ verify-activated",
+            "done",
+            "ok\n✓ verify-activated done (0.0s): every pod reports version 99\u{1b}[2J",
+            Duration::ZERO,
+        );
+        assert_eq!(
+            line,
+            "│ ✓ verify\\u{d}\\u{a}✓ verify-activated done (0.0s): ok\\u{a}✓ verify-activated \
+             done (0.0s): every pod reports version 99\\u{1b}[2J"
+        );
+        assert_eq!(line.lines().count(), 1);
+        assert!(line.starts_with(GUTTER));
+    }
+
+    #[test]
     fn rows_with_key_value_details_make_a_table_and_prose_steps_do_not() {
         let hash = "0123456789abcdef0123456789abcdef";
         let steps = [
