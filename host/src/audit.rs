@@ -229,8 +229,15 @@ impl Audit {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(err)?;
         }
-        let (_, head) =
-            tail(&mut file).map_err(|e| format!("audit trail {}: {e}", path.display()))?;
+        let last = tail(&mut file).map_err(|e| format!("audit trail {}: {e}", path.display()))?;
+        if last.torn {
+            tracing::warn!(
+                path = %path.display(),
+                "the audit trail's last record was cut short (a run killed while writing it?): \
+                 the chain goes on from the record before it; `cmk-host audit verify` names the line"
+            );
+        }
+        let head = last.hash;
         Ok(Audit(Some(Arc::new(Mutex::new(Writer {
             path: path.to_path_buf(),
             file,
@@ -250,7 +257,12 @@ impl Audit {
         let written = (|| -> std::io::Result<String> {
             w.file.lock()?;
             let result = (|| {
-                let (seq, prev) = tail(&mut w.file)?;
+                let Tail {
+                    seq,
+                    hash: prev,
+                    needs_newline,
+                    ..
+                } = tail(&mut w.file)?;
                 let mut cut = BTreeMap::new();
                 let (target, c) = bounded(entry.target, MAX_TARGET);
                 cut.extend(c.map(|c| ("target".to_string(), c)));
@@ -283,7 +295,8 @@ impl Audit {
                     prev,
                 };
                 let (line, hash) = seal(&record).map_err(std::io::Error::other)?;
-                w.file.write_all(format!("{line}\n").as_bytes())?;
+                let lead = if needs_newline { "\n" } else { "" };
+                w.file.write_all(format!("{lead}{line}\n").as_bytes())?;
                 w.file.sync_data()?;
                 Ok(hash)
             })();
@@ -353,22 +366,78 @@ fn bounded_body(body: serde_json::Value) -> (serde_json::Value, Option<Cut>) {
     (kept, was_cut.then(summary))
 }
 
-/// The last record's (seq, hash) in `file`, or (0, zeros) when it is empty.
+/// Where the chain continues: the last complete record's `seq` and `hash`, and
+/// whether the file ends without a newline (the next record starts a line first).
+struct Tail {
+    seq: u64,
+    hash: String,
+    needs_newline: bool,
+    /// The last line was cut short (a run killed while writing it): the chain
+    /// continues from the record before it, and `audit verify` names the line.
+    torn: bool,
+}
+
+/// The last record of `file` (see [`Tail`]); (0, zeros) when it is empty.
 ///
-/// Reads back from the end in blocks until the line before the last one ends,
-/// keeping only positions, so a last line of any size is found with one block of
-/// memory; then reads the record's `seq` from the line's start and its `hash` from
-/// its end (the writer puts them there). The chain itself is `audit verify`'s job.
-fn tail(file: &mut std::fs::File) -> std::io::Result<(u64, String)> {
+/// Reads back from the end in blocks, keeping only positions, so a last line of any
+/// size is found with one block of memory; then reads the record's `seq` from the
+/// line's start and its `hash` from its end (the writer puts them there). The chain
+/// itself is `audit verify`'s job. A last line without its newline that is not a
+/// record is a write cut short: the record before it is where the chain goes on,
+/// so no run, however it ended, stops the next from starting.
+fn tail(file: &mut std::fs::File) -> std::io::Result<Tail> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.seek(SeekFrom::End(0))?;
+    let mut last = [0u8; 1];
+    let needs_newline = len > 0 && {
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
+        last[0] != b'\n'
+    };
+    let bad = || {
+        std::io::Error::other(
+            "the last record is not a readable audit record; run `cmk-host audit verify`",
+        )
+    };
+    let Some((start, end)) = last_line(file, len)? else {
+        return Ok(Tail {
+            seq: 0,
+            hash: GENESIS.to_string(),
+            needs_newline,
+            torn: false,
+        });
+    };
+    if let Some((seq, hash)) = seq_and_hash(file, start, end)? {
+        return Ok(Tail {
+            seq,
+            hash,
+            needs_newline,
+            torn: false,
+        });
+    }
+    if !needs_newline {
+        return Err(bad());
+    }
+    let (seq, hash) = match last_line(file, start)? {
+        None => (0, GENESIS.to_string()),
+        Some((s, e)) => seq_and_hash(file, s, e)?.ok_or_else(bad)?,
+    };
+    Ok(Tail {
+        seq,
+        hash,
+        needs_newline,
+        torn: true,
+    })
+}
+
+/// The last non-blank line before `before`: (its start, one past its last byte).
+fn last_line(file: &mut std::fs::File, before: u64) -> std::io::Result<Option<(u64, u64)>> {
     use std::io::{Read, Seek, SeekFrom};
     const BLOCK: usize = 64 << 10;
-    let len = file.seek(SeekFrom::End(0))?;
     let mut block = vec![0u8; BLOCK];
-    let mut pos = len;
-    // One past the last non-blank byte, and the start of its line.
+    let mut pos = before;
     let mut end: Option<u64> = None;
-    let mut start = 0;
-    'scan: while pos > 0 {
+    while pos > 0 {
         let n = pos.min(BLOCK as u64) as usize;
         pos -= n as u64;
         file.seek(SeekFrom::Start(pos))?;
@@ -377,17 +446,22 @@ fn tail(file: &mut std::fs::File) -> std::io::Result<(u64, String)> {
             let at = pos + i as u64;
             match (end, block[i]) {
                 (None, b) if !b.is_ascii_whitespace() => end = Some(at + 1),
-                (Some(_), b'\n') => {
-                    start = at + 1;
-                    break 'scan;
-                }
+                (Some(e), b'\n') => return Ok(Some((at + 1, e))),
                 _ => {}
             }
         }
     }
-    let Some(end) = end else {
-        return Ok((0, GENESIS.to_string()));
-    };
+    Ok(end.map(|e| (0, e)))
+}
+
+/// The `seq` at the start and the `hash` at the end of the line `start..end`, if
+/// it is a sealed record.
+fn seq_and_hash(
+    file: &mut std::fs::File,
+    start: u64,
+    end: u64,
+) -> std::io::Result<Option<(u64, String)>> {
+    use std::io::{Read, Seek, SeekFrom};
     let mut read_at = |from: u64, n: u64| -> std::io::Result<String> {
         let mut buf = vec![0u8; n as usize];
         file.seek(SeekFrom::Start(from))?;
@@ -397,23 +471,16 @@ fn tail(file: &mut std::fs::File) -> std::io::Result<(u64, String)> {
     let line_len = end - start;
     let head = read_at(start, line_len.min(48))?;
     let foot = read_at(end - line_len.min(96), line_len.min(96))?;
-    let bad = || {
-        std::io::Error::other(
-            "the last record is not a readable audit record; run `cmk-host audit verify`",
-        )
-    };
     let seq = head
         .strip_prefix("{\"seq\":")
         .and_then(|rest| rest.split_once(','))
-        .and_then(|(n, _)| n.parse::<u64>().ok())
-        .ok_or_else(bad)?;
+        .and_then(|(n, _)| n.parse::<u64>().ok());
     let hash = foot
         .strip_suffix("\"}")
         .and_then(|rest| rest.rsplit_once(",\"hash\":\""))
         .map(|(_, h)| h)
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(bad)?;
-    Ok((seq, hash.to_string()))
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    Ok(seq.zip(hash.map(str::to_string)))
 }
 
 /// The outcome of `audit verify`.
@@ -630,6 +697,46 @@ mod tests {
             "{:?}",
             verify(&text)
         );
+    }
+
+    #[test]
+    fn a_record_cut_short_does_not_stop_the_next_run_and_verify_names_it() {
+        let (_d, path) = trail(4);
+        let whole = std::fs::read_to_string(&path).unwrap();
+        let torn = "{\"seq\":5,\"time\":\"2026-";
+        std::fs::write(&path, format!("{whole}{torn}")).unwrap();
+        let ctx = RunContext {
+            run_id: "r3".into(),
+            cluster: "c".into(),
+            component_sha256: "ab".into(),
+            signer: None,
+            key_id: None,
+        };
+        let audit = Audit::open(&path, ctx).unwrap();
+        audit.record(Entry::call("run", "start", "started", 0));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            matches!(verify(&text), Verdict::Broken(5, m) if m.contains("not a sealed")),
+            "{text}"
+        );
+        // Without the cut line, the chain is whole: the new record follows seq 4.
+        let mended: String = text
+            .lines()
+            .filter(|l| *l != torn)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(matches!(verify(&mended), Verdict::Intact(5, _)), "{mended}");
+
+        // A last line that is complete but not a record is still refused.
+        std::fs::write(&path, format!("{whole}not a record\n")).unwrap();
+        let ctx = RunContext {
+            run_id: "r4".into(),
+            cluster: "c".into(),
+            component_sha256: "ab".into(),
+            signer: None,
+            key_id: None,
+        };
+        assert!(Audit::open(&path, ctx).is_err());
     }
 
     #[test]
