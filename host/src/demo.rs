@@ -80,6 +80,7 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
         hooks: Vec::new(),
         signer: None,
         key_id: None,
+        events: crate::events::Events::default(),
     };
     let origin = Path::new("<bundled guest-rotate>");
     // No precompile cache: an ephemeral key makes the signed bytes new every run.
