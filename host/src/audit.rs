@@ -770,6 +770,21 @@ mod tests {
     }
 
     #[test]
+    fn a_body_is_escaped_and_bounded() {
+        let (kept, cut) = bounded_body(serde_json::json!({ "k\u{1b}": "v\u{202e}" }));
+        assert_eq!(kept, serde_json::json!({ "k\\u{1b}": "v\\u{202e}" }));
+        assert!(cut.is_none(), "escaped, not cut");
+        let many: serde_json::Map<String, serde_json::Value> = (0..32)
+            .map(|i| (format!("k{i}"), serde_json::Value::String("x".repeat(1000))))
+            .collect();
+        let (kept, cut) = bounded_body(serde_json::Value::Object(many));
+        let cut = cut.expect("over 8 KiB: replaced");
+        assert_eq!(kept["bytes"], cut.bytes);
+        assert_eq!(kept["sha256"], cut.sha256.as_str());
+        assert!(cut.bytes > MAX_BODY);
+    }
+
+    #[test]
     fn bodies_are_kept_only_when_plain() {
         assert_eq!(
             body_for_trail(r#"{"target":"10.0.0.1:4444"}"#),
