@@ -272,8 +272,11 @@ async fn a_component_importing_outside_the_world_is_refused_at_load() {
             && out.stderr.contains("cmk:outside/exfil@0.1.0"),
         "{out}"
     );
-    // Refused before instantiation: nothing ran, no pod was contacted.
-    assert!(out.stdout.is_empty(), "{out}");
+    // Refused before instantiation: nothing ran (the document is the refusal's,
+    // not a run's report), no pod was contacted.
+    let doc = out.json();
+    assert_eq!(doc["outcome"], "refused", "{out}");
+    assert!(doc.get("run_id").is_none() && doc.get("steps").is_none(), "{out}");
     let oracle = cluster.oracle();
     assert!(oracle.calls.is_empty() && oracle.restarts.is_empty());
 }
