@@ -20,7 +20,7 @@ use super::{Denials, LatestPods, SeenPod};
 use crate::audit::{Audit, Entry};
 use crate::wit::cmk::procedure::confirm::Host;
 
-/// Details of the procedure shown in a question, at most; and characters of each.
+/// Details of the procedure shown in a question, at most; and bytes of each.
 const MAX_DETAILS: usize = 32;
 const MAX_DETAIL_CHARS: usize = 512;
 
@@ -323,7 +323,7 @@ fn question(cluster: &str, pods: &[SeenPod], subject: &Subject<'_>) -> String {
             q.push_str("  (the procedure did not ask for this confirmation itself)\n");
         }
         Subject::Procedure { action, details } => {
-            q.push_str("The procedure says (its own words, not checked by the host):\n");
+            q.push_str("The procedure says: (its own words, not checked by the host)\n");
             q.push_str(&format!("  About to {}.\n", escape(action)));
             for (k, v) in details.iter().take(MAX_DETAILS) {
                 q.push_str(&format!("    {}: {}\n", escape(k), escape(v)));
@@ -340,22 +340,9 @@ fn question(cluster: &str, pods: &[SeenPod], subject: &Subject<'_>) -> String {
     q
 }
 
-/// `s` with every control character written as an escape, and cut to a bound, so a
-/// component's text cannot move the cursor, clear the screen or fake a line.
+/// Text in a question, escaped and bounded (`crate::text`, the one home of escaping).
 fn escape(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == MAX_DETAIL_CHARS {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::text::ComponentText::with_limit(s, MAX_DETAIL_CHARS).into_string()
 }
 
 /// The `confirm` capability of one run: the procedure's questions.
@@ -380,6 +367,11 @@ impl ConfirmCap {
 
 impl Host for ConfirmCap {
     async fn ask(&mut self, action: String, details: Vec<(String, String)>) -> Result<(), String> {
+        // The procedure's words: escaped before the terminal, the log or the trail.
+        let text = |s: &str| crate::text::ComponentText::new(s).into_string();
+        let action = text(&action);
+        let details: Vec<(String, String)> =
+            details.iter().map(|(k, v)| (text(k), text(v))).collect();
         let started = std::time::Instant::now();
         let answer = self
             .confirmations
@@ -449,7 +441,7 @@ mod tests {
         assert!(q.contains("  cluster: prod\n"), "{q}");
         assert!(q.contains("1 (1 Ready): sdkms-0 (10.0.0.1)"), "{q}");
         assert!(
-            q.contains("The procedure says (its own words, not checked by the host):\n  About to activate.\n    hash: h\n"),
+            q.contains("The procedure says: (its own words, not checked by the host)\n  About to activate.\n    hash: h\n"),
             "{q}"
         );
         assert!(!q.contains('\x1b'), "{q}");

@@ -202,6 +202,26 @@ impl Gate {
         }
     }
 
+    /// A gate of a run with no Lease, no confirmations and default limits, for the
+    /// unit tests of the rooms.
+    #[cfg(test)]
+    pub fn for_tests(grants: Grants, denials: Denials) -> Gate {
+        Gate::new(
+            GateConfig {
+                plan: false,
+                stop: Stop::default(),
+                fence: Fence::default(),
+                denials,
+                confirmations: None,
+                pods: LatestPods::default(),
+                irreversible: Vec::new(),
+                max_restarts: 2,
+            },
+            grants,
+            CallBudget::new(u64::MAX),
+        )
+    }
+
     /// The same run's gate for another store (a hook), with its grants and budget.
     pub fn for_store(&self, grants: Grants, budget: CallBudget) -> Gate {
         Gate {

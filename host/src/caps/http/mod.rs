@@ -122,7 +122,8 @@ impl HttpCap {
         held: &Held,
     ) -> Result<Response, Sent> {
         let Request { method, url, body } = request;
-        let target = format!("{} {url}", method_name(method));
+        // The URL as the component wrote it: escaped for the log.
+        let target = format!("{} {}", method_name(method), crate::text::escape(&url));
         let denied = |rule: String| {
             Sent::Failed(HttpError::Denied(self.denials.deny("http", &target, rule)))
         };
