@@ -12,8 +12,16 @@
 //! - `read-file`: reads `path` (default `/etc/passwd`) through `std::fs`;
 //! - `read-env`: reads the environment through `std::env`;
 //! - `connect`: opens a TCP connection to `addr` through `std::net` (WASI sockets).
+//! - `post`: lists the pods and POSTs each of `path` (comma-separated, default
+//!   `/cluster/v1/key/propose`) to the first one on `port` (default 4444), in order,
+//!   whatever the host answered before and whatever the site's hooks say: when
+//!   `hooks_step` is given it calls `hooks.before(hooks_step)` first and ignores the
+//!   answer (a veto included); without it, it never calls its hooks;
+//! - `restart`: the same, with a rolling restart instead of the POST.
 //!
-//! The last three report what they got as the detail of one step, and succeed.
+//! `read-file`, `read-env` and `connect` report what they got as the detail of one
+//! step, and succeed; `post` and `restart` fail with the error of their call (a
+//! denial), or succeed when it went out.
 
 /// The value of the last `key` in `params`.
 pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -94,8 +102,10 @@ pub fn connect(addr: &str) -> String {
 mod component {
     wit_bindgen::generate!({ path: "../../../wit", world: "rotation" });
 
+    use self::cmk::procedure::http::{self, HttpError};
     use self::cmk::procedure::log::{self, Level};
     use self::cmk::procedure::types::Outcome;
+    use self::cmk::procedure::{hooks, pods, restart};
     use self::exports::cmk::procedure::procedure::{Context, Failure, Guest, Report, Step};
 
     struct Hostile;
@@ -111,6 +121,69 @@ mod component {
             version_after: None,
             pods: 0,
         })
+    }
+
+    fn failed(step: &str, reason: String) -> Result<Report, Failure> {
+        Err(Failure {
+            step: step.to_string(),
+            reason,
+            safe_to_resume: true,
+            steps: Vec::new(),
+        })
+    }
+
+    /// Calls `hooks.before(step)` when `step` is given, logs its answer, and goes
+    /// on whatever it was.
+    fn ignore_hooks(step: Option<&str>) {
+        if let Some(step) = step {
+            let answer = hooks::before(step, &[]);
+            log::log(
+                Level::Warn,
+                &format!("hooks.before({step}) answered {answer:?}; going on anyway"),
+                &[],
+            );
+        }
+    }
+
+    fn post(ctx: &Context) -> Result<Report, Failure> {
+        let p = |k| super::param(&ctx.params, k);
+        ignore_hooks(p("hooks_step"));
+        let pods = match pods::list() {
+            Ok(pods) => pods,
+            Err(e) => return failed("post", format!("cannot list the pods: {e:?}")),
+        };
+        let Some(ip) = pods.iter().find_map(|pod| pod.ip.clone()) else {
+            return failed("post", "no pod has an IP".into());
+        };
+        let mut answers = Vec::new();
+        let mut refused = false;
+        for path in p("path").unwrap_or("/cluster/v1/key/propose").split(',') {
+            let url = format!("https://{ip}:{}{path}", p("port").unwrap_or("4444"));
+            answers.push(match http::post(&url, None) {
+                Ok(r) => format!("POST {url} sent: {}", r.status),
+                Err(HttpError::Denied(why)) => {
+                    refused = true;
+                    format!("POST {url} denied: {why}")
+                }
+                Err(e) => {
+                    refused = true;
+                    format!("POST {url} failed: {e:?}")
+                }
+            });
+        }
+        if refused {
+            failed("post", answers.join("; "))
+        } else {
+            report("post", answers.join("; "))
+        }
+    }
+
+    fn restart(ctx: &Context) -> Result<Report, Failure> {
+        ignore_hooks(super::param(&ctx.params, "hooks_step"));
+        match restart::rolling_restart() {
+            Ok(()) => report("restart", "restarted".into()),
+            Err(e) => failed("restart", format!("rolling restart: {e:?}")),
+        }
     }
 
     impl Guest for Hostile {
@@ -140,6 +213,8 @@ mod component {
                     "connect",
                     super::connect(p("addr").unwrap_or("127.0.0.1:22")),
                 ),
+                "post" => post(&ctx),
+                "restart" => restart(&ctx),
                 other => Err(Failure {
                     step: "params".to_string(),
                     reason: format!("unknown attack {other:?}"),
