@@ -9,8 +9,8 @@
 //! facing a cluster with another number of pods than `[cluster] expect_pods`.
 
 use cmk_tests::{
-    Cluster, HOOK_DR_REJOIN_WASM, HOOK_HOSTILE_WASM, HOOK_QUORUM_WASM, HOSTILE_WASM, Outcome,
-    ROTATE_WASM, STATUS_WASM, Signer, assert_rotated_once, run,
+    Cluster, HELLO_WASM, HOOK_DR_REJOIN_WASM, HOOK_HOSTILE_WASM, HOOK_QUORUM_WASM, HOSTILE_WASM,
+    Outcome, ROTATE_WASM, STATUS_WASM, Signer, assert_rotated_once, run,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
@@ -487,12 +487,15 @@ async fn expect_pods_refuses_every_mutating_call_of_a_procedure_that_ignores_it(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_site_with_expect_pods_runs_the_status_procedure() {
+async fn a_site_with_expect_pods_runs_procedures_that_do_not_know_it() {
     let cluster = Cluster::pods(3).await;
     let site = expecting(&cluster, 3);
-    let component = cluster.signed(STATUS_WASM);
-    let out = run(BIN, &["run", &component, "--site", site.to_str().unwrap()]).await;
-    assert_eq!(out.code, 0, "{out}");
-    assert!(!out.stdout.contains("expect_pods"), "{out}");
+    // Both refuse parameters they do not know: the host passes them no `expect_pods`.
+    for wasm in [STATUS_WASM, HELLO_WASM] {
+        let component = cluster.signed(wasm);
+        let out = run(BIN, &["run", &component, "--site", site.to_str().unwrap()]).await;
+        assert_eq!(out.code, 0, "{wasm}: {out}");
+        assert!(!out.stdout.contains("expect_pods"), "{out}");
+    }
     assert!(cluster.oracle().mutations().is_empty());
 }
