@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::runtime::hex;
-use crate::site::{SiteError, SiteFile};
+use crate::digest::hex;
+use crate::frame::{SiteError, SiteFile};
 
 /// JSON body fields that may be kept verbatim in the trail.
 const PLAIN_BODY_FIELDS: &[&str] = &["target"];

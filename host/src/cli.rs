@@ -2,16 +2,16 @@
 //! past this module sees clap or the environment.
 
 use clap::{Args, Parser, Subcommand};
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 
-use crate::cache::{self, Cache};
 use crate::caps::confirm::Answerer;
-use crate::caps::gate::Stop;
-use crate::report::{RunReport, exit};
-use crate::runtime::{Limits, PreparedHook, RunError, RunOptions, Runtime};
+use crate::exit;
+use crate::launch::{self, Failure, Launch};
+use crate::runtime::RunOptions;
+use crate::signing::{KeygenArgs, SignArgs, VerifyArgs};
 use crate::site::Site;
-use crate::trust::{self, Refusal};
+use crate::stop::Stop;
+use crate::trust;
 use crate::ui;
 
 /// Runs key-management procedures, such as a Cluster Master Key rotation of a
@@ -104,44 +104,6 @@ pub struct InspectArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct KeygenArgs {
-    /// Writes NAME.key and NAME.pub; refuses to overwrite either.
-    #[arg(long, value_name = "NAME")]
-    pub out: PathBuf,
-}
-
-#[derive(Args, Debug)]
-pub struct SignArgs {
-    /// The secret key (from `keygen`); must not be readable by others.
-    #[arg(long, value_name = "NAME.key")]
-    pub key: PathBuf,
-    #[arg(value_name = "IN.wasm")]
-    pub component: PathBuf,
-    /// Where to write the signed component (or, with --detached, the signature).
-    #[arg(short = 'o', long = "output", value_name = "OUT.wasm")]
-    pub output: PathBuf,
-    /// Write a detached signature to OUT instead of a signed copy of the component.
-    #[arg(long)]
-    pub detached: bool,
-}
-
-#[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("trusted").required(true).args(["key", "site"])))]
-pub struct VerifyArgs {
-    /// Verify with this public key.
-    #[arg(long, value_name = "NAME.pub")]
-    pub key: Option<PathBuf>,
-    /// Verify with the site file's [[trust.signer]] keys, and show the grants.
-    #[arg(long, value_name = "SITE.toml")]
-    pub site: Option<PathBuf>,
-    #[arg(value_name = "IN.wasm")]
-    pub component: PathBuf,
-    /// A detached signature (from `sign --detached`), for a component without one.
-    #[arg(long, value_name = "FILE")]
-    pub signature: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -261,24 +223,17 @@ pub fn main() -> u8 {
 }
 
 async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
-    let site = match Site::load(&args.site) {
-        Ok(site) => site,
-        Err(e) => return ui::error(exit::USAGE, e),
-    };
-    let bytes = match read_component(&args.component) {
-        Ok(b) => b,
-        Err(code) => return code,
-    };
+    match run_component(args, terminal).await {
+        Ok(code) => code,
+        Err(failure) => failure.report(),
+    }
+}
+
+async fn run_component(args: RunArgs, terminal: &ui::Terminal) -> Result<u8, Failure> {
+    let site = Site::load(&args.site)?;
+    let bytes = launch::read_file("component", &args.component)?;
     let detached = match &args.signature {
-        Some(path) => match std::fs::read(path) {
-            Ok(sig) => Some(sig),
-            Err(e) => {
-                return ui::error(
-                    exit::USAGE,
-                    format!("cannot read signature {}: {e}", path.display()),
-                );
-            }
-        },
+        Some(path) => Some(launch::read_file("signature", path)?),
         None => None,
     };
     let launch = Launch {
@@ -286,7 +241,7 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
             allow_unsigned: args.allow_unsigned,
             detached: detached.as_deref(),
         },
-        cache: open_cache(args.no_cache, args.cache_dir),
+        cache: launch::open_cache(args.no_cache, args.cache_dir),
     };
     let Some(state_dir) = site
         .state
@@ -294,18 +249,15 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
         .clone()
         .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
     else {
-        return ui::error(
-            exit::USAGE,
-            format!(
-                "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
-                args.site.display()
-            ),
-        );
+        return Err(Failure::InvalidSite(format!(
+            "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
+            args.site.display()
+        )));
     };
     let options = RunOptions {
         plan: args.plan,
         params: args.params,
-        limits: Limits::for_site(&site),
+        limits: site.limits.clone(),
         grants: site.grants(),
         progress: terminal.progress(),
         state_dir,
@@ -313,10 +265,8 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
         stop: on_interrupt(),
         hooks: Vec::new(),
     };
-    match execute(&bytes, &args.component, &site, &launch, options).await {
-        Ok(report) => finish(&report, args.json),
-        Err((code, message)) => ui::error(code, message),
-    }
+    let report = launch::execute(&bytes, &args.component, &site, &launch, options).await?;
+    Ok(launch::finish(&report, args.json))
 }
 
 fn audit_verify(file: &Path) -> u8 {
@@ -360,25 +310,14 @@ fn on_interrupt() -> Stop {
     stop
 }
 
-/// The component's bytes, exactly as read (they are what is verified and compiled);
-/// `Err` is the exit code, the message already printed.
-fn read_component(path: &Path) -> Result<Vec<u8>, u8> {
-    std::fs::read(path).map_err(|e| {
-        ui::error(
-            exit::USAGE,
-            format!("cannot read component {}: {e}", path.display()),
-        )
-    })
-}
-
 fn inspect(args: InspectArgs) -> u8 {
     let site = match args.site.as_deref().map(Site::load).transpose() {
         Ok(site) => site,
-        Err(e) => return ui::error(exit::USAGE, e),
+        Err(e) => return Failure::from(e).report(),
     };
-    let bytes = match read_component(&args.component) {
+    let bytes = match launch::read_file("component", &args.component) {
         Ok(b) => b,
-        Err(code) => return code,
+        Err(failure) => return failure.report(),
     };
     let inspection = match crate::inspect::inspect(&bytes, &args.component, site.as_ref()) {
         Ok(i) => i,
@@ -399,229 +338,4 @@ fn inspect(args: InspectArgs) -> u8 {
     } else {
         exit::DONE
     }
-}
-
-/// How a component is admitted and loaded: what `run` was told about signatures
-/// and the precompile cache.
-#[derive(Debug, Default)]
-pub struct Launch<'a> {
-    pub trust: trust::Request<'a>,
-    /// `None`: compile every time (`--no-cache`, or no usable cache directory).
-    pub cache: Option<Cache>,
-}
-
-/// The precompile cache `run` uses; a directory that cannot be used is warned
-/// about and the run goes on without a cache.
-fn open_cache(no_cache: bool, dir: Option<PathBuf>) -> Option<Cache> {
-    if no_cache {
-        return None;
-    }
-    let dir = dir.or_else(default_cache_dir)?;
-    match Cache::open(&dir) {
-        Ok(cache) => Some(cache),
-        Err(e) => {
-            tracing::warn!("cache: off: {e}");
-            None
-        }
-    }
-}
-
-/// `$XDG_CACHE_HOME/cmk-host`, else `~/.cache/cmk-host`.
-fn default_cache_dir() -> Option<PathBuf> {
-    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-    std::env::var_os("XDG_CACHE_HOME")
-        .and_then(absolute)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .and_then(absolute)
-                .map(|h| h.join(".cache"))
-        })
-        .map(|d| d.join("cmk-host"))
-}
-
-/// Verifies, compiles (or loads from the cache) and runs a component; `Err`
-/// carries the exit code and the message. `options.grants` are the site's: they
-/// are narrowed to the grants of the signer that verified the component.
-pub async fn execute(
-    bytes: &[u8],
-    origin: &Path,
-    site: &Site,
-    launch: &Launch<'_>,
-    mut options: RunOptions,
-) -> Result<RunReport, (u8, String)> {
-    if launch.trust.allow_unsigned {
-        if site.trust.allow_unsigned {
-            tracing::warn!(
-                site = %site.path.display(),
-                "--allow-unsigned: a component without a signature will run, with the site's grants; nobody vouches for its code"
-            );
-        } else {
-            tracing::warn!(
-                site = %site.path.display(),
-                "--allow-unsigned has no effect: the site file does not set [trust] allow_unsigned = true"
-            );
-        }
-    }
-    // Verify before compile: wasmtime only ever sees bytes a trusted key signed.
-    let sha256 = crate::runtime::hex(&sha2::Sha256::digest(bytes));
-    let admitted =
-        trust::admit(bytes, &site.trust, &options.grants, &launch.trust).map_err(|refusal| {
-            let hint = match refusal {
-                Refusal::NotSigned => trust::unsigned_hint(&site.trust, &launch.trust),
-                _ => "",
-            };
-            let code = if refusal.is_refusal() {
-                exit::REFUSED
-            } else {
-                exit::USAGE
-            };
-            tracing::debug!(component = %origin.display(), %sha256, "refused: {refusal}");
-            let what = if refusal.is_refusal() {
-                "refused: "
-            } else {
-                ""
-            };
-            (
-                code,
-                format!(
-                    "{}: {what}{refusal}{hint} (sha256 {sha256})",
-                    origin.display()
-                ),
-            )
-        })?;
-    match (&admitted.signer, &admitted.key_id) {
-        (Some(signer), Some(key_id)) => tracing::info!(
-            component = %origin.display(),
-            %sha256,
-            %signer,
-            %key_id,
-            "verified"
-        ),
-        _ => tracing::warn!(
-            component = %origin.display(),
-            %sha256,
-            "running an UNSIGNED component (--allow-unsigned)"
-        ),
-    }
-    options.grants = admitted.grants.clone();
-
-    let runtime =
-        Runtime::new().map_err(|e| (exit::FAILED, format!("cannot start wasmtime: {e:#}")))?;
-    let (loaded, cache_status) = match &launch.cache {
-        Some(cache) => cache.load(&runtime, bytes),
-        None => cache::load_uncached(&runtime, bytes),
-    }
-    .map_err(|e| (exit::USAGE, format!("{}: {e}", origin.display())))?;
-    tracing::info!("cache: {cache_status}");
-    // The load-time check: imports outside the world are refused before instantiation,
-    // whether the component was compiled now or loaded from the cache.
-    runtime.interfaces(&loaded).check().map_err(|e| {
-        (
-            exit::REFUSED,
-            format!("{}: {}", origin.display(), RunError::Refused(e)),
-        )
-    })?;
-    options.hooks = prepare_hooks(&runtime, site, launch)?;
-    tracing::info!(
-        component = %origin.display(),
-        sha256 = %loaded.sha256,
-        cluster = %site.cluster.name,
-        "running"
-    );
-    let mut report = runtime.run(&loaded, site, options).await.map_err(|e| {
-        let code = match e {
-            RunError::Refused(_) => exit::REFUSED,
-            RunError::Invalid(_) | RunError::Setup(_) => exit::USAGE,
-            RunError::Limit(_) => exit::FAILED,
-            // About the cluster, not the component.
-            RunError::Busy(_) => {
-                return (
-                    exit::FAILED,
-                    format!("cluster {:?}: {e}", site.cluster.name),
-                );
-            }
-        };
-        (code, format!("{}: {e}", origin.display()))
-    })?;
-    report.signer = admitted.signer;
-    report.key_id = admitted.key_id.map(|id| id.0);
-    report.cache = Some(cache_status.to_string());
-    Ok(report)
-}
-
-/// Reads, verifies (the site's trust, each hook's own signer), compiles and
-/// import-checks every `[[hooks]]` component, before any pod is contacted. A hook
-/// that is not signed by a trusted key is refused (exit 3), naming its file.
-fn prepare_hooks(
-    runtime: &Runtime,
-    site: &Site,
-    launch: &Launch<'_>,
-) -> Result<Vec<PreparedHook>, (u8, String)> {
-    let allowed = crate::caps::hooks::hook_grants(&site.grants());
-    let request = trust::Request {
-        allow_unsigned: launch.trust.allow_unsigned,
-        // A detached signature (`--signature`) is the procedure's, never a hook's.
-        detached: None,
-    };
-    let mut prepared = Vec::new();
-    for config in &site.hooks {
-        let file = config.path.display();
-        let bytes = std::fs::read(&config.path).map_err(|e| {
-            (
-                exit::USAGE,
-                format!(
-                    "site file {}: [[hooks]] path: hook {file}: cannot read: {e}",
-                    site.path.display()
-                ),
-            )
-        })?;
-        let sha256 = crate::runtime::hex(&sha2::Sha256::digest(&bytes));
-        let admitted =
-            trust::admit(&bytes, &site.trust, &allowed, &request).map_err(|refusal| {
-                let code = if refusal.is_refusal() {
-                    exit::REFUSED
-                } else {
-                    exit::USAGE
-                };
-                (
-                    code,
-                    format!("hook {file}: refused: {refusal} (sha256 {sha256})"),
-                )
-            })?;
-        let loaded = runtime
-            .load(&bytes)
-            .map_err(|e| (exit::USAGE, format!("hook {file}: {e}")))?;
-        runtime
-            .interfaces(&loaded)
-            .check_hook()
-            .map_err(|e| (exit::REFUSED, format!("hook {file}: {e}")))?;
-        tracing::info!(
-            hook = %config.name,
-            file = %file,
-            %sha256,
-            signer = admitted.signer.as_deref().unwrap_or("(unsigned)"),
-            grants = %admitted.grants,
-            "hook verified"
-        );
-        prepared.push(PreparedHook {
-            config: config.clone(),
-            loaded,
-            grants: admitted.grants,
-            signer: admitted.signer,
-        });
-    }
-    Ok(prepared)
-}
-
-/// Prints the report (summary or JSON) and returns its exit code.
-pub fn finish(report: &RunReport, json: bool) -> u8 {
-    if json {
-        match serde_json::to_string_pretty(report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => return ui::error(exit::FAILED, format!("cannot render the report: {e}")),
-        }
-    } else {
-        print!("{}", ui::summary(report));
-    }
-    report.exit_code
 }

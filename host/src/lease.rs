@@ -18,8 +18,8 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::caps::gate::Stop;
-use crate::site::{SiteError, SiteFile, is_dns_label};
+use crate::frame::{SiteError, SiteFile, is_dns_label};
+use crate::stop::Stop;
 
 /// `[lease]`: the Lease that makes runs against one cluster exclusive.
 #[derive(Debug, Clone)]

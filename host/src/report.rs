@@ -7,19 +7,9 @@ use serde::Serialize;
 
 use crate::caps::Denial;
 use crate::caps::log::StepRecord;
-use crate::runtime::Loaded;
 use crate::site::Site;
 
-/// Exit codes of the contract.
-pub mod exit {
-    pub const DONE: u8 = 0;
-    /// The procedure failed or was aborted safely.
-    pub const FAILED: u8 = 1;
-    /// Usage or site file error.
-    pub const USAGE: u8 = 2;
-    /// Refused: signature or policy.
-    pub const REFUSED: u8 = 3;
-}
+use crate::exit;
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -84,12 +74,12 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    pub fn new(site: &Site, loaded: &Loaded, started: Instant) -> Self {
+    pub fn new(site: &Site, component_sha256: &str, started: Instant) -> Self {
         RunReport {
             run_id: String::new(),
             cluster: site.cluster.name.clone(),
             site: site.path.display().to_string(),
-            component_sha256: loaded.sha256.clone(),
+            component_sha256: component_sha256.to_string(),
             plan: false,
             signer: None,
             key_id: None,

@@ -7,14 +7,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::caps::log::{Fields, StepRecord};
+use crate::caps::log::{Fields, Progress, StepRecord};
 use crate::report::RunReport;
-
-/// Where step progress goes.
-pub trait Progress: Send + Sync {
-    fn step_begin(&self, name: &str, detail: &str);
-    fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration);
-}
 
 /// The operator's terminal (stderr): spinners when it is one, plain lines when it
 /// is a pipe or a CI log. Log lines are written around the spinners, not through them.

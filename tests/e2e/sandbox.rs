@@ -100,7 +100,7 @@ async fn the_runtime_still_runs_after_a_spinning_component() {
         progress: std::sync::Arc::new(cmk_host::ui::Silent),
         state_dir: cluster.dir().join("state"),
         answerer: cmk_host::caps::confirm::Answerer::Nobody,
-        stop: cmk_host::caps::gate::Stop::default(),
+        stop: cmk_host::stop::Stop::default(),
         hooks: Vec::new(),
     };
     let spin = runtime

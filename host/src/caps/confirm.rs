@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::runtime::bindings::cmk::procedure::confirm::Host;
+use crate::wit::cmk::procedure::confirm::Host;
 
 /// Who answers a confirmation in this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,8 +18,8 @@ use kube::{Api, Client, Config};
 use serde::Deserialize;
 
 use super::{Denials, PodAddresses};
-use crate::runtime::bindings::cmk::procedure::pods::{Host, Pod, PodsError};
-use crate::site::{Site, SiteError, SiteFile, is_dns_label};
+use crate::frame::{SiteError, SiteFile, is_dns_label};
+use crate::wit::cmk::procedure::pods::{Host, Pod, PodsError};
 
 /// `[cluster]`: which pods are the cluster's. Fixed by the site; the guest cannot widen it.
 #[derive(Debug, Clone)]
@@ -117,8 +117,8 @@ pub struct ClientError {
 impl PodLister {
     /// Connects as the site says: `[cluster] kubeconfig`, else `KUBECONFIG`,
     /// `~/.kube/config`, or the in-cluster service account.
-    pub async fn connect(site: &Site) -> Result<PodLister, ClientError> {
-        let (config, origin) = match &site.cluster.kubeconfig {
+    pub async fn connect(cluster: &Cluster) -> Result<PodLister, ClientError> {
+        let (config, origin) = match &cluster.kubeconfig {
             Some(path) => (
                 from_file(path).await,
                 format!("kubeconfig {}", path.display()),
@@ -137,9 +137,9 @@ impl PodLister {
             message: e.to_string(),
         })?;
         Ok(PodLister {
-            api: Api::namespaced(client, &site.cluster.namespace),
-            selector: site.cluster.selector.clone(),
-            namespace: site.cluster.namespace.clone(),
+            api: Api::namespaced(client, &cluster.namespace),
+            selector: cluster.selector.clone(),
+            namespace: cluster.namespace.clone(),
         })
     }
 
@@ -409,7 +409,7 @@ fn check_key(key: &str) -> Result<(), String> {
         Some((prefix, name)) => {
             if prefix.is_empty()
                 || prefix.len() > 253
-                || !prefix.split('.').all(crate::site::is_dns_label)
+                || !prefix.split('.').all(crate::frame::is_dns_label)
             {
                 return Err(format!("key {key:?}: invalid prefix {prefix:?}"));
             }

@@ -4,12 +4,7 @@
 //! A [`Runtime`] holds no run's state: one process can run many rotations at once,
 //! each with its own store, capabilities and limits.
 
-pub mod bindings;
 pub mod imports;
-pub mod limits;
-pub(crate) mod wasi;
-
-pub use limits::{LimitHit, Limits};
 
 use std::sync::Arc;
 use std::thread;
@@ -22,22 +17,24 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::audit::{Audit, Entry, RunContext};
 use crate::caps::confirm::{Answerer, ConfirmCap};
-use crate::caps::gate::{Gate, Stop};
+use crate::caps::gate::Gate;
 use crate::caps::hooks::{Guards, HookConfig, HookInstance, HookState, HooksCap, SharedHooks};
 use crate::caps::http::{HttpCap, HttpPolicy};
 use crate::caps::journal::{Journal, JournalCap};
-use crate::caps::log::{LogCap, StepRecord, outcome_name};
+use crate::caps::log::{LogCap, Progress, StepRecord, outcome_name};
 use crate::caps::pods::{PodLister, PodView, PodsCap};
 use crate::caps::restart::RestartCap;
 use crate::caps::{Denials, PodAddresses};
 use crate::grants::{Capability, Grants};
 use crate::lease::HeldLease;
+use crate::limits::{self, LimitHit, Limits};
 use crate::report::{FailureInfo, RunOutcome, RunReport};
 use crate::site::Site;
-use crate::ui::Progress;
-use bindings::Rotation;
-use bindings::cmk::procedure as wit;
-use bindings::exports::cmk::procedure::procedure::{Context, Mode};
+use crate::stop::Stop;
+use crate::wasi;
+use crate::wit::Rotation;
+use crate::wit::cmk::procedure as api;
+use crate::wit::exports::cmk::procedure::procedure::{Context, Mode};
 
 /// How often the engine's epoch advances; the wall-clock limit is counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -144,21 +141,21 @@ impl Runtime {
 
         let mut linker: Linker<RunState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wit::types::add_to_linker::<_, HasSelf<LogCap>>(&mut linker, |s| &mut s.log)?;
-        wit::log::add_to_linker::<_, HasSelf<LogCap>>(&mut linker, |s| &mut s.log)?;
-        wit::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut linker, |s| &mut s.pods)?;
-        wit::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut linker, |s| &mut s.http)?;
-        wit::restart::add_to_linker::<_, HasSelf<RestartCap>>(&mut linker, |s| &mut s.restart)?;
-        wit::journal::add_to_linker::<_, HasSelf<JournalCap>>(&mut linker, |s| &mut s.journal)?;
-        wit::confirm::add_to_linker::<_, HasSelf<ConfirmCap>>(&mut linker, |s| &mut s.confirm)?;
-        wit::hooks::add_to_linker::<_, HasSelf<HooksCap>>(&mut linker, |s| &mut s.hooks)?;
+        api::types::add_to_linker::<_, HasSelf<LogCap>>(&mut linker, |s| &mut s.log)?;
+        api::log::add_to_linker::<_, HasSelf<LogCap>>(&mut linker, |s| &mut s.log)?;
+        api::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut linker, |s| &mut s.pods)?;
+        api::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut linker, |s| &mut s.http)?;
+        api::restart::add_to_linker::<_, HasSelf<RestartCap>>(&mut linker, |s| &mut s.restart)?;
+        api::journal::add_to_linker::<_, HasSelf<JournalCap>>(&mut linker, |s| &mut s.journal)?;
+        api::confirm::add_to_linker::<_, HasSelf<ConfirmCap>>(&mut linker, |s| &mut s.confirm)?;
+        api::hooks::add_to_linker::<_, HasSelf<HooksCap>>(&mut linker, |s| &mut s.hooks)?;
 
         let mut hook_linker: Linker<HookState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut hook_linker)?;
-        wit::types::add_to_linker::<_, HasSelf<LogCap>>(&mut hook_linker, |s| &mut s.log)?;
-        wit::log::add_to_linker::<_, HasSelf<LogCap>>(&mut hook_linker, |s| &mut s.log)?;
-        wit::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut hook_linker, |s| &mut s.pods)?;
-        wit::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut hook_linker, |s| &mut s.http)?;
+        api::types::add_to_linker::<_, HasSelf<LogCap>>(&mut hook_linker, |s| &mut s.log)?;
+        api::log::add_to_linker::<_, HasSelf<LogCap>>(&mut hook_linker, |s| &mut s.log)?;
+        api::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut hook_linker, |s| &mut s.pods)?;
+        api::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut hook_linker, |s| &mut s.http)?;
         Ok(Runtime {
             engine,
             linker,
@@ -174,7 +171,7 @@ impl Runtime {
     /// Compiles `bytes` (the exact bytes that were read, so the digest is theirs).
     /// Does not judge its imports: see [`Runtime::load_checked`].
     pub fn load(&self, bytes: &[u8]) -> Result<Loaded, RunError> {
-        let sha256 = hex(&Sha256::digest(bytes));
+        let sha256 = crate::digest::sha256_hex(bytes);
         let component = Component::new(&self.engine, bytes).map_err(|e| {
             RunError::Invalid(format!(
                 "not a WebAssembly component this host can run: {e:#}"
@@ -209,11 +206,11 @@ impl Runtime {
         let configs: Vec<&HookConfig> = options.hooks.iter().map(|h| &h.config).collect();
         crate::caps::hooks::require_hooks_import(&configs, &self.interfaces(loaded).imports)
             .map_err(RunError::Refused)?;
-        let lister = PodLister::connect(site)
+        let lister = PodLister::connect(&site.cluster)
             .await
             .map_err(|e| RunError::Setup(format!("cannot use the Kubernetes API: {e}")))?;
-        let policy = HttpPolicy::from_site(site);
-        let client = crate::caps::http::client(site, &policy)
+        let policy = HttpPolicy::new(&site.http, site.cluster.port);
+        let client = crate::caps::http::client(&site.tls, &policy)
             .map_err(|e| RunError::Setup(format!("cannot build the HTTPS client: {e:#}")))?;
         if matches!(site.tls, crate::caps::http::tls::Tls::Insecure) {
             tracing::warn!(
@@ -408,7 +405,7 @@ impl Runtime {
             lease.release().await;
         }
 
-        let mut report = RunReport::new(site, loaded, started);
+        let mut report = RunReport::new(site, &loaded.sha256, started);
         report.plan = options.plan;
         report.denials = denials.snapshot();
         let host_steps = store.data().log.steps().to_vec();
@@ -546,10 +543,11 @@ impl Runtime {
             .instantiate_pre(&prepared.loaded.component)
             .map_err(refused)?;
         let instance = pre.instantiate_async(&mut store).await.map_err(refused)?;
-        let hook = bindings::hook::Hook::new(&mut store, &instance).map_err(refused)?;
+        let hook = crate::wit::hook::Hook::new(&mut store, &instance).map_err(refused)?;
         // The `guard` export is optional: a hook of the plain `hook` world has none.
         let guard =
-            match bindings::guarded_hook::exports::cmk::procedure::guard::GuestIndices::new(&pre) {
+            match crate::wit::guarded_hook::exports::cmk::procedure::guard::GuestIndices::new(&pre)
+            {
                 Ok(indices) => Some(indices.load(&mut store, &instance).map_err(refused)?),
                 Err(_) => None,
             };
@@ -601,7 +599,7 @@ fn record_end(audit: &Audit, report: &RunReport) {
 /// The steps the procedure reported, with the durations the host measured
 /// between its `step-begin` and `step-end`.
 fn reported_steps(
-    steps: Vec<bindings::exports::cmk::procedure::procedure::Step>,
+    steps: Vec<crate::wit::exports::cmk::procedure::procedure::Step>,
     seen: &[StepRecord],
 ) -> Vec<StepRecord> {
     steps
@@ -680,9 +678,5 @@ fn new_run_id() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    hex(&Sha256::digest(seed.as_bytes())[..8])
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::hex(&Sha256::digest(seed.as_bytes())[..8])
 }

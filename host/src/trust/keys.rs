@@ -18,7 +18,7 @@ pub struct KeyId(pub String);
 
 impl KeyId {
     pub fn from_bytes(bytes: &[u8]) -> KeyId {
-        KeyId(crate::runtime::hex(bytes))
+        KeyId(crate::digest::hex(bytes))
     }
 }
 

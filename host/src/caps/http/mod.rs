@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use super::{Denials, PodAddresses};
 use crate::grants::{Grants, HttpMethod};
-use crate::runtime::bindings::cmk::procedure::http::{Host, HttpError, Method, Request, Response};
+use crate::wit::cmk::procedure::http::{Host, HttpError, Method, Request, Response};
 pub use policy::HttpPolicy;
 pub use tls::client;
 
