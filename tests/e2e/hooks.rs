@@ -307,6 +307,31 @@ async fn the_quorum_guard_refuses_a_propose_from_a_procedure_that_never_calls_it
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_quorum_guard_refuses_a_propose_in_a_batch_and_the_stopped_gate_the_rest() {
+    let cluster = Cluster::pods(3).await;
+    quorum(&cluster, 4);
+
+    let out = hostile_procedure(
+        &cluster,
+        cluster.site(),
+        &[
+            "attack=post",
+            "batch=true",
+            "path=/cluster/v1/key/propose,/cluster/v1/key/fetch,/cluster/v1/key/fetch",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains(QUORUM_REFUSAL), "{out}");
+    assert_eq!(
+        out.stdout.matches("/cluster/v1/key/fetch denied").count(),
+        2,
+        "{out}"
+    );
+    assert_no_propose(&cluster, &out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_quorum_guard_refuses_a_propose_from_a_procedure_that_calls_its_hooks() {
     let cluster = Cluster::pods(3).await;
     quorum(&cluster, 4);

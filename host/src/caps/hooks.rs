@@ -455,6 +455,16 @@ impl Guards {
     }
 
     async fn check_call(&self, call: &Mutating<'_>) -> Result<(), String> {
+        self.check_unstopped(call).await?;
+        // A call of a batch that passed the gate's stop check while another call's
+        // guard was refusing (and stopping the run) is refused now.
+        match self.stop.reason() {
+            Some(why) => Err(format!("{why}: not sent")),
+            None => Ok(()),
+        }
+    }
+
+    async fn check_unstopped(&self, call: &Mutating<'_>) -> Result<(), String> {
         let hooks = self.hooks.clone();
         let mut hooks = if self.ask_hooks {
             Some(hooks.lock().await)

@@ -14,7 +14,8 @@
 //! - `connect`: opens a TCP connection to `addr` through `std::net` (WASI sockets).
 //! - `post`: lists the pods and POSTs each of `path` (comma-separated, default
 //!   `/cluster/v1/key/propose`) to the first one on `port` (default 4444), in order,
-//!   whatever the host answered before and whatever the site's hooks say: when
+//!   whatever the host answered before (`batch=true`: all in one `http.batch`) and
+//!   whatever the site's hooks say: when
 //!   `hooks_step` is given it calls `hooks.before(hooks_step)` first and ignores the
 //!   answer (a veto included); without it, it never calls its hooks;
 //! - `restart`: the same, with a rolling restart instead of the POST.
@@ -102,7 +103,7 @@ pub fn connect(addr: &str) -> String {
 mod component {
     wit_bindgen::generate!({ path: "../../../wit", world: "rotation" });
 
-    use self::cmk::procedure::http::{self, HttpError};
+    use self::cmk::procedure::http::{self, HttpError, Method, Request};
     use self::cmk::procedure::log::{self, Level};
     use self::cmk::procedure::types::Outcome;
     use self::cmk::procedure::{hooks, pods, restart};
@@ -155,11 +156,28 @@ mod component {
         let Some(ip) = pods.iter().find_map(|pod| pod.ip.clone()) else {
             return failed("post", "no pod has an IP".into());
         };
+        let urls: Vec<String> = p("path")
+            .unwrap_or("/cluster/v1/key/propose")
+            .split(',')
+            .map(|path| format!("https://{ip}:{}{path}", p("port").unwrap_or("4444")))
+            .collect();
+        let results = if p("batch") == Some("true") {
+            let requests: Vec<Request> = urls
+                .iter()
+                .map(|url| Request {
+                    method: Method::Post,
+                    url: url.clone(),
+                    body: None,
+                })
+                .collect();
+            http::batch(&requests)
+        } else {
+            urls.iter().map(|url| http::post(url, None)).collect()
+        };
         let mut answers = Vec::new();
         let mut refused = false;
-        for path in p("path").unwrap_or("/cluster/v1/key/propose").split(',') {
-            let url = format!("https://{ip}:{}{path}", p("port").unwrap_or("4444"));
-            answers.push(match http::post(&url, None) {
+        for (url, result) in urls.iter().zip(results) {
+            answers.push(match result {
                 Ok(r) => format!("POST {url} sent: {}", r.status),
                 Err(HttpError::Denied(why)) => {
                     refused = true;
