@@ -5,8 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 use crate::caps::confirm::Answerer;
+use crate::caps::log::Progress;
+use crate::events::Events;
 use crate::exit;
 use crate::launch::{self, Failure, Launch};
+use crate::report::RunReport;
 use crate::runtime::RunOptions;
 use crate::signing::{KeygenArgs, SignArgs, VerifyArgs};
 use crate::site::Site;
@@ -51,6 +54,17 @@ pub enum Command {
   cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml               # asks before activate
   cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml --yes --json  # automation")]
     Run(RunArgs),
+    /// Check a cluster: every pod's key version, proposal hash and readiness.
+    ///
+    /// Runs the bundled read-only procedure (guest-status) with the site's grants
+    /// made read-only: the pod list, the log and GET under the site's paths. It needs
+    /// no signature or trusted signer, takes no Lease (it can look at a cluster while
+    /// a rotation runs) and never changes anything. Exit 0 when every pod is Ready
+    /// and agrees; 1 when a pod disagrees, is not Ready or cannot be read.
+    #[command(after_long_help = "Examples:
+  cmk-host status --site /etc/cmk/prod-eu.toml
+  cmk-host status --site /etc/cmk/prod-eu.toml --json")]
+    Status(StatusArgs),
     /// Rotate the master key of a simulated cluster with the bundled component.
     ///
     /// Starts a simulated DSM cluster on loopback addresses, rotates its key end to
@@ -124,9 +138,14 @@ pub struct RunArgs {
     /// Read the cluster and show the steps that would be taken; change nothing.
     #[arg(long)]
     pub plan: bool,
-    /// Print one machine-readable JSON report on stdout (progress stays on stderr).
+    /// Print one machine-readable JSON document on stdout, whatever the exit code
+    /// (progress stays on stderr; schema: docs/json.md).
     #[arg(long)]
     pub json: bool,
+    /// Write one JSON line per step and capability call to FILE as it happens
+    /// (`-`: standard error), for tools that follow a run (schema: docs/json.md).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
     /// Run a component that is not signed; only when the site file has
     /// `[trust] allow_unsigned = true`. Warned about on every run.
     #[arg(long)]
@@ -144,6 +163,24 @@ pub struct RunArgs {
     /// for automation. Without it, and without a terminal, the run stops before it.
     #[arg(long)]
     pub yes: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The site file of the cluster to check.
+    #[arg(long, value_name = "SITE.toml")]
+    pub site: PathBuf,
+    /// A parameter of the check (`port`, `version_field`, `hash_field`,
+    /// `read_timeout_secs`); overrides the site's [params]. Repeatable.
+    #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Print one machine-readable JSON document on stdout, whatever the exit code.
+    #[arg(long)]
+    pub json: bool,
+    /// Write one JSON line per step and capability call to FILE as it happens
+    /// (`-`: standard error).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -182,11 +219,15 @@ pub fn main() -> u8 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::DONE
-            };
+            if !e.use_stderr() {
+                return exit::DONE;
+            }
+            // `--json` promises a document on every exit, a usage error included.
+            if std::env::args().any(|a| a == "--json") {
+                let message = e.kind().as_str().unwrap_or("usage error").to_string();
+                println!("{:#}", Failure::Usage(message).document(None));
+            }
+            return exit::USAGE;
         }
     };
     let terminal = ui::Terminal::new();
@@ -209,6 +250,7 @@ pub fn main() -> u8 {
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run(args, &terminal).await,
+            Command::Status(args) => status(args, &terminal).await,
             Command::Demo(args) => {
                 crate::demo::demo(args.pods as usize, args.json, &terminal).await
             }
@@ -223,13 +265,42 @@ pub fn main() -> u8 {
 }
 
 async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
-    match run_component(args, terminal).await {
-        Ok(code) => code,
-        Err(failure) => failure.report(),
+    let (json, site) = (args.json, args.site.clone());
+    let events = match open_events(args.events.as_deref()) {
+        Ok(events) => events,
+        Err(failure) => return launch::conclude(Err(failure), json, &Events::default(), &site),
+    };
+    let result = run_component(args, terminal, &events).await;
+    launch::conclude(result, json, &events, &site)
+}
+
+/// `--events FILE`, opened before anything runs.
+fn open_events(path: Option<&Path>) -> Result<Events, Failure> {
+    match path {
+        None => Ok(Events::default()),
+        Some(path) => Events::open(path)
+            .map_err(|e| Failure::Usage(format!("--events {}: {e}", path.display()))),
     }
 }
 
-async fn run_component(args: RunArgs, terminal: &ui::Terminal) -> Result<u8, Failure> {
+/// The terminal's progress, followed by `--events` when it is on.
+fn progress(terminal: &ui::Terminal, events: &Events) -> std::sync::Arc<dyn Progress> {
+    let inner = terminal.progress();
+    if events.is_on() {
+        std::sync::Arc::new(ui::Followed {
+            inner,
+            events: events.clone(),
+        })
+    } else {
+        inner
+    }
+}
+
+async fn run_component(
+    args: RunArgs,
+    terminal: &ui::Terminal,
+    events: &Events,
+) -> Result<RunReport, Failure> {
     let site = Site::load(&args.site)?;
     let bytes = launch::read_file("component", &args.component)?;
     let detached = match &args.signature {
@@ -243,30 +314,69 @@ async fn run_component(args: RunArgs, terminal: &ui::Terminal) -> Result<u8, Fai
         },
         cache: launch::open_cache(args.no_cache, args.cache_dir),
     };
-    let Some(state_dir) = site
-        .state
-        .dir
-        .clone()
-        .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
-    else {
-        return Err(Failure::InvalidSite(format!(
-            "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
-            args.site.display()
-        )));
-    };
+    let state_dir = state_dir(&site)?;
     let options = RunOptions {
         plan: args.plan,
         params: args.params,
         limits: site.limits.clone(),
         grants: site.grants(),
-        progress: terminal.progress(),
+        progress: progress(terminal, events),
         state_dir,
         answerer: Answerer::detect(args.yes),
         stop: on_interrupt(),
         hooks: Vec::new(),
+        events: events.clone(),
     };
-    let report = launch::execute(&bytes, &args.component, &site, &launch, options).await?;
-    Ok(launch::finish(&report, args.json))
+    launch::execute(&bytes, &args.component, &site, &launch, options).await
+}
+
+async fn status(args: StatusArgs, terminal: &ui::Terminal) -> u8 {
+    let (json, site) = (args.json, args.site.clone());
+    let events = match open_events(args.events.as_deref()) {
+        Ok(events) => events,
+        Err(failure) => return launch::conclude(Err(failure), json, &Events::default(), &site),
+    };
+    let result = status_of(args, terminal, &events).await;
+    launch::conclude(result, json, &events, &site)
+}
+
+async fn status_of(
+    args: StatusArgs,
+    terminal: &ui::Terminal,
+    events: &Events,
+) -> Result<RunReport, Failure> {
+    let site = Site::load(&args.site)?;
+    let options = RunOptions {
+        plan: false,
+        params: args.params,
+        limits: site.limits.clone(),
+        grants: site.grants(),
+        progress: progress(terminal, events),
+        state_dir: state_dir(&site)?,
+        answerer: Answerer::Nobody,
+        stop: on_interrupt(),
+        hooks: Vec::new(),
+        events: events.clone(),
+    };
+    let origin = Path::new("<bundled guest-status>");
+    // Compiled into the binary: the precompile cache would only add a disk write.
+    let launch = Launch::default();
+    launch::execute_bundled(crate::STATUS_COMPONENT, origin, &site, &launch, options).await
+}
+
+/// Where the cluster's journal and audit trail live: `[state] dir`, else the
+/// XDG state directory.
+fn state_dir(site: &Site) -> Result<PathBuf, Failure> {
+    site.state
+        .dir
+        .clone()
+        .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
+        .ok_or_else(|| {
+            Failure::InvalidSite(format!(
+                "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
+                site.path.display()
+            ))
+        })
 }
 
 fn audit_verify(file: &Path) -> u8 {

@@ -10,6 +10,34 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::caps::log::{Fields, Progress, StepRecord};
 use crate::report::RunReport;
 
+/// A progress sink that also writes each step's start and end as an event
+/// (`--events`).
+pub struct Followed {
+    pub inner: Arc<dyn Progress>,
+    pub events: crate::events::Events,
+}
+
+impl Progress for Followed {
+    fn step_begin(&self, name: &str, detail: &str) {
+        self.events.emit_as(
+            "step-begin",
+            serde_json::json!({ "name": name, "detail": detail }),
+        );
+        self.inner.step_begin(name, detail);
+    }
+
+    fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration) {
+        self.events.emit_as(
+            "step-end",
+            serde_json::json!({
+                "name": name, "outcome": outcome, "detail": detail,
+                "duration_ms": elapsed.as_millis() as u64,
+            }),
+        );
+        self.inner.step_end(name, outcome, detail, elapsed);
+    }
+}
+
 /// The operator's terminal (stderr): spinners when it is one, plain lines when it
 /// is a pipe or a CI log. Log lines are written around the spinners, not through them.
 pub struct Terminal {
@@ -273,7 +301,16 @@ pub fn summary(report: &RunReport) -> String {
         _ => out.push_str("  signed by: nobody (run with --allow-unsigned)\n"),
     }
     out.push_str(&table(&report.steps));
-    if let Some(f) = &report.failure {
+    if report.stopped_on_purpose() {
+        // A decline, no one to confirm, an interrupt: nothing to fix, the reason once.
+        let why = report
+            .stopped
+            .as_deref()
+            .or(report.failure.as_ref().map(|f| f.reason.as_str()));
+        if let Some(why) = why {
+            out.push_str(&format!("  why:      {why}\n"));
+        }
+    } else if let Some(f) = &report.failure {
         out.push_str(&format!(
             "  failed at: {}\n  reason:   {}\n",
             f.step, f.reason
@@ -284,7 +321,11 @@ pub fn summary(report: &RunReport) -> String {
             "  THE CLUSTER MAY NOT BE SAFE: nodes may run a key they cannot load; investigate before anything else\n"
         });
     }
-    if let Some(why) = &report.stopped {
+    if let Some(why) = report
+        .stopped
+        .as_ref()
+        .filter(|_| !report.stopped_on_purpose())
+    {
         out.push_str(&format!("  stopped:  {why}\n"));
     }
     if !report.planned.is_empty() {

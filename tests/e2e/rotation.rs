@@ -16,7 +16,7 @@ async fn rotate_with_run(pods: usize) {
     .await;
     assert_eq!(out.code, 0, "{out}");
     let report = out.json();
-    assert_eq!(report["outcome"], "succeeded", "{out}");
+    assert_eq!(report["outcome"], "done", "{out}");
     assert_eq!(report["version_before"], 1);
     assert_eq!(report["version_after"], 2);
     assert_eq!(report["pods"], pods as u64);
@@ -64,7 +64,7 @@ async fn demo(pods: usize) {
     let out = run(BIN, &["demo", "--pods", &n, "--json"]).await;
     assert_eq!(out.code, 0, "{out}");
     let json = out.json();
-    assert_eq!(json["report"]["outcome"], "succeeded", "{out}");
+    assert_eq!(json["report"]["outcome"], "done", "{out}");
     let oracle: cmk_sim::Oracle = serde_json::from_value(json["oracle"].clone()).expect("oracle");
     assert_rotated_once(&oracle, pods);
 }
