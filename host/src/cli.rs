@@ -28,14 +28,23 @@ use crate::ui;
 #[derive(Parser, Debug)]
 #[command(name = "cmk-host", version, max_term_width = 100)]
 pub struct Cli {
-    /// Log filter, e.g. `info`, `debug`, `cmk_host=debug,guest=info`.
-    #[arg(
-        long,
-        global = true,
-        default_value = "info,cmk_sim=warn",
-        value_name = "FILTER"
-    )]
-    pub log: String,
+    /// Say more: INFO lines (-v), DEBUG (-vv), TRACE (-vvv). On a terminal the
+    /// default shows the steps, questions, warnings and the summary.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Say less: only the summary and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Also write INFO lines (and above) to FILE, whatever the terminal shows.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// A log filter instead of -v/-q, e.g. `info`, `cmk_host=debug,guest=info`
+    /// (RUST_LOG works too).
+    #[arg(long, global = true, value_name = "FILTER", display_order = 1000)]
+    pub log: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -230,9 +239,16 @@ pub fn main() -> u8 {
             return exit::USAGE;
         }
     };
-    let terminal = ui::Terminal::new();
-    if let Err(e) = terminal.init_tracing(&cli.log) {
-        eprintln!("error: --log {:?}: {e}", cli.log);
+    let terminal = ui::Terminal::new(cli.quiet);
+    let verbosity = ui::Verbosity {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        filter: cli.log.clone(),
+        env_filter: std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty()),
+        log_file: cli.log_file.clone(),
+    };
+    if let Err(e) = terminal.init_tracing(&verbosity) {
+        eprintln!("error: logging: {e}");
         return exit::USAGE;
     }
     // kube and reqwest are both given ring explicitly; this covers any other rustls user.

@@ -280,6 +280,7 @@ fn run_failure(e: RunError, origin: &Path, site: &Site) -> Failure {
         RunError::Refused(_) => Failure::Refused(message),
         RunError::Invalid(_) | RunError::Setup(_) => Failure::Usage(message),
         RunError::Limit(_) => Failure::Failed(message),
+        RunError::Cluster(_) => Failure::Failed(format!("cluster {:?}: {e}", site.cluster.name)),
         // About the cluster, not the component.
         RunError::Busy(_) => Failure::LeaseBusy(format!("cluster {:?}: {e}", site.cluster.name)),
     }

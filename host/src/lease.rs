@@ -166,7 +166,7 @@ impl HeldLease {
         let api_err = |e: kube::Error| LeaseError::Api {
             namespace: namespace.to_string(),
             name: name.clone(),
-            message: e.to_string(),
+            message: crate::chain::error_chain(&e),
         };
         let busy = |lease: &Lease| {
             let spec = lease.spec.clone().unwrap_or_default();

@@ -12,6 +12,7 @@ mod architecture;
 pub mod audit;
 pub mod cache;
 pub mod caps;
+pub mod chain;
 pub mod cli;
 pub mod demo;
 pub mod digest;

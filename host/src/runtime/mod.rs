@@ -89,9 +89,12 @@ pub enum RunError {
     /// A `[limits]` value too small for the component even to start (exit 1).
     #[error("{0}")]
     Limit(String),
-    /// Another run holds the cluster's Lease, or the Lease API failed (exit 1).
+    /// Another run holds the cluster's Lease (exit 1).
     #[error("{0}")]
     Busy(String),
+    /// The cluster's Kubernetes API could not be used (exit 1).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// A compiled component and the digest of the exact bytes it was compiled from.
@@ -305,7 +308,16 @@ impl Runtime {
                 Err(e) => e.to_string(),
             });
             audit.record(entry);
-            Some(held.map_err(|e| RunError::Busy(e.to_string()))?)
+            Some(held.map_err(|e| match e {
+                crate::lease::LeaseError::Busy { .. } => RunError::Busy(e.to_string()),
+                // The API itself failed: say which API and where it came from.
+                crate::lease::LeaseError::Api { .. } => RunError::Cluster(format!(
+                    "{e} (the Kubernetes API {}); check with: kubectl get lease -n {} {}",
+                    lister.describe(),
+                    site.cluster.namespace,
+                    site.lease.name
+                )),
+            })?)
         };
         let grants = &options.grants;
         tracing::info!(grants = %grants, limits = %options.limits, "granted");
