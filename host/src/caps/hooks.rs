@@ -369,10 +369,12 @@ impl Host for HooksCap {
             let started = Instant::now();
             let answer = hook.before(&step, &observed).await;
             let name = hook.name.clone();
-            let call = format!("before {step}");
-            match answer {
+            // The step is the procedure's words, the reason the hook's: both escaped.
+            let call = format!("before {}", crate::text::escape(&step));
+            match answer.map_err(|r| crate::text::ComponentText::new(&r).into_string()) {
                 Ok(()) => self.record(&name, &call, "allowed", started, None),
                 Err(reason) => {
+                    let step = crate::text::escape(&step);
                     tracing::warn!(hook = %name, %step, "vetoed: {reason}");
                     self.record(&name, &call, "vetoed", started, Some(reason.clone()));
                     // Whether or not the procedure heeds the veto, nothing more
@@ -393,10 +395,15 @@ impl Host for HooksCap {
             let started = Instant::now();
             let answer = hook.after(&step, outcome, &observed).await;
             let name = hook.name.clone();
-            let call = format!("after {step} {}", outcome_name(outcome));
-            match answer {
+            let call = format!(
+                "after {} {}",
+                crate::text::escape(&step),
+                outcome_name(outcome)
+            );
+            match answer.map_err(|r| crate::text::ComponentText::new(&r).into_string()) {
                 Ok(()) => self.record(&name, &call, "done", started, None),
                 Err(reason) => {
+                    let step = crate::text::escape(&step);
                     tracing::warn!(hook = %name, %step, "a hook's after-step call failed: {reason}");
                     self.record(&name, &call, "failed", started, Some(reason));
                 }
@@ -508,7 +515,12 @@ impl Guards {
         for hook in hooks.iter_mut().filter(|h| h.guard.is_some()) {
             let started = Instant::now();
             let what = format!("guard {}", call.call);
-            match hook.guard(&asked).await {
+            // The reason is the hook's words: escaped and bounded.
+            match hook
+                .guard(&asked)
+                .await
+                .map_err(|r| crate::text::ComponentText::new(&r).into_string())
+            {
                 Ok(()) => record(&self.audit, &hook.name, &what, "allowed", started, None),
                 Err(reason) => {
                     tracing::warn!(hook = %hook.name, call = %call.target, "a site hook's guard refused: {reason}");
