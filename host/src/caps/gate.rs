@@ -10,10 +10,12 @@
 //!
 //! For a mutating call the decision is, in order: the grant; a stop (SIGINT, a lost
 //! Lease) or a Lease that could not be renewed within its duration; the per-run
-//! restart limit; the hook guards; plan mode (recorded, not sent); and, for a request
-//! the site lists as irreversible, a confirmation the host holds. A call already
+//! restart limit; plan mode (recorded, not sent); the store's [`Guard`] (the site
+//! hooks' guards and `[cluster] expect_pods`); and, for a request the site lists as
+//! irreversible, a confirmation the host holds. A call already
 //! under way (a rolling restart) is never cut short: that is the safe point.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +23,7 @@ use futures::future::BoxFuture;
 
 use super::confirm::Confirmations;
 use super::registry::{self, Row};
-use super::{Denials, LatestPods, SeenPod};
+use super::{Denials, LatestPods};
 use crate::grants::{Capability, Grants, HttpMethod};
 use crate::lease::Fence;
 use crate::limits::CallBudget;
@@ -84,6 +86,8 @@ pub enum Call<'a> {
         method: HttpMethod,
         path: &'a str,
         target: &'a str,
+        /// The pod the request goes to.
+        ip: Option<IpAddr>,
     },
     /// `restart.rolling-restart`; `target` names the site's mechanism.
     Restart { target: &'a str },
@@ -115,25 +119,28 @@ impl Call<'_> {
     }
 }
 
-/// What a guard is shown: the call, the pod it targets, and the host's latest pod list.
+/// A mutating call, as a [`Guard`] sees it.
 #[derive(Debug, Clone)]
-pub struct GuardCall {
-    /// `http.post`, `restart.rolling-restart`.
-    pub function: String,
-    /// `POST https://10.0.0.1:4444/cluster/v1/key/propose`, or the restart mechanism.
-    pub target: String,
-    /// The IP the request goes to (none for a restart).
-    pub pod: Option<String>,
-    pub pods: Vec<SeenPod>,
-    pub ready: usize,
+pub struct Mutating<'a> {
+    /// The capability that makes it (`http`, `restart`): how a denial is recorded.
+    pub capability: &'static str,
+    /// How the log and the audit trail name it
+    /// (`POST https://10.0.0.1:4444/cluster/v1/key/propose`, `rolling-restart`).
+    pub target: &'a str,
+    /// The method and path of a request (`POST /cluster/v1/key/propose`), or
+    /// `rolling-restart`.
+    pub call: String,
+    /// The IP a request goes to; none for a restart.
+    pub ip: Option<IpAddr>,
 }
 
-/// A check the host itself makes before every mutating call, whatever the procedure
-/// does (a site hook's guard). `Err` refuses the call and stops the run.
+/// Checks the host runs before every mutating call that plan mode and stop
+/// requests let through (the site hooks' guards and `[cluster] expect_pods`, in
+/// `caps::hooks::Guards`), whatever the procedure does. `Err` is the message the
+/// procedure receives (the guard records the denial, and stops the run when it
+/// must).
 pub trait Guard: Send + Sync {
-    /// Shown in the refusal: `hook quorum`.
-    fn name(&self) -> String;
-    fn check<'a>(&'a self, call: &'a GuardCall) -> BoxFuture<'a, Result<(), String>>;
+    fn check<'a>(&'a self, call: &'a Mutating<'a>) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// What every store of a run shares.
@@ -147,7 +154,6 @@ struct Shared {
     irreversible: Vec<(HttpMethod, String)>,
     max_restarts: u32,
     restarts: AtomicU32,
-    guards: Mutex<Vec<Arc<dyn Guard>>>,
     planned: Mutex<Vec<String>>,
     /// A mutating call was refused because the run is stopped: the run cannot end
     /// as done, whatever the procedure reports.
@@ -161,6 +167,8 @@ pub struct Gate {
     shared: Arc<Shared>,
     grants: Grants,
     budget: CallBudget,
+    /// The host's own checks of this store's mutating calls.
+    guard: Option<Arc<dyn Guard>>,
 }
 
 /// What a run's gate is built from.
@@ -193,12 +201,12 @@ impl Gate {
                 irreversible: config.irreversible,
                 max_restarts: config.max_restarts,
                 restarts: AtomicU32::new(0),
-                guards: Mutex::default(),
                 planned: Mutex::default(),
                 halted: Mutex::default(),
             }),
             grants,
             budget,
+            guard: None,
         }
     }
 
@@ -222,19 +230,22 @@ impl Gate {
         )
     }
 
-    /// The same run's gate for another store (a hook), with its grants and budget.
+    /// The same run's gate (and guard) for another store (a hook), with its grants
+    /// and budget.
     pub fn for_store(&self, grants: Grants, budget: CallBudget) -> Gate {
         Gate {
             shared: self.shared.clone(),
             grants,
             budget,
+            guard: self.guard.clone(),
         }
     }
 
-    /// Adds a guard the gate consults before every mutating call, after the ones
-    /// added before it.
-    pub fn add_guard(&self, guard: Arc<dyn Guard>) {
-        self.shared.guards.lock().expect("guards lock").push(guard);
+    /// This store's gate, consulting `guard` before every mutating call that plan
+    /// mode and stop requests let through.
+    pub fn with_guard(mut self, guard: Arc<dyn Guard>) -> Gate {
+        self.guard = Some(guard);
+        self
     }
 
     /// The store's host-call budget: a batch charges it one call per request.
@@ -289,12 +300,11 @@ impl Gate {
                 )));
             }
         }
-        self.ask_guards(&call, row, &target).await?;
-        if restart {
-            // Planned restarts count too: the plan shows what the run would be allowed.
-            self.shared.restarts.fetch_add(1, Ordering::SeqCst);
-        }
         if self.shared.plan {
+            if restart {
+                // Planned restarts count: the plan shows what the run would be allowed.
+                self.shared.restarts.fetch_add(1, Ordering::SeqCst);
+            }
             tracing::info!(call = %target, "plan: recorded, not sent");
             self.shared
                 .planned
@@ -302,6 +312,10 @@ impl Gate {
                 .expect("plan lock")
                 .push(target.clone());
             return Err(Refusal::Planned("plan mode: recorded, not sent".into()));
+        }
+        self.ask_guard(&call, &target).await?;
+        if restart {
+            self.shared.restarts.fetch_add(1, Ordering::SeqCst);
         }
         if let Call::Http { method, path, .. } = call
             && self.irreversible(method, path)
@@ -338,33 +352,32 @@ impl Gate {
         }
     }
 
-    async fn ask_guards(&self, call: &Call<'_>, row: &Row, target: &str) -> Result<(), Refusal> {
-        let guards: Vec<Arc<dyn Guard>> = self.shared.guards.lock().expect("guards lock").clone();
-        if guards.is_empty() {
+    /// The store's guard, for a call that plan mode and stop requests let through.
+    async fn ask_guard(&self, call: &Call<'_>, target: &str) -> Result<(), Refusal> {
+        let Some(guard) = &self.guard else {
             return Ok(());
-        }
-        let pods = self.shared.pods.pods();
-        let shown = GuardCall {
-            function: format!("{}.{}", row.interface, row.function),
-            target: target.to_string(),
-            pod: match call {
-                Call::Http { target: t, .. } => request_host(t),
-                _ => None,
-            },
-            ready: pods.iter().filter(|p| p.ready).count(),
-            pods,
         };
-        for guard in guards {
-            if let Err(reason) = guard.check(&shown).await {
-                let why = format!("{} refused {target}: {reason}", guard.name());
-                self.shared.stop.request(why.clone());
-                self.halt(&why);
-                return Err(Refusal::Denied(self.shared.denials.deny(
-                    row.interface,
-                    target,
-                    why,
-                )));
+        let asked = match call {
+            Call::Http {
+                method, path, ip, ..
+            } => Mutating {
+                capability: "http",
+                target,
+                call: format!("{} {path}", method.name()),
+                ip: *ip,
+            },
+            _ => Mutating {
+                capability: "restart",
+                target,
+                call: "rolling-restart".into(),
+                ip: None,
+            },
+        };
+        if let Err(why) = guard.check(&asked).await {
+            if let Some(stopped) = self.shared.stop.reason() {
+                self.halt(&stopped);
             }
+            return Err(Refusal::Denied(why));
         }
         Ok(())
     }
@@ -405,13 +418,6 @@ impl Gate {
     pub fn latest_pods(&self) -> &LatestPods {
         &self.shared.pods
     }
-}
-
-/// The host (a pod IP) of a `METHOD URL` target.
-fn request_host(target: &str) -> Option<String> {
-    let url = target.split_once(' ').map_or(target, |(_, u)| u);
-    let url = url::Url::parse(url).ok()?;
-    Some(url.host_str()?.trim_matches(['[', ']']).to_string())
 }
 
 /// `path` decoded (`%61` is `a`), lowercased, without empty segments.
@@ -466,6 +472,7 @@ mod tests {
             method: HttpMethod::Post,
             path: "/cluster/v1/key/propose",
             target,
+            ip: None,
         }
     }
 
@@ -518,6 +525,7 @@ mod tests {
             method: HttpMethod::Post,
             path: "/cluster/v1/key/%61ctivate/",
             target: "POST x",
+            ip: None,
         };
         assert!(matches!(
             gate.decide(activate).await,
@@ -536,6 +544,7 @@ mod tests {
             method: HttpMethod::Get,
             path: "/cluster/v1/key",
             target: "GET x",
+            ip: None,
         };
         assert_eq!(
             gate.decide(get).await.unwrap_err(),
@@ -590,6 +599,7 @@ mod tests {
             method: HttpMethod::Post,
             path: "/cluster/v1/key/activate",
             target: "POST x",
+            ip: None,
         };
         let refused = hook.decide(activate).await.unwrap_err();
         assert!(
@@ -600,27 +610,42 @@ mod tests {
         assert!(procedure.decide(activate).await.is_ok());
     }
 
-    struct No;
-    impl Guard for No {
-        fn name(&self) -> String {
-            "hook no".into()
-        }
-        fn check<'a>(&'a self, call: &'a GuardCall) -> BoxFuture<'a, Result<(), String>> {
-            Box::pin(async move { Err(format!("not {}", call.function)) })
+    struct Refuse(Arc<Mutex<u32>>);
+
+    impl Guard for Refuse {
+        fn check<'a>(&'a self, call: &'a Mutating<'a>) -> BoxFuture<'a, Result<(), String>> {
+            *self.0.lock().unwrap() += 1;
+            let why = format!("{} refused", call.call);
+            Box::pin(async move { Err(why) })
         }
     }
 
     #[tokio::test]
-    async fn a_guard_refusal_denies_the_call_and_stops_the_run() {
-        let gate = gate(false, Stop::default());
-        gate.add_guard(Arc::new(No));
-        let refused = gate.decide(post("POST a")).await.unwrap_err();
-        assert!(
-            refused
-                .message()
-                .contains("hook no refused POST a: not http.post")
+    async fn the_guard_is_asked_only_for_calls_that_may_go_out() {
+        let asked = Arc::new(Mutex::new(0));
+        let stop = Stop::default();
+        let guarded = gate(false, stop.clone()).with_guard(Arc::new(Refuse(asked.clone())));
+        assert_eq!(
+            guarded.decide(RESTART).await.unwrap_err(),
+            Refusal::Denied("rolling-restart refused".into())
         );
-        assert!(gate.stopped().is_some());
+        let plan = gate(true, Stop::default()).with_guard(Arc::new(Refuse(asked.clone())));
+        assert!(plan.decide(RESTART).await.is_err());
+        assert_eq!(plan.planned(), ["rolling-restart"]);
+        stop.request("interrupted");
+        assert_eq!(
+            guarded.decide(RESTART).await.unwrap_err(),
+            Refusal::Denied("interrupted: not sent".into())
+        );
+        assert_eq!(
+            *asked.lock().unwrap(),
+            1,
+            "asked once: not in plan mode, not after a stop"
+        );
+        // A refused restart is not one of the run's restarts.
+        let guarded = gate(false, Stop::default());
+        assert!(guarded.decide(RESTART).await.is_ok());
+        assert!(guarded.decide(RESTART).await.is_ok());
     }
 
     #[test]

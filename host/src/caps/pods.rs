@@ -2,10 +2,13 @@
 //! them, read through the Kubernetes API with the `kube` client.
 //!
 //! The guest cannot choose the namespace or the selector: the site fixes both. Each
-//! list becomes the run's [`PodAddresses`], the allow-list of `http`.
+//! list becomes the run's [`PodAddresses`], the allow-list of `http`, and the
+//! procedure's latest list in [`PodView`]: what the host's guards see, and what
+//! `[cluster] expect_pods` is checked against before every mutating call.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod as KubePod;
 use kube::api::ListParams;
@@ -29,8 +32,8 @@ pub struct Cluster {
     pub selector: String,
     /// The port every pod serves the DSM cluster API on (used by `http`).
     pub port: u16,
-    /// How many pods the cluster must have; the procedure stops at preflight when
-    /// the selector matches another number (passed to it as `expect_pods`).
+    /// How many pods the cluster must have: while the latest pod list has another
+    /// number, the host refuses every mutating call ([`PodView::check_expected`]).
     pub expect_pods: Option<u32>,
 }
 
@@ -236,6 +239,56 @@ impl From<Pod> for SeenPod {
     }
 }
 
+/// The procedure's latest pod list, as the host keeps it for its guards, and the
+/// count the site expects (`[cluster] expect_pods`). Written by the procedure's
+/// `pods.list` (a hook's lists do not count); cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct PodView {
+    latest: Arc<Mutex<Option<Vec<Pod>>>>,
+    expect: Option<u32>,
+}
+
+impl PodView {
+    pub fn new(expect: Option<u32>) -> PodView {
+        PodView {
+            latest: Arc::default(),
+            expect,
+        }
+    }
+
+    fn record(&self, pods: &[Pod]) {
+        *self.latest.lock().expect("pod view lock") = Some(pods.to_vec());
+    }
+
+    /// `[cluster] expect_pods`.
+    pub fn expect(&self) -> Option<u32> {
+        self.expect
+    }
+
+    /// The latest list; `None` before the procedure's first.
+    pub fn latest(&self) -> Option<Vec<Pod>> {
+        self.latest.lock().expect("pod view lock").clone()
+    }
+
+    /// `Err`, with both counts and the pods listed, when `pods` is not the number
+    /// the site expects: no mutating call goes out to a cluster other than the one
+    /// the site describes.
+    pub fn check_expected(&self, pods: &[Pod]) -> Result<(), String> {
+        match self.expect {
+            Some(n) if pods.len() != n as usize => {
+                let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+                Err(format!(
+                    "expected {n} pods ([cluster] expect_pods), the selector matches {}{}{}",
+                    pods.len(),
+                    if names.is_empty() { "" } else { ": " },
+                    names.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The `pods` capability of one run.
 pub struct PodsCap {
     lister: PodLister,
@@ -244,6 +297,8 @@ pub struct PodsCap {
     gate: Gate,
     /// Where the procedure's lists become the host's latest view (not a hook's).
     latest: Option<LatestPods>,
+    /// The procedure's lists are the guards' view; a hook's `PodsCap` has none.
+    view: Option<PodView>,
     audit: crate::audit::Audit,
     /// Pods in the latest successful list: the report's count when a procedure
     /// fails before it can report one.
@@ -253,6 +308,12 @@ pub struct PodsCap {
 impl PodsCap {
     pub fn last_count(&self) -> Option<u32> {
         self.last_count
+    }
+
+    /// Every successful list becomes `view`'s latest (the procedure's pods only).
+    pub fn with_view(mut self, view: PodView) -> Self {
+        self.view = Some(view);
+        self
     }
 
     /// Every list is recorded in `audit`.
@@ -267,6 +328,7 @@ impl PodsCap {
             addresses,
             gate,
             latest: None,
+            view: None,
             audit: crate::audit::Audit::default(),
             last_count: None,
         }
@@ -316,6 +378,9 @@ impl PodsCap {
             .filter_map(|p| p.ip.as_deref()?.parse::<IpAddr>().ok())
             .collect();
         self.addresses.replace(ips);
+        if let Some(view) = &self.view {
+            view.record(&pods);
+        }
         tracing::debug!(pods = pods.len(), "listed pods");
         Ok(pods)
     }
@@ -432,6 +497,30 @@ fn is_label_chars(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(name: &str) -> Pod {
+        Pod {
+            name: name.into(),
+            ip: Some("10.0.0.1".into()),
+            ready: true,
+            phase: "Running".into(),
+        }
+    }
+
+    #[test]
+    fn expect_pods_is_checked_with_both_counts() {
+        let pods = [pod("sdkms-0"), pod("sdkms-1"), pod("sdkms-2")];
+        assert_eq!(PodView::new(None).check_expected(&pods), Ok(()));
+        assert_eq!(PodView::new(Some(3)).check_expected(&pods), Ok(()));
+        assert_eq!(
+            PodView::new(Some(4)).check_expected(&pods).unwrap_err(),
+            "expected 4 pods ([cluster] expect_pods), the selector matches 3: sdkms-0, sdkms-1, sdkms-2"
+        );
+        assert_eq!(
+            PodView::new(Some(2)).check_expected(&[]).unwrap_err(),
+            "expected 2 pods ([cluster] expect_pods), the selector matches 0"
+        );
+    }
 
     #[test]
     fn selectors() {

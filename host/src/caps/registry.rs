@@ -170,6 +170,14 @@ pub const REGISTRY: &[Row] = &[
         enforced: "caps/hooks.rs",
     },
     Row {
+        interface: "guard",
+        function: "check",
+        grant: None,
+        counts: "the hook's [[hooks]] timeout_secs per call, in the hook's own store",
+        effect: Effect::Export,
+        enforced: "caps/hooks.rs Guards (the gate's Guard: asked before every mutating call that plan mode and a stop let through; a refusal, trap or timeout denies it and stops the run)",
+    },
+    Row {
         interface: "procedure",
         function: "run",
         grant: None,

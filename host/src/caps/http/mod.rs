@@ -148,6 +148,11 @@ impl HttpCap {
                 method: granted_method,
                 path: checked.path(),
                 target: &target,
+                ip: match checked.host() {
+                    Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+                    Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+                    _ => None,
+                },
             })
             .await
             .map_err(Sent::Refused)?;
