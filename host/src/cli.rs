@@ -202,9 +202,29 @@ pub struct SimArgs {
     /// Where to write kubeconfig, ca.pem, restart.sh and site.toml (created if missing).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
-    /// The port every pod listens on.
-    #[arg(long, default_value_t = 4444)]
+    /// The port every pod listens on (the generated site file's `[cluster] port`).
+    #[arg(long, default_value_t = 4444, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
+    /// How long each pod takes to be replaced in a rolling restart (stopped,
+    /// starting, Ready), e.g. `5` or `0.5`: slow enough to watch a run, or to press
+    /// Ctrl-C in the middle of a restart.
+    #[arg(long, value_name = "SECS", default_value = "0.06", value_parser = parse_secs)]
+    pub restart_delay: std::time::Duration,
+    /// Pod certificates name only this DNS name, not each pod's IP (as an
+    /// appliance's name the cluster); the generated site file sets `[tls] server_name`.
+    #[arg(long, value_name = "NAME")]
+    pub pod_cert_name: Option<String>,
+}
+
+/// Seconds, fractions allowed, at most an hour.
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("{s}: must be between 0 and 3600 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -250,7 +270,18 @@ pub fn main() -> u8 {
             Command::Demo(args) => {
                 crate::demo::demo(args.pods as usize, args.json, &terminal).await
             }
-            Command::Sim(args) => crate::demo::sim(args.pods as usize, args.port, &args.dir).await,
+            Command::Sim(args) => {
+                let config = cmk_sim::SimConfig {
+                    port: args.port,
+                    // A pod replacement is two pauses: stopped, then starting.
+                    restart_step_delay: args.restart_delay / 2,
+                    pod_certs: args
+                        .pod_cert_name
+                        .map_or(cmk_sim::PodCerts::IpAndName, cmk_sim::PodCerts::DnsOnly),
+                    ..cmk_sim::SimConfig::pods(args.pods as usize)
+                };
+                crate::demo::sim(config, &args.dir).await
+            }
             Command::Keygen(args) => crate::signing::keygen(&args),
             Command::Sign(args) => crate::signing::sign(&args),
             Command::Verify(args) => crate::signing::verify(&args),

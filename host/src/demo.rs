@@ -145,14 +145,11 @@ pub fn oracle_summary(oracle: &Oracle) -> String {
 
 /// Starts a simulated cluster, writes its files into `dir`, and keeps it up until
 /// Ctrl-C.
-pub async fn sim(pods: usize, port: u16, dir: &Path) -> u8 {
+pub async fn sim(config: SimConfig, dir: &Path) -> u8 {
     if let Err(e) = std::fs::create_dir_all(dir) {
         return ui::error(exit::USAGE, format!("--dir {}: {e}", dir.display()));
     }
-    let config = SimConfig {
-        port,
-        ..SimConfig::pods(pods)
-    };
+    let (pods, port) = (config.pods, config.port);
     let sim = match Sim::start(config).await {
         Ok(sim) => sim,
         Err(e) => {

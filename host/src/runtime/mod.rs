@@ -367,7 +367,10 @@ impl Runtime {
                 }
             };
 
-        let mut params = site.params.clone();
+        // The site's port first: the procedure reaches the pods where the allow-list
+        // lets it, and a `[params] port` or `--param port=` still overrides it.
+        let mut params = vec![("port".to_string(), site.cluster.port.to_string())];
+        params.extend(site.params.iter().cloned());
         if let Some(n) = site.cluster.expect_pods {
             params.push(("expect_pods".into(), n.to_string()));
         }
