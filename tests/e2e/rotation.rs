@@ -204,3 +204,82 @@ async fn run_against_the_files_that_sim_writes() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// A cluster whose pods listen on 4445: the site's `[cluster] port` is what the
+/// procedure is given, so the rotation reaches the pods there without `--param`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_site_port_reaches_the_procedure() {
+    let cluster = cmk_tests::Cluster::start(cmk_sim::SimConfig {
+        port: 4445,
+        ..cmk_sim::SimConfig::pods(3)
+    })
+    .await;
+    let text = std::fs::read_to_string(cluster.site()).unwrap();
+    assert!(text.contains("port = 4445"), "{text}");
+    assert!(!text.contains("[params]"), "no port parameter: {text}");
+    let site = cluster.site().to_str().unwrap().to_string();
+    let component = cluster.signed(ROTATE_WASM);
+    let out = run(
+        BIN,
+        &["run", &component, "--site", &site, "--json", "--yes"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.json()["denials"].as_array().unwrap().is_empty(),
+        "{out}"
+    );
+    let oracle = cluster.oracle();
+    let proposer = &oracle.proposes()[0].ip;
+    let fetches = oracle.fetches();
+    assert_eq!(fetches.len(), 2, "{oracle:#?}");
+    for fetch in fetches {
+        assert_eq!(
+            fetch.body.as_ref().unwrap()["target"],
+            format!("{proposer}:4445"),
+            "the proposer at the site's port"
+        );
+    }
+    assert_eq!(oracle.version, 2);
+    assert!(oracle.pods.iter().all(|p| p.running_version == 2));
+    assert!(oracle.broken_pods().is_empty());
+}
+
+/// `--param port=` (and `[params] port`) still override the site's port: here to
+/// one the allow-list does not permit, so the host denies every request and the
+/// cluster receives nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_parameter_still_overrides_the_site_port() {
+    let cluster = cmk_tests::Cluster::start(cmk_sim::SimConfig {
+        port: 4445,
+        ..cmk_sim::SimConfig::pods(3)
+    })
+    .await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let component = cluster.signed(ROTATE_WASM);
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &component,
+            "--site",
+            &site,
+            "--json",
+            "--yes",
+            "--param",
+            "port=4446",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    let denials = out.json()["denials"].clone();
+    assert!(
+        denials
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["target"].as_str().unwrap().contains(":4446/")),
+        "{out}"
+    );
+    assert!(cluster.oracle().calls.is_empty(), "nothing reached a pod");
+}
