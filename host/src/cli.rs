@@ -34,8 +34,51 @@ pub struct Cli {
     )]
     pub log: String,
 
+    /// Colour and other terminal escapes on stderr: `auto` (on a terminal, unless
+    /// NO_COLOR is set), `always`, or `never` (plain lines, no spinners).
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
+    pub color: Color,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// What `--color` means here: `auto` gives way to a non-empty `NO_COLOR`
+    /// (https://no-color.org); an explicit `--color always` does not.
+    fn escapes(self, no_color: Option<std::ffi::OsString>) -> ui::Escapes {
+        match self {
+            Color::Always => ui::Escapes::Always,
+            Color::Never => ui::Escapes::Never,
+            Color::Auto if no_color.is_some_and(|v| !v.is_empty()) => ui::Escapes::Never,
+            Color::Auto => ui::Escapes::Auto,
+        }
+    }
+
+    /// `--color` as written on the command line, before clap has parsed it (so that
+    /// clap's own help and errors follow it too).
+    fn from_args(args: &[std::ffi::OsString]) -> Option<Color> {
+        let mut value = None;
+        let mut args = args.iter().skip(1).map(|a| a.to_str().unwrap_or(""));
+        while let Some(arg) = args.next() {
+            if arg == "--" {
+                break;
+            }
+            if let Some(v) = arg.strip_prefix("--color=") {
+                value = Some(v.to_string());
+            } else if arg == "--color" {
+                value = args.next().map(str::to_string);
+            }
+        }
+        <Color as clap::ValueEnum>::from_str(&value?, true).ok()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -236,7 +279,19 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 /// The whole program; returns the exit code.
 pub fn main() -> u8 {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let help_color = match Color::from_args(&args).map(|c| c.escapes(std::env::var_os("NO_COLOR")))
+    {
+        Some(ui::Escapes::Always) => clap::ColorChoice::Always,
+        Some(ui::Escapes::Never) => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    };
+    let parsed = Cli::command()
+        .color(help_color)
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -247,7 +302,7 @@ pub fn main() -> u8 {
             };
         }
     };
-    let terminal = ui::Terminal::new();
+    let terminal = ui::Terminal::with_escapes(cli.color.escapes(std::env::var_os("NO_COLOR")));
     if let Err(e) = terminal.init_tracing(&cli.log) {
         eprintln!("error: --log {:?}: {e}", cli.log);
         return exit::USAGE;
@@ -655,4 +710,38 @@ pub fn finish(report: &RunReport, json: bool) -> u8 {
         print!("{}", ui::summary(report));
     }
     report.exit_code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn color_auto_gives_way_to_no_color_and_explicit_choices_do_not() {
+        let set = || Some(std::ffi::OsString::from("1"));
+        assert_eq!(Color::Auto.escapes(None), ui::Escapes::Auto);
+        assert_eq!(Color::Auto.escapes(set()), ui::Escapes::Never);
+        // An empty NO_COLOR is as if it were not set.
+        assert_eq!(Color::Auto.escapes(Some("".into())), ui::Escapes::Auto);
+        assert_eq!(Color::Always.escapes(set()), ui::Escapes::Always);
+        assert_eq!(Color::Never.escapes(None), ui::Escapes::Never);
+    }
+
+    #[test]
+    fn color_is_read_before_parsing_in_both_spellings() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            Color::from_args(&args(&["cmk-host", "--color", "never", "--help"])),
+            Some(Color::Never)
+        );
+        assert_eq!(
+            Color::from_args(&args(&["cmk-host", "demo", "--color=always"])),
+            Some(Color::Always)
+        );
+        assert_eq!(Color::from_args(&args(&["cmk-host", "demo"])), None);
+        assert_eq!(
+            Color::from_args(&args(&["cmk-host", "--", "--color=always"])),
+            None
+        );
+    }
 }

@@ -16,10 +16,24 @@ pub trait Progress: Send + Sync {
     fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration);
 }
 
+/// Whether stderr gets colour and other escape sequences (`--color`, `NO_COLOR`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Escapes {
+    /// When stderr is a terminal.
+    #[default]
+    Auto,
+    /// Colour even into a pipe or a file.
+    Always,
+    /// None at all: no colour, and plain step lines instead of spinners.
+    Never,
+}
+
 /// The operator's terminal (stderr): spinners when it is one, plain lines when it
 /// is a pipe or a CI log. Log lines are written around the spinners, not through them.
 pub struct Terminal {
     multi: Option<MultiProgress>,
+    /// Colour in log lines.
+    ansi: bool,
 }
 
 impl Default for Terminal {
@@ -30,10 +44,20 @@ impl Default for Terminal {
 
 impl Terminal {
     pub fn new() -> Self {
-        let multi = std::io::stderr()
-            .is_terminal()
+        Self::with_escapes(Escapes::Auto)
+    }
+
+    pub fn with_escapes(escapes: Escapes) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        // Spinners redraw with cursor escapes: only on a terminal that accepts them.
+        let multi = (terminal && escapes != Escapes::Never)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Terminal { multi }
+        let ansi = match escapes {
+            Escapes::Auto => terminal,
+            Escapes::Always => true,
+            Escapes::Never => false,
+        };
+        Terminal { multi, ansi }
     }
 
     /// Installs the process's `tracing` subscriber, filtered by `filter`.
@@ -43,7 +67,7 @@ impl Terminal {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(move || writer.clone())
-            .with_ansi(self.multi.is_some())
+            .with_ansi(self.ansi)
             .with_target(false)
             .compact()
             .try_init()

@@ -465,3 +465,72 @@ pub fn assert_completed_once(oracle: &Oracle, pods: usize) {
         assert_eq!(pod.running_version, 2, "{} runs version 2", pod.name);
     }
 }
+
+/// Runs `bin` with `args` and `env` with its stdout and stderr on a real
+/// pseudo-terminal (120x40), as an operator's shell would, and waits for it
+/// (bounded). Returns the exit code and everything the terminal received, escape
+/// sequences included (stdout and stderr interleaved, as on a screen).
+pub async fn run_on_terminal(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let mut master = -1;
+    let mut slave = -1;
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two new descriptors into `master` and `slave`; the
+    // name buffer and termios are optional (null).
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args)
+        .env("XDG_CACHE_HOME", CACHE_HOME)
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave.try_clone().expect("dup the terminal")))
+        .stderr(Stdio::from(slave));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start cmk-host on a terminal");
+    drop(cmd);
+    // The child holds the only copies of the terminal's slave side now: reading the
+    // master ends (EIO) when the child has closed them.
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::from(master);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        let code = child
+            .wait()
+            .expect("wait for cmk-host")
+            .code()
+            .unwrap_or(-1);
+        (code, String::from_utf8_lossy(&out).into_owned())
+    });
+    tokio::time::timeout(RUN_LIMIT, reader)
+        .await
+        .unwrap_or_else(|_| panic!("cmk-host {args:?} ran longer than {RUN_LIMIT:?}"))
+        .expect("the terminal reader")
+}
