@@ -283,3 +283,43 @@ async fn a_port_parameter_still_overrides_the_site_port() {
     );
     assert!(cluster.oracle().calls.is_empty(), "nothing reached a pod");
 }
+
+/// Every string of `value` that names a file on this machine: an absolute path whose
+/// first component exists here (`/tmp/...`), unlike the oracle's URL paths
+/// (`/cluster/v1/key`).
+fn file_paths(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) => {
+            let path = std::path::Path::new(s);
+            let first = path
+                .components()
+                .nth(1)
+                .map(|c| std::path::Path::new("/").join(c));
+            if path.is_absolute() && first.is_some_and(|f| f.exists()) {
+                out.push(s.clone());
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| file_paths(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| file_paths(v, out)),
+        _ => {}
+    }
+}
+
+/// `demo --json` deletes its simulator's directory when it ends: the document names
+/// none of the files that were in it (the site file, the audit trail).
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_json_names_only_files_that_exist() {
+    let out = run(BIN, &["demo", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let json = out.json();
+    let mut paths = Vec::new();
+    file_paths(&json, &mut paths);
+    for path in &paths {
+        assert!(
+            std::path::Path::new(path).exists(),
+            "the demo's JSON names {path}, which does not exist:\n{json:#}"
+        );
+    }
+    assert!(json["report"].get("audit_path").is_none(), "{json:#}");
+    assert_eq!(json["report"]["outcome"], "succeeded");
+}
