@@ -24,7 +24,7 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::ServerName;
 
 use super::policy::HttpPolicy;
-use crate::site::{Site, SiteError, SiteFile};
+use crate::frame::{SiteError, SiteFile};
 
 #[derive(Debug, Clone)]
 pub enum Tls {
@@ -161,11 +161,11 @@ impl RawTls {
 }
 
 /// Builds the run's one HTTPS client.
-pub fn client(site: &Site, policy: &HttpPolicy) -> anyhow::Result<reqwest::Client> {
+pub fn client(tls: &Tls, policy: &HttpPolicy) -> anyhow::Result<reqwest::Client> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let (verifier, key): (Arc<dyn ServerCertVerifier>, _) = match &site.tls {
+    let (verifier, key): (Arc<dyn ServerCertVerifier>, _) = match tls {
         Tls::Ca { path, pem, .. } => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -188,8 +188,7 @@ pub fn client(site: &Site, policy: &HttpPolicy) -> anyhow::Result<reqwest::Clien
         ),
         Tls::Insecure => (Arc::new(insecure::AcceptAny(provider)), Key::Insecure),
     };
-    let server_name = site
-        .tls
+    let server_name = tls
         .server_name()
         .map(|n| ServerName::try_from(n.to_string()))
         .transpose()
