@@ -17,6 +17,16 @@ use crate::stop::Stop;
 use crate::trust;
 use crate::ui;
 
+/// `--version`: this host, the wasmtime it runs components with, and the WIT package
+/// of the world components are built against (`-V` prints the first line only).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nwasmtime ",
+    env!("CMK_WASMTIME_VERSION"),
+    "\nwit ",
+    env!("CMK_WIT_PACKAGE"),
+);
+
 /// Runs key-management procedures, such as a Cluster Master Key rotation of a
 /// Fortanix DSM cluster, as sandboxed WebAssembly components.
 ///
@@ -26,7 +36,7 @@ use crate::ui;
 /// Exit codes: 0 done; 1 the procedure failed or was stopped (the summary says
 /// whether the cluster is safe to resume); 2 usage or site file error; 3 refused.
 #[derive(Parser, Debug)]
-#[command(name = "cmk-host", version, max_term_width = 100)]
+#[command(name = "cmk-host", version, long_version = LONG_VERSION, max_term_width = 100)]
 pub struct Cli {
     /// Say more: INFO lines (-v), DEBUG (-vv), TRACE (-vvv). On a terminal the
     /// default shows the steps, questions, warnings and the summary.
@@ -48,7 +58,14 @@ pub struct Cli {
 
     /// Colour and other terminal escapes on stderr: `auto` (on a terminal, unless
     /// NO_COLOR is set), `always`, or `never` (plain lines, no spinners).
-    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = Color::Auto,
+        value_name = "WHEN",
+        display_order = 1000
+    )]
     pub color: Color,
 
     #[command(subcommand)]
@@ -146,6 +163,16 @@ pub enum Command {
     /// Work with audit trails.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print a shell completion script on stdout.
+    ///
+    /// Examples: cmk-host completions bash > /etc/bash_completion.d/cmk-host;
+    /// cmk-host completions zsh > "${fpath[1]}/_cmk-host";
+    /// cmk-host completions fish > ~/.config/fish/completions/cmk-host.fish
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -363,6 +390,18 @@ pub fn main() -> u8 {
             Command::Verify(args) => crate::signing::verify(&args),
             Command::Inspect(args) => inspect(args),
             Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                use std::io::Write;
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "cmk-host", &mut script);
+                // Written whole, so that a closed pipe (`| head`) is an error, not a panic.
+                match std::io::stdout().write_all(&script) {
+                    Ok(()) => exit::DONE,
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::DONE,
+                    Err(e) => ui::error(exit::FAILED, format!("cannot write the script: {e}")),
+                }
+            }
         }
     })
 }
@@ -565,6 +604,29 @@ mod tests {
         assert_eq!(Color::Auto.escapes(Some("".into())), ui::Escapes::Auto);
         assert_eq!(Color::Always.escapes(set()), ui::Escapes::Always);
         assert_eq!(Color::Never.escapes(None), ui::Escapes::Never);
+    }
+
+    /// Every positional argument of every command says what it is in `--help`.
+    #[test]
+    fn every_positional_argument_is_described() {
+        use clap::CommandFactory;
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_positionals() {
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} <{}>", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "cmk-host", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "positional arguments without help: {missing:?}"
+        );
+        Cli::command().debug_assert();
     }
 
     #[test]
