@@ -54,3 +54,66 @@ async fn color_always_colours_even_a_pipe_and_outranks_no_color() {
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains(ESC), "{screen:?}");
 }
+
+/// Ctrl-C at the confirmation before activate, typed on the terminal: the question
+/// ends at once (no waiting for Enter), the run stops before activating, and a `yes`
+/// typed after it is no answer: nothing is logged as confirmed, nothing activated.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_at_the_confirmation_cancels_it_and_a_later_yes_confirms_nothing() {
+    let cluster = cmk_tests::Cluster::pods(3).await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let component = cluster.signed(cmk_tests::ROTATE_WASM);
+    let session = cmk_tests::TerminalSession::start(BIN, &["run", &component, "--site", &site]);
+    let session = tokio::task::spawn_blocking(move || {
+        session.wait_for("Type `yes` to go on: ");
+        session
+    })
+    .await
+    .unwrap();
+    let at_question = cluster.oracle();
+    assert_eq!(at_question.restarts.len(), 1, "asked after restart-load");
+    assert!(at_question.activates().is_empty());
+
+    let (code, screen) = tokio::task::spawn_blocking(move || {
+        let mut session = session;
+        session.type_text("\x03");
+        session.wait_for("interrupted");
+        session.type_text("yes\r");
+        session.wait()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{screen}");
+    assert!(!screen.contains("confirmed by the operator"), "{screen}");
+    assert!(!screen.contains("activating"), "{screen}");
+    assert!(screen.contains("interrupted"), "{screen}");
+    let oracle = cluster.oracle();
+    assert!(
+        oracle.activates().is_empty(),
+        "nothing activated: {oracle:#?}"
+    );
+    assert_eq!(oracle.version, 1);
+    assert!(oracle.broken_pods().is_empty());
+}
+
+/// A second Ctrl-C at the question exits at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_ctrl_c_at_the_confirmation_exits_at_once() {
+    let cluster = cmk_tests::Cluster::pods(1).await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let component = cluster.signed(cmk_tests::ROTATE_WASM);
+    let session = cmk_tests::TerminalSession::start(BIN, &["run", &component, "--site", &site]);
+    let (code, screen) = tokio::task::spawn_blocking(move || {
+        let mut session = session;
+        session.wait_for("Type `yes` to go on: ");
+        session.type_text("\x03");
+        session.wait_for("interrupted");
+        session.type_text("\x03");
+        session.wait()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{screen}");
+    assert!(!screen.contains("confirmed by the operator"), "{screen}");
+    assert!(cluster.oracle().activates().is_empty());
+}

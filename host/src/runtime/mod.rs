@@ -347,7 +347,8 @@ impl Runtime {
                 grants.allows(Capability::Confirm),
                 denials.clone(),
             )
-            .with_audit(audit.clone()),
+            .with_audit(audit.clone())
+            .with_stop(options.stop.clone()),
             hooks: HooksCap::new(hooks).with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
