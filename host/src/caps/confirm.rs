@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{Denials, LatestPods, SeenPod};
 use crate::audit::{Audit, Entry};
+use crate::stop::Stop;
 use crate::wit::cmk::procedure::confirm::Host;
 
 /// Details of the procedure shown in a question, at most; and bytes of each.
@@ -75,6 +76,8 @@ struct Inner {
     pods: LatestPods,
     denials: Denials,
     audit: Audit,
+    /// A stop request (Ctrl-C) cancels a question being asked on the terminal.
+    stop: Stop,
     state: Mutex<Held>,
 }
 
@@ -108,6 +111,7 @@ impl Confirmations {
         pods: LatestPods,
         denials: Denials,
         audit: Audit,
+        stop: Stop,
     ) -> Confirmations {
         Confirmations(Arc::new(Inner {
             answerer,
@@ -117,6 +121,7 @@ impl Confirmations {
             pods,
             denials,
             audit,
+            stop,
             state: Mutex::default(),
         }))
     }
@@ -205,7 +210,7 @@ impl Confirmations {
     async fn answer(&self, subject: &Subject<'_>, resume: &str) -> Result<(), String> {
         let answer = self.answer_unrecorded(subject, resume).await;
         self.0.state.lock().expect("confirm lock").unconfirmed =
-            answer.as_ref().err().map(|(u, _)| *u);
+            answer.as_ref().err().and_then(|(u, _)| *u);
         answer.map_err(|(_, why)| why)
     }
 
@@ -213,7 +218,7 @@ impl Confirmations {
         &self,
         subject: &Subject<'_>,
         resume: &str,
-    ) -> Result<(), (Unconfirmed, String)> {
+    ) -> Result<(), (Option<Unconfirmed>, String)> {
         let me = &self.0;
         match me.answerer {
             Answerer::Yes => {
@@ -221,7 +226,7 @@ impl Confirmations {
                 if held.yes_used {
                     tracing::warn!("not confirmed: --yes already answered this run's question");
                     return Err((
-                        Unconfirmed::NoAnswerer,
+                        Some(Unconfirmed::NoAnswerer),
                         format!(
                             "not confirmed: --yes answers one question per run and this run's \
                              is answered; {resume}, run the same command again with --yes"
@@ -235,7 +240,7 @@ impl Confirmations {
             Answerer::Nobody => {
                 tracing::warn!(question = %subject.summary(), "not confirmed: no terminal and no --yes");
                 Err((
-                    Unconfirmed::NoAnswerer,
+                    Some(Unconfirmed::NoAnswerer),
                     format!(
                         "not confirmed: no terminal to ask on and no --yes; {resume}, run the \
                          same command again with --yes"
@@ -244,18 +249,36 @@ impl Confirmations {
             }
             Answerer::Terminal => {
                 let prompt = question(&me.cluster, &me.pods.pods(), subject);
-                if ask_operator(prompt).await {
-                    tracing::warn!(question = %subject.summary(), "confirmed by the operator");
-                    Ok(())
-                } else {
-                    tracing::warn!(question = %subject.summary(), "declined by the operator");
-                    Err((
-                        Unconfirmed::Declined,
-                        format!(
-                            "declined by the operator; {resume}, run the same command again \
-                             and answer `yes` (or pass --yes)"
-                        ),
-                    ))
+                let stop = me.stop.clone();
+                let answer = tokio::task::spawn_blocking(move || read_answer(&prompt, &stop))
+                    .await
+                    .unwrap_or(Answer::Unreadable);
+                match answer {
+                    Answer::Line(line) if line.trim() == "yes" => {
+                        tracing::warn!(question = %subject.summary(), "confirmed by the operator");
+                        Ok(())
+                    }
+                    Answer::Stopped(why) => {
+                        // The run's stop request says what happened; not a decline.
+                        tracing::warn!(question = %subject.summary(), "not confirmed: {why}");
+                        Err((
+                            None,
+                            format!(
+                                "not confirmed: {why} at the question; nothing was done: \
+                                 {resume}, run the same command again"
+                            ),
+                        ))
+                    }
+                    _ => {
+                        tracing::warn!(question = %subject.summary(), "declined by the operator");
+                        Err((
+                            Some(Unconfirmed::Declined),
+                            format!(
+                                "declined by the operator; {resume}, run the same command \
+                                 again and answer `yes` (or pass --yes)"
+                            ),
+                        ))
+                    }
                 }
             }
         }
@@ -280,18 +303,58 @@ impl Subject<'_> {
     }
 }
 
-/// Shows `prompt` on the terminal and reads one line: `true` only for `yes`.
-/// Kept apart from the question: this is the only code that touches the terminal.
-async fn ask_operator(prompt: String) -> bool {
-    let answer = tokio::task::spawn_blocking(move || {
+/// What came of asking on the terminal.
+#[derive(Debug)]
+enum Answer {
+    /// The line the operator typed.
+    Line(String),
+    /// The run was asked to stop (Ctrl-C) before or while the operator answered.
+    Stopped(String),
+    /// stdin closed or failed.
+    Unreadable,
+}
+
+/// How often the question looks for a stop request while the operator types.
+const STOP_POLL_MS: i32 = 50;
+
+/// Writes `prompt` on stderr and reads one line from stdin, ending at once when
+/// `stop` is requested (Ctrl-C): the terminal is polled, never blocked on, so an
+/// interrupt does not wait for Enter, and a line typed after an interrupt is not
+/// an answer.
+fn read_answer(prompt: &str, stop: &crate::stop::Stop) -> Answer {
+    {
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(prompt.as_bytes());
         let _ = err.flush();
+    }
+    loop {
+        if let Some(why) = stop.reason() {
+            return Answer::Stopped(why);
+        }
+        let mut fd = libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let ready = unsafe { libc::poll(&mut fd, 1, STOP_POLL_MS) };
+        if ready < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue; // the signal itself; the loop looks at the stop request
+            }
+            return Answer::Unreadable;
+        }
+        if ready == 0 {
+            continue;
+        }
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map(|_| line)
-    })
-    .await;
-    matches!(answer, Ok(Ok(line)) if line.trim() == "yes")
+        return match std::io::stdin().lock().read_line(&mut line) {
+            // Ctrl-C and Enter in the same moment: the interrupt wins.
+            _ if stop.reason().is_some() => Answer::Stopped(stop.reason().unwrap_or_default()),
+            Ok(0) | Err(_) => Answer::Unreadable,
+            Ok(_) => Answer::Line(line),
+        };
+    }
 }
 
 /// The question, in the host's voice: the cluster and the host's latest pod list; the
@@ -421,6 +484,7 @@ mod tests {
             latest.clone(),
             Denials::default(),
             Audit::default(),
+            Stop::default(),
         )
     }
 

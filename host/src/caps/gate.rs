@@ -572,6 +572,7 @@ mod tests {
             latest.clone(),
             Denials::default(),
             crate::audit::Audit::default(),
+            Stop::default(),
         );
         let grants = Grants::none()
             .allow(Capability::Confirm)

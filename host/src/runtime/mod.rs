@@ -274,6 +274,7 @@ impl Runtime {
             latest.clone(),
             denials.clone(),
             audit.clone(),
+            options.stop.clone(),
         );
         let gate = Gate::new(
             GateConfig {
@@ -408,9 +409,12 @@ impl Runtime {
                 }
             };
 
+        // The site's port first: the procedure reaches the pods where the allow-list
+        // lets it, and a `[params] port` or `--param port=` still overrides it.
         // `[cluster] expect_pods` is the host's check (the gate's guards), not a
         // parameter: a procedure that does not know it must still run.
-        let mut params = site.params.clone();
+        let mut params = vec![("port".to_string(), site.cluster.port.to_string())];
+        params.extend(site.params.iter().cloned());
         params.extend(options.params);
         let context = Context {
             mode: if options.plan {
