@@ -103,6 +103,8 @@ enum Subject<'a> {
 }
 
 impl Confirmations {
+    // One value per thing the run's confirmations depend on; none has a default.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         answerer: Answerer,
         plan: bool,
