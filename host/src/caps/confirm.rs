@@ -16,10 +16,11 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 
-use super::{Denials, LatestPods, SeenPod};
+use super::{Denials, LatestPods};
 use crate::audit::{Audit, Entry};
 use crate::stop::Stop;
 use crate::wit::cmk::procedure::confirm::Host;
+use crate::wit::cmk::procedure::pods::Pod;
 
 /// Details of the procedure shown in a question, at most; and bytes of each.
 const MAX_DETAILS: usize = 32;
@@ -362,7 +363,7 @@ fn read_answer(prompt: &str, stop: &crate::stop::Stop) -> Answer {
 /// The question, in the host's voice: the cluster and the host's latest pod list; the
 /// request when the host asks at the request; the procedure's words, escaped and
 /// labelled as its own, when the procedure asked.
-fn question(cluster: &str, pods: &[SeenPod], subject: &Subject<'_>) -> String {
+fn question(cluster: &str, pods: &[Pod], subject: &Subject<'_>) -> String {
     let mut q = String::from("\ncmk-host asks before an irreversible step: it cannot be undone.\n");
     q.push_str(&format!("  cluster: {}\n", escape(cluster)));
     let ready = pods.iter().filter(|p| p.ready).count();
@@ -469,11 +470,12 @@ impl Host for ConfirmCap {
 mod tests {
     use super::*;
 
-    fn pods() -> Vec<SeenPod> {
-        vec![SeenPod {
+    fn pods() -> Vec<Pod> {
+        vec![Pod {
             name: "sdkms-0".into(),
             ip: Some("10.0.0.1".into()),
             ready: true,
+            phase: "Running".into(),
         }]
     }
 

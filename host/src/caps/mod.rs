@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::wit::cmk::procedure::pods::Pod;
+
 /// One refused capability call.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Denial {
@@ -77,22 +79,15 @@ impl PodAddresses {
     }
 }
 
-/// A pod as the host last saw it, for the questions it asks and the checks it makes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeenPod {
-    pub name: String,
-    pub ip: Option<String>,
-    pub ready: bool,
-}
-
 /// The run's latest pod list, as the host itself read it (the procedure's `pods.list`,
 /// or the wait for Ready pods after a restart), and how many lists came before it: a
-/// confirmation given before the latest list no longer counts.
+/// confirmation given before the latest list no longer counts. The one record of it:
+/// the guards (`pods::PodView`), the confirmations and the gate read it here.
 #[derive(Debug, Clone, Default)]
-pub struct LatestPods(Arc<Mutex<(u64, Vec<SeenPod>)>>);
+pub struct LatestPods(Arc<Mutex<(u64, Vec<Pod>)>>);
 
 impl LatestPods {
-    pub fn observe(&self, pods: Vec<SeenPod>) {
+    pub fn observe(&self, pods: Vec<Pod>) {
         let mut latest = self.0.lock().expect("latest pods lock");
         latest.0 += 1;
         latest.1 = pods;
@@ -103,7 +98,7 @@ impl LatestPods {
         self.0.lock().expect("latest pods lock").0
     }
 
-    pub fn pods(&self) -> Vec<SeenPod> {
+    pub fn pods(&self) -> Vec<Pod> {
         self.0.lock().expect("latest pods lock").1.clone()
     }
 }

@@ -8,7 +8,6 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod as KubePod;
 use kube::api::ListParams;
@@ -18,7 +17,7 @@ use kube::{Api, Client, Config};
 use serde::Deserialize;
 
 use super::gate::{Call, Gate};
-use super::{LatestPods, PodAddresses, SeenPod};
+use super::{LatestPods, PodAddresses};
 use crate::frame::{SiteError, SiteFile, is_dns_label};
 use crate::wit::cmk::procedure::pods::{Host, Pod, PodsError};
 
@@ -229,35 +228,31 @@ fn to_wit(pod: KubePod) -> Pod {
     }
 }
 
-impl From<Pod> for SeenPod {
-    fn from(p: Pod) -> SeenPod {
-        SeenPod {
-            name: p.name,
-            ip: p.ip,
-            ready: p.ready,
-        }
-    }
-}
-
 /// The procedure's latest pod list, as the host keeps it for its guards, and the
 /// count the site expects (`[cluster] expect_pods`). Written by the procedure's
 /// `pods.list` (a hook's lists do not count); cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct PodView {
-    latest: Arc<Mutex<Option<Vec<Pod>>>>,
+    latest: LatestPods,
     expect: Option<u32>,
 }
 
 impl PodView {
     pub fn new(expect: Option<u32>) -> PodView {
         PodView {
-            latest: Arc::default(),
+            latest: LatestPods::default(),
             expect,
         }
     }
 
     fn record(&self, pods: &[Pod]) {
-        *self.latest.lock().expect("pod view lock") = Some(pods.to_vec());
+        self.latest.observe(pods.to_vec());
+    }
+
+    /// The record the view reads: shared with the gate and the confirmations (a
+    /// restart's final list is recorded there too).
+    pub fn latest_pods(&self) -> LatestPods {
+        self.latest.clone()
     }
 
     /// `[cluster] expect_pods`.
@@ -267,7 +262,7 @@ impl PodView {
 
     /// The latest list; `None` before the procedure's first.
     pub fn latest(&self) -> Option<Vec<Pod>> {
-        self.latest.lock().expect("pod view lock").clone()
+        (self.latest.generation() > 0).then(|| self.latest.pods())
     }
 
     /// `Err`, with both counts and the pods listed, when `pods` is not the number
@@ -295,8 +290,6 @@ pub struct PodsCap {
     addresses: PodAddresses,
     /// The grant.
     gate: Gate,
-    /// Where the procedure's lists become the host's latest view (not a hook's).
-    latest: Option<LatestPods>,
     /// The procedure's lists are the guards' view; a hook's `PodsCap` has none.
     view: Option<PodView>,
     audit: crate::audit::Audit,
@@ -327,17 +320,10 @@ impl PodsCap {
             lister,
             addresses,
             gate,
-            latest: None,
             view: None,
             audit: crate::audit::Audit::default(),
             last_count: None,
         }
-    }
-
-    /// Each list becomes the run's latest pod list (the procedure's lists only).
-    pub fn observed_by(mut self, latest: LatestPods) -> Self {
-        self.latest = Some(latest);
-        self
     }
 }
 
@@ -370,9 +356,6 @@ impl PodsCap {
             return Err(PodsError::Denied(refusal.into_message()));
         }
         let pods = self.lister.list().await.map_err(PodsError::Unavailable)?;
-        if let Some(latest) = &self.latest {
-            latest.observe(pods.iter().cloned().map(SeenPod::from).collect());
-        }
         let ips = pods
             .iter()
             .filter_map(|p| p.ip.as_deref()?.parse::<IpAddr>().ok())

@@ -21,8 +21,9 @@ use tokio::process::Command;
 
 use super::gate::{Call, Gate, Permit};
 use super::pods::PodLister;
-use super::{Denials, LatestPods, SeenPod};
+use super::{Denials, LatestPods};
 use crate::frame::{SiteError, SiteFile, is_dns_label, is_executable};
+use crate::wit::cmk::procedure::pods::Pod;
 use crate::wit::cmk::procedure::restart::{Host, RestartError};
 pub use kubernetes::{Workload, WorkloadKind};
 
@@ -280,12 +281,12 @@ impl RestartCap {
         &self,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<Vec<SeenPod>, RestartError> {
+    ) -> Result<Vec<Pod>, RestartError> {
         let mut last: String;
         loop {
             match self.lister.list().await {
                 Ok(pods) if !pods.is_empty() && pods.iter().all(|p| p.ready && p.ip.is_some()) => {
-                    return Ok(pods.into_iter().map(SeenPod::from).collect());
+                    return Ok(pods);
                 }
                 Ok(pods) => {
                     let waiting: Vec<_> = pods

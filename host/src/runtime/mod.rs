@@ -24,7 +24,7 @@ use crate::caps::journal::{Journal, JournalCap};
 use crate::caps::log::{LogCap, Progress, StepRecord, outcome_name};
 use crate::caps::pods::{PodLister, PodView, PodsCap};
 use crate::caps::restart::RestartCap;
-use crate::caps::{Denials, LatestPods, PodAddresses};
+use crate::caps::{Denials, PodAddresses};
 use crate::grants::{Capability, Grants};
 use crate::lease::{Fence, HeldLease};
 use crate::limits::{self, LimitHit, Limits};
@@ -261,7 +261,10 @@ impl Runtime {
         });
         let denials = Denials::default();
         let grants = &options.grants;
-        let latest = LatestPods::default();
+        // The procedure's latest pod list: what the guards, the confirmations and the
+        // gate know of the cluster.
+        let view = PodView::new(site.cluster.expect_pods);
+        let latest = view.latest_pods();
         let fence = Fence::default();
         let enforcer = limits::Enforcer::new(&options.limits);
         // The run's one decision point, as the procedure's store sees it; each hook's
@@ -293,7 +296,6 @@ impl Runtime {
         // The host's own checks before every mutating call: `[cluster] expect_pods`
         // and the hooks' guards (a hook's own calls: expect_pods only).
         let hooks = SharedHooks::default();
-        let view = PodView::new(site.cluster.expect_pods);
         let guards = Guards::new(
             hooks.clone(),
             view.clone(),
@@ -361,7 +363,6 @@ impl Runtime {
             table: ResourceTable::new(),
             enforcer,
             pods: PodsCap::new(lister.clone(), addresses.clone(), gate.clone())
-                .observed_by(latest)
                 .with_view(view)
                 .with_audit(audit.clone()),
             http: HttpCap::new(client, policy, gate.clone(), addresses, denials.clone())
