@@ -466,110 +466,25 @@ pub fn assert_completed_once(oracle: &Oracle, pods: usize) {
     }
 }
 
-/// Runs `bin` on a pseudo-terminal (util-linux `script`), typing `answer`; the
-/// exit code and everything the terminal showed.
-pub async fn run_on_a_terminal(bin: &str, args: &[&str], answer: &str) -> (i32, String) {
-    use tokio::io::AsyncWriteExt;
-    let quoted: Vec<String> = std::iter::once(bin)
-        .chain(args.iter().copied())
-        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
-        .collect();
-    let mut child = tokio::process::Command::new("script")
-        .args(["-q", "-e", "-c", &quoted.join(" "), "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("script(1) from util-linux");
-    let mut stdin = child.stdin.take().unwrap();
-    let answer = answer.to_string();
-    // Typed once the question is up; the line waits in the terminal until read.
-    tokio::spawn(async move {
-        let _ = stdin.write_all(answer.as_bytes()).await;
-        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
-        drop(stdin);
-    });
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(180),
-        child.wait_with_output(),
-    )
-    .await
-    .expect("bounded")
-    .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+/// Runs `bin` with `args` and `env` on a real pseudo-terminal (120x40), as an
+/// operator's shell would, and waits for it (bounded). Returns the exit code and
+/// everything the terminal received, escape sequences included (stdout and stderr
+/// interleaved, as on a screen).
+pub async fn run_on_terminal(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let session = TerminalSession::start_with_env(bin, args, env);
+    tokio::task::spawn_blocking(move || session.wait())
+        .await
+        .expect("the terminal session")
 }
 
-/// Runs `bin` with `args` and `env` with its stdout and stderr on a real
-/// pseudo-terminal (120x40), as an operator's shell would, and waits for it
-/// (bounded). Returns the exit code and everything the terminal received, escape
-/// sequences included (stdout and stderr interleaved, as on a screen).
-pub async fn run_on_terminal(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    use std::io::Read;
-    use std::os::fd::{FromRawFd, OwnedFd};
-
-    let mut master = -1;
-    let mut slave = -1;
-    let size = libc::winsize {
-        ws_row: 40,
-        ws_col: 120,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two new descriptors into `master` and `slave`; the
-    // name buffer and termios are optional (null).
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just opened and are owned here alone.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let mut cmd = std::process::Command::new(bin);
-    cmd.args(args)
-        .env("XDG_CACHE_HOME", CACHE_HOME)
-        .env("TERM", "xterm-256color")
-        .env_remove("NO_COLOR")
-        .env_remove("CLICOLOR_FORCE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(slave.try_clone().expect("dup the terminal")))
-        .stderr(Stdio::from(slave));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start cmk-host on a terminal");
-    drop(cmd);
-    // The child holds the only copies of the terminal's slave side now: reading the
-    // master ends (EIO) when the child has closed them.
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::from(master);
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-        let code = child
-            .wait()
-            .expect("wait for cmk-host")
-            .code()
-            .unwrap_or(-1);
-        (code, String::from_utf8_lossy(&out).into_owned())
-    });
-    tokio::time::timeout(RUN_LIMIT, reader)
+/// Runs `bin` on a pseudo-terminal, typing `answer` at once (the line waits in the
+/// terminal until the program reads it); the exit code and the whole screen.
+pub async fn run_on_a_terminal(bin: &str, args: &[&str], answer: &str) -> (i32, String) {
+    let mut session = TerminalSession::start(bin, args);
+    session.type_text(answer);
+    tokio::task::spawn_blocking(move || session.wait())
         .await
-        .unwrap_or_else(|_| panic!("cmk-host {args:?} ran longer than {RUN_LIMIT:?}"))
-        .expect("the terminal reader")
+        .expect("the terminal session")
 }
 
 /// `bin` running on a pseudo-terminal as an operator's interactive shell runs it:
@@ -585,6 +500,12 @@ pub struct TerminalSession {
 
 impl TerminalSession {
     pub fn start(bin: &str, args: &[&str]) -> TerminalSession {
+        TerminalSession::start_with_env(bin, args, &[])
+    }
+
+    /// [`TerminalSession::start`] with `env` set (and `NO_COLOR`, `CLICOLOR_FORCE`
+    /// cleared unless `env` sets them).
+    pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> TerminalSession {
         use std::io::Read;
         use std::os::fd::{FromRawFd, OwnedFd};
         use std::os::unix::process::CommandExt;
@@ -614,6 +535,9 @@ impl TerminalSession {
         cmd.args(args)
             .env("XDG_CACHE_HOME", CACHE_HOME)
             .env("TERM", "xterm-256color")
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .envs(env.iter().copied())
             .stdin(Stdio::from(slave.try_clone().expect("dup the terminal")))
             .stdout(Stdio::from(slave.try_clone().expect("dup the terminal")))
             .stderr(Stdio::from(slave));
