@@ -16,6 +16,8 @@ pub mod cli;
 pub mod demo;
 pub mod digest;
 pub mod exit;
+pub mod fleet;
+pub mod fleet_demo;
 pub mod frame;
 pub mod grants;
 pub mod inspect;

@@ -39,6 +39,8 @@ pub struct ConfirmCap {
     granted: bool,
     denials: crate::caps::Denials,
     audit: crate::audit::Audit,
+    /// A hold (`fleet --stop-before`) answers every question no.
+    stop: crate::stop::Stop,
 }
 
 impl ConfirmCap {
@@ -54,7 +56,14 @@ impl ConfirmCap {
             granted,
             denials,
             audit: crate::audit::Audit::default(),
+            stop: crate::stop::Stop::default(),
         }
+    }
+
+    /// The run's stop: while it holds before the point of no return, the answer is no.
+    pub fn with_stop(mut self, stop: crate::stop::Stop) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// Every question and its answer are recorded in `audit`.
@@ -118,6 +127,10 @@ impl ConfirmCap {
         let action = action.to_string();
         if self.plan {
             return Err("plan mode: nothing irreversible is done".into());
+        }
+        if let Some(why) = self.stop.withheld() {
+            tracing::warn!(action = %action, "not confirmed: {why}");
+            return Err(why);
         }
         match self.answerer {
             Answerer::Yes => {

@@ -28,6 +28,12 @@ impl Gate {
     /// `Ok` when `call` (e.g. `POST https://10.0.0.1:4444/cluster/v1/key/propose`)
     /// may go out; else the message the procedure receives.
     pub fn check(&self, call: &str) -> Result<(), String> {
+        // A hold (`fleet --stop-before`) refuses the point of no return itself,
+        // whether or not the component asked for a confirmation first.
+        if let Some(why) = self.stop.held(call) {
+            tracing::warn!(call, "not sent: {why}");
+            return Err(format!("{why}: not sent"));
+        }
         if let Some(why) = self.stop.reason() {
             tracing::warn!(call, "not sent: {why}");
             return Err(format!("{why}: not sent"));
@@ -50,6 +56,11 @@ impl Gate {
 
     pub fn stopped(&self) -> Option<String> {
         self.stop.reason()
+    }
+
+    /// The run's hold, when it stops before the point of no return.
+    pub fn hold(&self) -> Option<crate::stop::Hold> {
+        self.stop.hold()
     }
 }
 
@@ -74,5 +85,20 @@ mod tests {
         stop.request("later");
         assert_eq!(gate.check("POST b").unwrap_err(), "interrupted: not sent");
         assert!(gate.planned().is_empty());
+    }
+
+    #[test]
+    fn a_hold_refuses_the_held_call_and_lets_the_others_through() {
+        let stop = Stop::default();
+        stop.hold_before("activate", &["POST /cluster/v1/key/activate"]);
+        let gate = Gate::new(false, stop);
+        assert!(gate.check("POST https://1.2.3.4:4444/cluster/v1/key/propose").is_ok());
+        assert!(gate.check("rolling-restart").is_ok());
+        assert_eq!(
+            gate.check("POST https://1.2.3.4:4444/cluster/v1/key/activate")
+                .unwrap_err(),
+            "stopped before activate (--stop-before activate): not sent"
+        );
+        assert!(gate.hold().unwrap().reached);
     }
 }

@@ -331,6 +331,7 @@ impl Runtime {
                 grants.allows(Capability::Confirm),
                 denials.clone(),
             )
+            .with_stop(options.stop.clone())
             .with_audit(audit.clone()),
             hooks: HooksCap::new(hooks).with_audit(audit.clone()),
         };
@@ -342,9 +343,7 @@ impl Runtime {
             }
             Ok(())
         });
-        let ticks = (options.limits.wall_clock.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        yield_until(&mut store, options.limits.wall_clock);
 
         let rotation =
             match Rotation::instantiate_async(&mut store, &loaded.component, &self.linker).await {
@@ -448,6 +447,21 @@ impl Runtime {
         report.finish(started);
         Ok(report)
     }
+}
+
+/// Guest code gives its worker back at every epoch tick (other clusters' runs share
+/// the tokio workers) and traps with [`wasmtime::Trap::Interrupt`] once `limit` has
+/// passed since now (time in host calls counts too, as with a plain deadline).
+fn yield_until<T: 'static>(store: &mut Store<T>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(wasmtime::Trap::Interrupt.into())
+        } else {
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
 }
 
 /// What a run's hooks share with the rotation: the Kubernetes client, the HTTPS
