@@ -69,7 +69,7 @@ pub enum Command {
   cmk-host fleet job --image registry.example.com/cmk-host:0.1.0 --shards 4 \
       --component rotate.wasm --yes sites/*.toml | kubectl apply -f -"
     )]
-    Fleet(FleetArgs),
+    Fleet(Box<FleetArgs>),
     /// Rotate the master key of a simulated cluster with the bundled component.
     ///
     /// Starts a simulated DSM cluster on loopback addresses, rotates its key end to
@@ -355,11 +355,13 @@ pub fn main() -> u8 {
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run(args, &terminal).await,
-            Command::Fleet(FleetArgs {
-                job: Some(FleetCommand::Job(args)),
-                ..
-            }) => fleet_job(args),
-            Command::Fleet(args) => fleet(args.run, &terminal).await,
+            Command::Fleet(args) => match *args {
+                FleetArgs {
+                    job: Some(FleetCommand::Job(job)),
+                    ..
+                } => fleet_job(job),
+                FleetArgs { run, .. } => fleet(run, &terminal).await,
+            },
             Command::Demo(args) if args.clusters > 1 => {
                 crate::fleet_demo::demo(
                     args.clusters as usize,

@@ -157,18 +157,18 @@ pub async fn sim(clusters: usize, pods: usize, port: u16, dir: &Path) -> u8 {
     };
     println!("{clusters} simulated clusters of {pods} pods are up:");
     for (site, sim) in sims.sites.iter().zip(&sims.sims) {
-        println!("  {}  (Kubernetes API at {})", site.display(), sim.api_url());
+        println!(
+            "  {}  (Kubernetes API at {})",
+            site.display(),
+            sim.api_url()
+        );
     }
     println!(
         "signed {} with key {}; every site file trusts it",
         sims.component.display(),
         sims.key_id
     );
-    let sites: Vec<String> = sims
-        .sites
-        .iter()
-        .map(|s| s.display().to_string())
-        .collect();
+    let sites: Vec<String> = sims.sites.iter().map(|s| s.display().to_string()).collect();
     println!(
         "\ntry:  cmk-host fleet --component {} --yes {}",
         sims.component.display(),

@@ -230,7 +230,16 @@ pub async fn execute(
         Runtime::new().map_err(|e| Failure::Failed(format!("cannot start wasmtime: {e:#}")))?;
     let (loaded, cache_status) = compile(&runtime, bytes, origin, launch)?;
     let ready = link(&runtime, site, launch, admitted)?;
-    run(&runtime, &loaded, cache_status, ready, origin, site, options).await
+    run(
+        &runtime,
+        &loaded,
+        cache_status,
+        ready,
+        origin,
+        site,
+        options,
+    )
+    .await
 }
 
 /// A component admitted for one site, with that site's hooks verified and compiled:

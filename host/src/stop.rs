@@ -153,13 +153,20 @@ mod tests {
         assert_eq!(fleet.reason(), None);
         fleet.request("2 clusters failed");
         assert_eq!(b.reason().as_deref(), Some("2 clusters failed"));
-        assert_eq!(a.reason().as_deref(), Some("lease lost"), "first reason wins");
+        assert_eq!(
+            a.reason().as_deref(),
+            Some("lease lost"),
+            "first reason wins"
+        );
     }
 
     #[test]
     fn the_hold_refuses_every_spelling_of_the_held_call_and_only_it() {
         let stop = Stop::default();
-        assert_eq!(stop.held("POST https://1.2.3.4:4444/cluster/v1/key/activate"), None);
+        assert_eq!(
+            stop.held("POST https://1.2.3.4:4444/cluster/v1/key/activate"),
+            None
+        );
         stop.hold_before("activate", &["POST /cluster/v1/key/activate"]);
         for call in [
             "POST https://1.2.3.4:4444/cluster/v1/key/activate",

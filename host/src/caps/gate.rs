@@ -92,7 +92,10 @@ mod tests {
         let stop = Stop::default();
         stop.hold_before("activate", &["POST /cluster/v1/key/activate"]);
         let gate = Gate::new(false, stop);
-        assert!(gate.check("POST https://1.2.3.4:4444/cluster/v1/key/propose").is_ok());
+        assert!(
+            gate.check("POST https://1.2.3.4:4444/cluster/v1/key/propose")
+                .is_ok()
+        );
         assert!(gate.check("rolling-restart").is_ok());
         assert_eq!(
             gate.check("POST https://1.2.3.4:4444/cluster/v1/key/activate")

@@ -58,7 +58,9 @@ const APP: &str = "cmk-host-fleet";
 /// The manifests, as one `v1` `List`.
 pub fn manifests(options: &JobOptions) -> Result<serde_json::Value, Failure> {
     if options.shards == 0 {
-        return Err(Failure::Usage("fleet job: --shards must be at least 1".into()));
+        return Err(Failure::Usage(
+            "fleet job: --shards must be at least 1".into(),
+        ));
     }
     let mut sites = Vec::new();
     for path in &options.sites {
@@ -107,7 +109,9 @@ pub fn manifests(options: &JobOptions) -> Result<serde_json::Value, Failure> {
     }
     let claim = format!("{}-state", options.name);
     items.push(value(&state_claim(&claim, &options.namespace))?);
-    items.push(value(&job(options, &sites, &account, &claim, site_args, mounts, volumes)?)?);
+    items.push(value(&job(
+        options, &sites, &account, &claim, site_args, mounts, volumes,
+    )?)?);
     Ok(serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items }))
 }
 
@@ -146,11 +150,13 @@ fn site_secret(
     options: &JobOptions,
 ) -> Result<Secret, Failure> {
     let text = std::fs::read_to_string(&site.path).map_err(|e| {
-        Failure::InvalidSite(format!("site file {}: cannot read: {e}", site.path.display()))
+        Failure::InvalidSite(format!(
+            "site file {}: cannot read: {e}",
+            site.path.display()
+        ))
     })?;
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
-        Failure::InvalidSite(format!("site file {}: {e}", site.path.display()))
-    })?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|e| Failure::InvalidSite(format!("site file {}: {e}", site.path.display())))?;
     let mut data = BTreeMap::new();
     let at = |file: &str| toml::Value::String(dir.join(file).display().to_string());
     if let Some(kubeconfig) = &site.cluster.kubeconfig {
@@ -207,11 +213,7 @@ fn site_secret(
     Ok(Secret {
         metadata: meta(name, &options.namespace),
         type_: Some("Opaque".into()),
-        data: Some(
-            data.into_iter()
-                .map(|(k, v)| (k, ByteString(v)))
-                .collect(),
-        ),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         ..Default::default()
     })
 }
@@ -242,15 +244,14 @@ fn in_cluster_rbac(
 ) -> (Role, RoleBinding) {
     let name = format!("{}-site-{i}", options.name);
     let namespace = &site.cluster.namespace;
-    let rule = |group: &str, resource: &str, names: Option<Vec<String>>, verbs: &[&str]| {
-        PolicyRule {
+    let rule =
+        |group: &str, resource: &str, names: Option<Vec<String>>, verbs: &[&str]| PolicyRule {
             api_groups: Some(vec![group.to_string()]),
             resources: Some(vec![resource.to_string()]),
             resource_names: names,
             verbs: verbs.iter().map(|v| v.to_string()).collect(),
             ..Default::default()
-        }
-    };
+        };
     let mut rules = vec![
         rule("", "pods", None, &["list"]),
         rule("coordination.k8s.io", "leases", None, &["create"]),
@@ -322,7 +323,9 @@ pub fn args(options: &JobOptions, site_args: Vec<String>) -> Vec<String> {
     let file = options
         .component
         .file_name()
-        .map_or("component.wasm".into(), |f| f.to_string_lossy().into_owned());
+        .map_or("component.wasm".into(), |f| {
+            f.to_string_lossy().into_owned()
+        });
     let mut args = vec![
         "fleet".to_string(),
         "--component".into(),

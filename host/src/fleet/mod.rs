@@ -175,7 +175,7 @@ pub async fn execute(
         if let Some(why) = shared.stop.reason() {
             let record = ClusterRecord::not_started(&member.site, &why);
             line.finish(false, &record.line());
-            slots.push(Slot::Done(record));
+            slots.push(Slot::Done(Box::new(record)));
             continue;
         }
         let options = run_options(options, &member, line.clone(), &shared.stop);
@@ -200,10 +200,10 @@ pub async fn execute(
     let mut clusters = Vec::new();
     for slot in slots {
         clusters.push(match slot {
-            Slot::Done(record) => record,
-            Slot::Running(task) => task.await.map_err(|e| {
-                Failure::Failed(format!("a cluster's run ended abnormally: {e}"))
-            })?,
+            Slot::Done(record) => *record,
+            Slot::Running(task) => task
+                .await
+                .map_err(|e| Failure::Failed(format!("a cluster's run ended abnormally: {e}")))?,
         });
     }
     Ok(FleetReport::new(
@@ -227,7 +227,7 @@ struct Shared {
 }
 
 enum Slot {
-    Done(ClusterRecord),
+    Done(Box<ClusterRecord>),
     Running(tokio::task::JoinHandle<ClusterRecord>),
 }
 

@@ -23,6 +23,7 @@ pub enum Outcome {
     /// `--plan`: read, nothing changed.
     Planned,
     /// `--stop-before activate`: taken up to the point of no return, stopped there.
+    #[serde(rename = "ready-to-activate")]
     Ready,
     /// The procedure failed, or the component was stopped by a limit.
     Failed,
