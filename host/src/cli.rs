@@ -259,6 +259,9 @@ pub struct JobArgs {
     /// Where the pods keep journals, audit trails and the cache (the state volume).
     #[arg(long, default_value = "/var/lib/cmk-host", value_name = "DIR")]
     pub state_dir: PathBuf,
+    /// The PersistentVolumeClaim of the state (keep it for the activate Job).
+    #[arg(long, default_value = "cmk-fleet-state")]
+    pub state_claim: String,
     /// Retries of a failed index (a retry resumes from the journal).
     #[arg(long, default_value_t = 0)]
     pub backoff_per_index: i32,
@@ -497,6 +500,7 @@ fn fleet_job(args: JobArgs) -> u8 {
         component_configmap: args.component_configmap,
         mount_root: args.mount_root,
         state_dir: args.state_dir,
+        state_claim: args.state_claim,
         backoff_per_index: args.backoff_per_index,
         fleet_args,
         sites: args.sites,

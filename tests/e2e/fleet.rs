@@ -610,3 +610,31 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
         );
     });
 }
+
+/// `cmk-host demo --clusters 5`: five simulated clusters, one fleet run; `--json`
+/// carries the fleet's document and every simulator's oracle.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_rotates_five_clusters_with_one_fleet_run() {
+    let out = run(BIN, &["demo", "--clusters", "5", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let doc = out.json();
+    let records = doc["fleet"]["clusters"].as_array().unwrap();
+    assert_eq!(records.len(), 5);
+    let oracles = doc["oracles"].as_array().unwrap();
+    for (record, oracle) in records.iter().zip(oracles) {
+        assert_eq!(record["outcome"], "done", "{record:#}");
+        let oracle: cmk_sim::Oracle = serde_json::from_value(oracle.clone()).unwrap();
+        assert_rotated_once(&oracle, PODS);
+    }
+    let names: Vec<&str> = records
+        .iter()
+        .map(|r| r["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sim-0", "sim-1", "sim-2", "sim-3", "sim-4"]);
+
+    // Without --json: the summary table.
+    let out = run(BIN, &["demo", "--clusters", "2"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("CLUSTER  OUTCOME"), "{out}");
+    assert!(out.stdout.contains("2 clusters in"), "{out}");
+}

@@ -45,6 +45,9 @@ pub struct JobOptions {
     pub mount_root: PathBuf,
     /// Where the pods keep journals, audit trails and the precompile cache.
     pub state_dir: PathBuf,
+    /// The PersistentVolumeClaim mounted there; the same for a prepare and an
+    /// activate Job, so that the second finds the journals of the first.
+    pub state_claim: String,
     /// Retries of one index (`backoffLimitPerIndex`): a rerun resumes from the journal.
     pub backoff_per_index: i32,
     /// `fleet` flags passed on to every shard (`--max-parallel 8`, `--yes`, ...).
@@ -107,7 +110,7 @@ pub fn manifests(options: &JobOptions) -> Result<serde_json::Value, Failure> {
             items.push(value(&binding)?);
         }
     }
-    let claim = format!("{}-state", options.name);
+    let claim = options.state_claim.clone();
     items.push(value(&state_claim(&claim, &options.namespace))?);
     items.push(value(&job(
         options, &sites, &account, &claim, site_args, mounts, volumes,
