@@ -6,8 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 use crate::caps::confirm::Answerer;
+use crate::caps::log::Progress;
+use crate::events::Events;
 use crate::exit;
 use crate::launch::{self, Failure, Launch};
+use crate::report::RunReport;
 use crate::runtime::RunOptions;
 use crate::signing::{KeygenArgs, SignArgs, VerifyArgs};
 use crate::site::Site;
@@ -26,14 +29,23 @@ use crate::ui;
 #[derive(Parser, Debug)]
 #[command(name = "cmk-host", version, max_term_width = 100)]
 pub struct Cli {
-    /// Log filter, e.g. `info`, `debug`, `cmk_host=debug,guest=info`.
-    #[arg(
-        long,
-        global = true,
-        default_value = "info,cmk_sim=warn",
-        value_name = "FILTER"
-    )]
-    pub log: String,
+    /// Say more: INFO lines (-v), DEBUG (-vv), TRACE (-vvv). On a terminal the
+    /// default shows the steps, questions, warnings and the summary.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Say less: only the summary and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Also write INFO lines (and above) to FILE, whatever the terminal shows.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// A log filter instead of -v/-q, e.g. `info`, `cmk_host=debug,guest=info`
+    /// (RUST_LOG works too).
+    #[arg(long, global = true, value_name = "FILTER", display_order = 1000)]
+    pub log: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -70,6 +82,17 @@ pub enum Command {
       --component rotate.wasm --yes sites/*.toml | kubectl apply -f -"
     )]
     Fleet(Box<FleetArgs>),
+    /// Check a cluster: every pod's key version, proposal hash and readiness.
+    ///
+    /// Runs the bundled read-only procedure (guest-status) with the site's grants
+    /// made read-only: the pod list, the log and GET under the site's paths. It needs
+    /// no signature or trusted signer, takes no Lease (it can look at a cluster while
+    /// a rotation runs) and never changes anything. Exit 0 when every pod is Ready
+    /// and agrees; 1 when a pod disagrees, is not Ready or cannot be read.
+    #[command(after_long_help = "Examples:
+  cmk-host status --site /etc/cmk/prod-eu.toml
+  cmk-host status --site /etc/cmk/prod-eu.toml --json")]
+    Status(StatusArgs),
     /// Rotate the master key of a simulated cluster with the bundled component.
     ///
     /// Starts a simulated DSM cluster on loopback addresses, rotates its key end to
@@ -143,9 +166,14 @@ pub struct RunArgs {
     /// Read the cluster and show the steps that would be taken; change nothing.
     #[arg(long)]
     pub plan: bool,
-    /// Print one machine-readable JSON report on stdout (progress stays on stderr).
+    /// Print one machine-readable JSON document on stdout, whatever the exit code
+    /// (progress stays on stderr; schema: docs/json.md).
     #[arg(long)]
     pub json: bool,
+    /// Write one JSON line per step and capability call to FILE as it happens
+    /// (`-`: standard error), for tools that follow a run (schema: docs/json.md).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
     /// Run a component that is not signed; only when the site file has
     /// `[trust] allow_unsigned = true`. Warned about on every run.
     #[arg(long)]
@@ -289,6 +317,24 @@ pub struct JobArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The site file of the cluster to check.
+    #[arg(long, value_name = "SITE.toml")]
+    pub site: PathBuf,
+    /// A parameter of the check (`port`, `version_field`, `hash_field`,
+    /// `read_timeout_secs`); overrides the site's [params]. Repeatable.
+    #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Print one machine-readable JSON document on stdout, whatever the exit code.
+    #[arg(long)]
+    pub json: bool,
+    /// Write one JSON line per step and capability call to FILE as it happens
+    /// (`-`: standard error).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Simulated clusters, rotated by one `fleet` run (1: a plain `run`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=200))]
@@ -331,16 +377,27 @@ pub fn main() -> u8 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::DONE
-            };
+            if !e.use_stderr() {
+                return exit::DONE;
+            }
+            // `--json` promises a document on every exit, a usage error included.
+            if std::env::args().any(|a| a == "--json") {
+                let message = e.kind().as_str().unwrap_or("usage error").to_string();
+                println!("{:#}", Failure::Usage(message).document(None));
+            }
+            return exit::USAGE;
         }
     };
-    let terminal = ui::Terminal::new();
-    if let Err(e) = terminal.init_tracing(&cli.log) {
-        eprintln!("error: --log {:?}: {e}", cli.log);
+    let terminal = ui::Terminal::new(cli.quiet);
+    let verbosity = ui::Verbosity {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        filter: cli.log.clone(),
+        env_filter: std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty()),
+        log_file: cli.log_file.clone(),
+    };
+    if let Err(e) = terminal.init_tracing(&verbosity) {
+        eprintln!("error: logging: {e}");
         return exit::USAGE;
     }
     // kube and reqwest are both given ring explicitly; this covers any other rustls user.
@@ -374,6 +431,7 @@ pub fn main() -> u8 {
                 )
                 .await
             }
+            Command::Status(args) => status(args, &terminal).await,
             Command::Demo(args) => {
                 crate::demo::demo(args.pods as usize, args.json, &terminal).await
             }
@@ -397,13 +455,42 @@ pub fn main() -> u8 {
 }
 
 async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
-    match run_component(args, terminal).await {
-        Ok(code) => code,
-        Err(failure) => failure.report(),
+    let (json, site) = (args.json, args.site.clone());
+    let events = match open_events(args.events.as_deref()) {
+        Ok(events) => events,
+        Err(failure) => return launch::conclude(Err(failure), json, &Events::default(), &site),
+    };
+    let result = run_component(args, terminal, &events).await;
+    launch::conclude(result, json, &events, &site)
+}
+
+/// `--events FILE`, opened before anything runs.
+fn open_events(path: Option<&Path>) -> Result<Events, Failure> {
+    match path {
+        None => Ok(Events::default()),
+        Some(path) => Events::open(path)
+            .map_err(|e| Failure::Usage(format!("--events {}: {e}", path.display()))),
     }
 }
 
-async fn run_component(args: RunArgs, terminal: &ui::Terminal) -> Result<u8, Failure> {
+/// The terminal's progress, followed by `--events` when it is on.
+fn progress(terminal: &ui::Terminal, events: &Events) -> std::sync::Arc<dyn Progress> {
+    let inner = terminal.progress();
+    if events.is_on() {
+        std::sync::Arc::new(ui::Followed {
+            inner,
+            events: events.clone(),
+        })
+    } else {
+        inner
+    }
+}
+
+async fn run_component(
+    args: RunArgs,
+    terminal: &ui::Terminal,
+    events: &Events,
+) -> Result<RunReport, Failure> {
     let site = Site::load(&args.site)?;
     let bytes = launch::read_file("component", &args.component)?;
     let detached = match &args.signature {
@@ -423,21 +510,61 @@ async fn run_component(args: RunArgs, terminal: &ui::Terminal) -> Result<u8, Fai
         params: args.params,
         limits: site.limits.clone(),
         grants: site.grants(),
-        progress: terminal.progress(),
+        progress: progress(terminal, events),
         state_dir,
         answerer: Answerer::detect(args.yes),
         stop: on_interrupt(),
         hooks: Vec::new(),
+        events: events.clone(),
     };
-    let report = launch::execute(&bytes, &args.component, &site, &launch, options).await?;
-    Ok(launch::finish(&report, args.json))
+    launch::execute(&bytes, &args.component, &site, &launch, options).await
+}
+
+async fn status(args: StatusArgs, terminal: &ui::Terminal) -> u8 {
+    let (json, site) = (args.json, args.site.clone());
+    let events = match open_events(args.events.as_deref()) {
+        Ok(events) => events,
+        Err(failure) => return launch::conclude(Err(failure), json, &Events::default(), &site),
+    };
+    let result = status_of(args, terminal, &events).await;
+    launch::conclude(result, json, &events, &site)
+}
+
+async fn status_of(
+    args: StatusArgs,
+    terminal: &ui::Terminal,
+    events: &Events,
+) -> Result<RunReport, Failure> {
+    let site = Site::load(&args.site)?;
+    let options = RunOptions {
+        plan: false,
+        params: args.params,
+        limits: site.limits.clone(),
+        grants: site.grants(),
+        progress: progress(terminal, events),
+        state_dir: launch::state_dir(&site)?,
+        answerer: Answerer::Nobody,
+        stop: on_interrupt(),
+        hooks: Vec::new(),
+        events: events.clone(),
+    };
+    let origin = Path::new("<bundled guest-status>");
+    // Compiled into the binary: the precompile cache would only add a disk write.
+    let launch = Launch::default();
+    launch::execute_bundled(crate::STATUS_COMPONENT, origin, &site, &launch, options).await
 }
 
 async fn fleet(args: FleetRunArgs, terminal: &ui::Terminal) -> u8 {
     let json = args.json;
     match fleet_component(args, terminal).await {
         Ok(report) => crate::fleet::finish(&report, json),
-        Err(failure) => failure.report(),
+        Err(failure) => {
+            // `--json` promises one document on every exit.
+            if json {
+                println!("{:#}", failure.document(None));
+            }
+            failure.report()
+        }
     }
 }
 

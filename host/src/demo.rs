@@ -78,6 +78,7 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
         answerer: crate::caps::confirm::Answerer::Yes,
         stop: crate::stop::Stop::default(),
         hooks: Vec::new(),
+        events: crate::events::Events::default(),
     };
     let origin = Path::new("<bundled guest-rotate>");
     // No precompile cache: an ephemeral key makes the signed bytes new every run.

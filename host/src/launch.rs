@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cache::{self, Cache};
+use crate::events::Events;
 use crate::exit;
 use crate::frame::SiteError;
 use crate::report::RunReport;
@@ -70,6 +71,19 @@ impl Failure {
         } else {
             Failure::Usage(format!("{}: {refusal}{hint}{digest}", origin.display()))
         }
+    }
+
+    /// The `--json` document of a launch that produced no report (docs/json.md).
+    pub fn document(&self, site: Option<&Path>) -> serde_json::Value {
+        let mut doc = serde_json::json!({
+            "outcome": self.outcome(),
+            "exit_code": self.exit_code(),
+            "error": self.to_string(),
+        });
+        if let Some(site) = site {
+            doc["site"] = site.display().to_string().into();
+        }
+        doc
     }
 
     /// Prints the failure and returns its exit code.
@@ -290,6 +304,32 @@ pub async fn run(
     Ok(report)
 }
 
+/// The pipeline for a component bundled in this binary (`status`): the binary is
+/// its signature, so there is no admission; it runs with the site's grants made
+/// read-only (`Grants::read_only`), whatever it imports, and without the site's
+/// hooks (they guard a rotation's steps, and nothing here changes the cluster).
+pub async fn execute_bundled(
+    bytes: &[u8],
+    origin: &Path,
+    site: &Site,
+    launch: &Launch<'_>,
+    mut options: RunOptions,
+) -> Result<RunReport, Failure> {
+    options.grants = options.grants.read_only();
+    options.hooks = Vec::new();
+    let runtime =
+        Runtime::new().map_err(|e| Failure::Failed(format!("cannot start wasmtime: {e:#}")))?;
+    let (loaded, cache_status) = compile(&runtime, bytes, origin, launch)?;
+    tracing::info!(component = %origin.display(), cluster = %site.cluster.name, grants = %options.grants, "running the bundled component");
+    let mut report = runtime
+        .run(&loaded, site, options)
+        .await
+        .map_err(|e| run_failure(e, origin, site))?;
+    report.signer = Some("cmk-host (bundled)".into());
+    report.cache = Some(cache_status.to_string());
+    Ok(report)
+}
+
 /// Why a run could not start, in the operator's terms.
 fn run_failure(e: RunError, origin: &Path, site: &Site) -> Failure {
     let message = format!("{}: {e}", origin.display());
@@ -297,6 +337,7 @@ fn run_failure(e: RunError, origin: &Path, site: &Site) -> Failure {
         RunError::Refused(_) => Failure::Refused(message),
         RunError::Invalid(_) | RunError::Setup(_) => Failure::Usage(message),
         RunError::Limit(_) => Failure::Failed(message),
+        RunError::Cluster(_) => Failure::Failed(format!("cluster {:?}: {e}", site.cluster.name)),
         // About the cluster, not the component.
         RunError::Busy(_) => Failure::LeaseBusy(format!("cluster {:?}: {e}", site.cluster.name)),
     }
@@ -358,6 +399,31 @@ fn prepare_hooks(
         });
     }
     Ok(prepared)
+}
+
+/// Report, on every exit: the report of a run that happened, or the failure that
+/// stopped it before; with `json`, one document on stdout either way (a failure's
+/// message also goes to stderr). `events` gets the same document, last.
+pub fn conclude(
+    result: Result<RunReport, Failure>,
+    json: bool,
+    events: &Events,
+    site: &Path,
+) -> u8 {
+    match result {
+        Ok(report) => {
+            events.emit_as("report", serde_json::to_value(&report).unwrap_or_default());
+            finish(&report, json)
+        }
+        Err(failure) => {
+            let doc = failure.document(Some(site));
+            events.emit_as("report", doc.clone());
+            if json {
+                println!("{doc:#}");
+            }
+            failure.report()
+        }
+    }
 }
 
 /// Report: prints the report (summary or JSON) and returns its exit code.

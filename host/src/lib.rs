@@ -12,9 +12,11 @@ mod architecture;
 pub mod audit;
 pub mod cache;
 pub mod caps;
+pub mod chain;
 pub mod cli;
 pub mod demo;
 pub mod digest;
+pub mod events;
 pub mod exit;
 pub mod fleet;
 pub mod fleet_demo;
@@ -36,3 +38,7 @@ pub mod wit;
 
 /// The bundled rotation component (`guest-rotate`), built by `build.rs`.
 pub const ROTATE_COMPONENT: &[u8] = include_bytes!(env!("CMK_GUEST_ROTATE_WASM"));
+
+/// The bundled read-only check (`guest-status`), built by `build.rs`; `cmk-host
+/// status` runs it with read-only grants, without a signature.
+pub const STATUS_COMPONENT: &[u8] = include_bytes!(env!("CMK_GUEST_STATUS_WASM"));

@@ -588,7 +588,7 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
             &options,
             &bytes,
             &cmk_host::launch::Launch::default(),
-            &cmk_host::ui::Terminal::new(),
+            &cmk_host::ui::Terminal::new(false),
             cmk_host::stop::Stop::default(),
         )
         .await

@@ -30,6 +30,17 @@ impl Answerer {
     }
 }
 
+/// Why a confirmation was not given: the run stopped before the point of no
+/// return on purpose, with nothing to fix (its report says `declined` or
+/// `awaiting-confirmation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// The operator answered something other than `yes`.
+    Declined,
+    /// No terminal to ask on and no `--yes`.
+    NoAnswerer,
+}
+
 /// The `confirm` capability of one run.
 pub struct ConfirmCap {
     answerer: Answerer,
@@ -41,9 +52,15 @@ pub struct ConfirmCap {
     audit: crate::audit::Audit,
     /// A hold (`fleet --stop-before`) answers every question no.
     stop: crate::stop::Stop,
+    unconfirmed: Option<Unconfirmed>,
 }
 
 impl ConfirmCap {
+    /// Why the last confirmation asked was not given, if it was not.
+    pub fn unconfirmed(&self) -> Option<Unconfirmed> {
+        self.unconfirmed
+    }
+
     pub fn new(
         answerer: Answerer,
         plan: bool,
@@ -57,6 +74,7 @@ impl ConfirmCap {
             denials,
             audit: crate::audit::Audit::default(),
             stop: crate::stop::Stop::default(),
+            unconfirmed: None,
         }
     }
 
@@ -138,6 +156,7 @@ impl ConfirmCap {
                 Ok(())
             }
             Answerer::Nobody => {
+                self.unconfirmed = Some(Unconfirmed::NoAnswerer);
                 tracing::warn!(action = %action, "not confirmed: no terminal and no --yes");
                 Err(format!(
                     "not confirmed: no terminal to ask on and no --yes; to {action}, \
@@ -156,10 +175,12 @@ impl ConfirmCap {
                 .await;
                 match answer {
                     Ok(Ok(line)) if line.trim() == "yes" => {
+                        self.unconfirmed = None;
                         tracing::warn!(action = %action, "confirmed by the operator");
                         Ok(())
                     }
                     _ => {
+                        self.unconfirmed = Some(Unconfirmed::Declined);
                         tracing::warn!(action = %action, "declined by the operator");
                         Err(format!(
                             "declined by the operator; to {action}, run the same command again \

@@ -290,6 +290,7 @@ fn run_options(
         },
         stop,
         hooks: Vec::new(),
+        events: crate::events::Events::default(),
     }
 }
 

@@ -150,7 +150,7 @@ impl ClusterRecord {
         };
         let safe = report.failure.as_ref().is_none_or(|f| f.safe_to_resume);
         let outcome = match (&report.failure, held) {
-            (_, Some(_)) if safe && report.outcome != RunOutcome::Trapped => Outcome::Ready,
+            (_, Some(_)) if safe && report.ended != RunOutcome::Trapped => Outcome::Ready,
             (None, _) if report.exit_code == exit::DONE && report.plan => Outcome::Planned,
             (None, _) if report.exit_code == exit::DONE => Outcome::Done,
             _ if report.stopped.is_some() && safe => Outcome::Stopped,

@@ -58,8 +58,10 @@ pub struct RunOptions {
     pub answerer: Answerer,
     /// Requested (e.g. on SIGINT): the run makes no further change and ends.
     pub stop: Stop,
-    /// The site's hooks, verified and compiled (`cli::prepare_hooks`), in order.
+    /// The site's hooks, verified and compiled (`launch`), in order.
     pub hooks: Vec<PreparedHook>,
+    /// `--events`: every audit record of the run, as it is written.
+    pub events: crate::events::Events,
 }
 
 /// A hook component admitted by the site's trust and compiled, not yet instantiated.
@@ -87,9 +89,12 @@ pub enum RunError {
     /// A `[limits]` value too small for the component even to start (exit 1).
     #[error("{0}")]
     Limit(String),
-    /// Another run holds the cluster's Lease, or the Lease API failed (exit 1).
+    /// Another run holds the cluster's Lease (exit 1).
     #[error("{0}")]
     Busy(String),
+    /// The cluster's Kubernetes API could not be used (exit 1).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// A compiled component and the digest of the exact bytes it was compiled from.
@@ -236,7 +241,8 @@ impl Runtime {
                 signer: None,
             },
         )
-        .map_err(RunError::Setup)?;
+        .map_err(RunError::Setup)?
+        .with_events(options.events.clone());
         audit.record(Entry {
             kind: "run",
             capability: "run",
@@ -264,8 +270,9 @@ impl Runtime {
             };
             hooks.push(self.instantiate_hook(prepared, shared).await?);
         }
-        // Plan mode changes nothing, so it does not exclude other runs.
-        let lease = if options.plan {
+        // Plan mode changes nothing, and neither does a run granted no POST and no
+        // restart (a status check): neither excludes other runs.
+        let lease = if options.plan || !options.grants.can_change_cluster() {
             None
         } else {
             let holder = crate::lease::identity(&run_id);
@@ -284,7 +291,16 @@ impl Runtime {
                 Err(e) => e.to_string(),
             });
             audit.record(entry);
-            Some(held.map_err(|e| RunError::Busy(e.to_string()))?)
+            Some(held.map_err(|e| match e {
+                crate::lease::LeaseError::Busy { .. } => RunError::Busy(e.to_string()),
+                // The API itself failed: say which API and where it came from.
+                crate::lease::LeaseError::Api { .. } => RunError::Cluster(format!(
+                    "{e} (the Kubernetes API {}); check with: kubectl get lease -n {} {}",
+                    lister.describe(),
+                    site.cluster.namespace,
+                    site.lease.name
+                )),
+            })?)
         };
         let grants = &options.grants;
         tracing::info!(grants = %grants, limits = %options.limits, "granted");
@@ -441,6 +457,8 @@ impl Runtime {
         report.run_id = run_id;
         report.planned = gate.planned();
         report.stopped = gate.stopped();
+        report.unconfirmed = store.data().confirm.unconfirmed();
+        report.conclude();
         record_end(&audit, &report);
         report.audit_head = audit.head();
         report.audit_path = audit.path().map(|p| p.display().to_string());
@@ -563,7 +581,8 @@ impl Runtime {
 /// The run's last records: how it ended, and, after a rotation, the reminder that
 /// DR and cold-standby nodes must rejoin.
 fn record_end(audit: &Audit, report: &RunReport) {
-    let mut end = Entry::call("run", "end", report.outcome_text(), report.duration_ms);
+    let outcome = report.outcome_text();
+    let mut end = Entry::call("run", "end", &outcome, report.duration_ms);
     end.kind = "run";
     end.detail = Some(match &report.failure {
         Some(f) => format!(
