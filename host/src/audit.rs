@@ -206,14 +206,8 @@ impl Audit {
     /// to a rotation) extend one chain. A failure is logged, never fatal to the
     /// call being recorded.
     pub fn record(&self, entry: Entry<'_>) {
-        // The sync blocks: on a multi-threaded runtime the worker's other tasks
-        // (other clusters of a fleet) move to another worker meanwhile.
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| self.record_here(entry))
-            }
-            _ => self.record_here(entry),
-        }
+        // The sync blocks: the worker's other tasks move meanwhile.
+        crate::blocking::off_worker(|| self.record_here(entry))
     }
 
     fn record_here(&self, entry: Entry<'_>) {

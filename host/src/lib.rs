@@ -10,6 +10,7 @@
 #[cfg(test)]
 mod architecture;
 pub mod audit;
+pub mod blocking;
 pub mod cache;
 pub mod caps;
 pub mod chain;

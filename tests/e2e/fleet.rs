@@ -638,3 +638,73 @@ async fn demo_rotates_five_clusters_with_one_fleet_run() {
     assert!(out.stdout.contains("CLUSTER  OUTCOME"), "{out}");
     assert!(out.stdout.contains("2 clusters in"), "{out}");
 }
+
+/// `cmk-host sim --clusters 3 --dir DIR`: three independent clusters (own API server,
+/// own addresses), one site file each, that a fleet run of the printed command rotates.
+#[tokio::test(flavor = "multi_thread")]
+async fn sim_serves_independent_clusters_that_one_fleet_run_rotates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = cmk_tests::spawn(
+        BIN,
+        &[
+            "sim",
+            "--clusters",
+            "3",
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let sites: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("cluster-{i}/site.toml")))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // The component is written first and the last site file last.
+    while !sites
+        .iter()
+        .all(|s| std::fs::read_to_string(s).is_ok_and(|t| t.contains("[[trust.signer]]")))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sim wrote no site files"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut servers = Vec::new();
+    for site in &sites {
+        let kubeconfig = std::fs::read_to_string(site.with_file_name("kubeconfig")).unwrap();
+        let server = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .unwrap()
+            .to_string();
+        servers.push(server);
+    }
+    servers.sort();
+    servers.dedup();
+    assert_eq!(servers.len(), 3, "one API server per cluster");
+
+    let component = dir.path().join("rotate.wasm");
+    let mut args = vec![
+        "fleet",
+        "--component",
+        component.to_str().unwrap(),
+        "--yes",
+        "--json",
+    ];
+    args.extend(sites.iter().map(|s| s.to_str().unwrap()));
+    let out = run(BIN, &args).await;
+    sim.start_kill().unwrap();
+    assert_eq!(out.code, 0, "{out}");
+    let doc = out.json();
+    let names: Vec<&str> = doc["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sim-0", "sim-1", "sim-2"]);
+    for c in doc["clusters"].as_array().unwrap() {
+        assert_eq!(c["outcome"], "done", "{c:#}");
+        assert_eq!(c["version_after"], 2);
+    }
+}
