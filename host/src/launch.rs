@@ -287,6 +287,9 @@ pub async fn run(
     mut options: RunOptions,
 ) -> Result<RunReport, Failure> {
     options.grants = ready.admitted.grants.clone();
+    // Every audit record names who signed what runs.
+    options.signer = ready.admitted.signer.clone();
+    options.key_id = ready.admitted.key_id.as_ref().map(|id| id.0.clone());
     options.hooks = ready.hooks;
     tracing::info!(
         component = %origin.display(),
@@ -317,6 +320,9 @@ pub async fn execute_bundled(
 ) -> Result<RunReport, Failure> {
     options.grants = options.grants.read_only();
     options.hooks = Vec::new();
+    // Compiled into this binary: the trail names the host as its signer.
+    options.signer = Some("cmk-host (bundled)".into());
+    options.key_id = None;
     let runtime =
         Runtime::new().map_err(|e| Failure::Failed(format!("cannot start wasmtime: {e:#}")))?;
     let (loaded, cache_status) = compile(&runtime, bytes, origin, launch)?;

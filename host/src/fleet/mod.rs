@@ -291,6 +291,9 @@ fn run_options(
         stop,
         hooks: Vec::new(),
         events: crate::events::Events::default(),
+        // Set by `launch::run` from the site's admission.
+        signer: None,
+        key_id: None,
     }
 }
 

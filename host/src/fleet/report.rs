@@ -345,19 +345,10 @@ impl FleetReport {
     }
 }
 
-/// `text` on one line: control characters escaped (a component's text is data),
+/// `text` on one line, safe to show (`text::escape`: a component's text is data),
 /// at most `max` characters.
 fn cell(text: &str, max: usize) -> String {
-    let escaped: String = text
-        .chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect();
+    let escaped = crate::text::escape(text);
     if escaped.chars().count() <= max {
         escaped
     } else {
@@ -371,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_cell_escapes_control_characters_and_is_bounded() {
-        assert_eq!(cell("a\nb\x1b[31m", 100), "a\\nb\\u{1b}[31m");
+        assert_eq!(cell("a\nb\x1b[31m", 100), "a\\u{a}b\\u{1b}[31m");
         assert_eq!(cell("abcdef", 4), "abc…");
     }
 
