@@ -25,15 +25,20 @@ struct Fleet {
 impl Fleet {
     /// `n` clusters; `faults(i)` are cluster i's injected faults.
     async fn start(n: usize, faults: impl Fn(usize) -> Faults) -> Fleet {
+        Fleet::start_with(n, |i| SimConfig {
+            faults: faults(i),
+            ..SimConfig::pods(PODS)
+        })
+        .await
+    }
+
+    /// `n` clusters; `config(i)` is cluster i's simulator.
+    async fn start_with(n: usize, config: impl Fn(usize) -> SimConfig) -> Fleet {
         let dir = tempfile::tempdir().expect("temp dir");
         let signer = Signer::generate(dir.path(), "fleet-ops");
         let mut clusters = Vec::new();
         for i in 0..n {
-            let cluster = Cluster::start(SimConfig {
-                faults: faults(i),
-                ..SimConfig::pods(PODS)
-            })
-            .await;
+            let cluster = Cluster::start(config(i)).await;
             let text = std::fs::read_to_string(cluster.site()).unwrap();
             std::fs::write(
                 cluster.site(),
@@ -338,6 +343,63 @@ async fn max_failures_one_starts_no_cluster_after_the_first_failure() {
         );
         assert_untouched(&fleet.clusters[i]);
     }
+}
+
+/// With --max-failures 1, a cluster still running when another fails stops at its
+/// next safe point: its rolling restart under way finishes, its activate is not sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_failures_stops_a_running_cluster_at_its_next_safe_point() {
+    let fleet = Fleet::start_with(2, |i| match i {
+        // c0's first restart fails after its first pod (1 s into it) ...
+        0 => SimConfig {
+            faults: Faults {
+                fail_restart: Some(1),
+                ..Faults::default()
+            },
+            restart_step_delay: std::time::Duration::from_millis(500),
+            ..SimConfig::pods(PODS)
+        },
+        // ... while c1, started at the same time, is in its first restart (3 s).
+        _ => SimConfig {
+            restart_step_delay: std::time::Duration::from_millis(500),
+            ..SimConfig::pods(PODS)
+        },
+    })
+    .await;
+    let out = fleet
+        .run(&[
+            "--yes",
+            "--json",
+            "--max-parallel",
+            "2",
+            "--max-failures",
+            "1",
+        ])
+        .await;
+    assert_eq!(out.code, 1, "{out}");
+    let doc = out.json();
+    let failed = record(&doc, "c0");
+    assert_eq!(failed["outcome"], "failed", "{failed:#}");
+    assert_eq!(failed["failed_step"], "restart-load", "{failed:#}");
+    let stopped = record(&doc, "c1");
+    assert_eq!(stopped["outcome"], "stopped", "{stopped:#}");
+    assert_eq!(stopped["safe_to_resume"], true, "{stopped:#}");
+    assert!(
+        stopped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 cluster(s) failed (--max-failures 1)"),
+        "{stopped:#}"
+    );
+    let oracle = fleet.clusters[1].oracle();
+    assert_eq!(oracle.restarts.len(), 1, "the restart under way finished");
+    assert!(oracle.restarts[0].ok, "and was not cut short");
+    assert!(
+        oracle.activates().is_empty(),
+        "nothing activated after the stop"
+    );
+    assert_eq!(oracle.version, 1);
+    assert!(oracle.broken_pods().is_empty());
 }
 
 /// The manifests of `fleet job`, as a List.
