@@ -225,6 +225,22 @@ async fn stop_before_activate_prepares_every_cluster_and_the_rerun_activates() {
     }
 }
 
+/// A fleet never prompts: without --yes every cluster stops before activate.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_yes_every_cluster_awaits_confirmation_before_activate() {
+    let fleet = Fleet::start(2, |_| Faults::default()).await;
+    let out = fleet.run(&["--json"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let doc = out.json();
+    for (i, cluster) in fleet.clusters.iter().enumerate() {
+        let r = record(&doc, &format!("c{i}"));
+        assert_eq!(r["outcome"], "awaiting-confirmation", "{r:#}");
+        assert_eq!(r["safe_to_resume"], true);
+        assert!(cluster.oracle().activates().is_empty());
+        assert_eq!(cluster.oracle().version, 1);
+    }
+}
+
 /// A component that skips the confirmation and posts activate itself, in two
 /// spellings: with --stop-before activate the host refuses both, on every cluster.
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::caps::confirm::Unconfirmed;
 use crate::caps::log::StepRecord;
 use crate::exit;
 use crate::launch::Failure;
@@ -29,6 +30,8 @@ pub enum Outcome {
     Failed,
     /// Stopped at a safe point (SIGINT, `--max-failures`, a lost Lease).
     Stopped,
+    /// Stopped before the point of no return: no `--yes` (a fleet never prompts).
+    AwaitingConfirmation,
     /// Another run holds the cluster's Lease.
     LeaseBusy,
     /// The run could not start (its kubeconfig, its limits).
@@ -50,6 +53,7 @@ impl Outcome {
             Outcome::Ready => "ready to activate",
             Outcome::Failed => "failed",
             Outcome::Stopped => "stopped",
+            Outcome::AwaitingConfirmation => "awaiting confirmation",
             Outcome::LeaseBusy => "lease busy",
             Outcome::Error => "error",
             Outcome::NotStarted => "not started",
@@ -154,6 +158,9 @@ impl ClusterRecord {
             (None, _) if report.exit_code == exit::DONE && report.plan => Outcome::Planned,
             (None, _) if report.exit_code == exit::DONE => Outcome::Done,
             _ if report.stopped.is_some() && safe => Outcome::Stopped,
+            _ if safe && report.unconfirmed == Some(Unconfirmed::NoAnswerer) => {
+                Outcome::AwaitingConfirmation
+            }
             _ => Outcome::Failed,
         };
         let mut record = ClusterRecord::empty(
@@ -300,6 +307,7 @@ impl FleetReport {
             Outcome::Planned,
             Outcome::Failed,
             Outcome::Stopped,
+            Outcome::AwaitingConfirmation,
             Outcome::LeaseBusy,
             Outcome::Error,
             Outcome::NotStarted,
@@ -320,6 +328,9 @@ impl FleetReport {
             self.duration_ms as f64 / 1000.0,
             totals.join(", ")
         ));
+        if count(Outcome::AwaitingConfirmation) > 0 {
+            out.push_str("  next: run the same command with --yes to activate\n");
+        }
         if count(Outcome::Ready) > 0 {
             out.push_str(
                 "  next: review, then run the same command without --stop-before to activate\n",
@@ -372,6 +383,7 @@ mod tests {
         for o in [
             Outcome::Failed,
             Outcome::Stopped,
+            Outcome::AwaitingConfirmation,
             Outcome::LeaseBusy,
             Outcome::Error,
             Outcome::NotStarted,
