@@ -3,10 +3,49 @@
 //! or the Lease was lost) it refuses new ones, so the procedure fails at its next
 //! change, before making it. A call already under way (a rolling restart) is never
 //! cut short: that is the safe point.
+//!
+//! A gate may also hold a [`Guard`]: the checks the host itself runs before every
+//! mutating call that plan mode and stop requests let through (the site hooks'
+//! guards and `[cluster] expect_pods`, in `caps::hooks::Guards`), whatever the
+//! procedure does.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
+
 use crate::stop::Stop;
+
+/// A mutating call, as a [`Guard`] sees it.
+#[derive(Debug, Clone)]
+pub struct Mutating<'a> {
+    /// The capability that makes it (`http`, `restart`): how a denial is recorded.
+    pub capability: &'static str,
+    /// How the log and the audit trail name it
+    /// (`POST https://10.0.0.1:4444/cluster/v1/key/propose`, `rolling-restart`).
+    pub target: &'a str,
+    /// The method and path of a request (`POST /cluster/v1/key/propose`), or
+    /// `rolling-restart`.
+    pub call: String,
+    /// The IP a request goes to; none for a restart.
+    pub ip: Option<IpAddr>,
+}
+
+/// Checks the host runs before every mutating call that plan mode and stop
+/// requests let through. `Err` is the message the procedure receives (the guard
+/// records the denial).
+pub trait Guard: Send + Sync {
+    fn check<'a>(&'a self, call: &'a Mutating<'a>) -> BoxFuture<'a, Result<(), String>>;
+}
+
+#[derive(Clone)]
+struct GuardRef(Arc<dyn Guard>);
+
+impl std::fmt::Debug for GuardRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Guard")
+    }
+}
 
 /// The gate of one run.
 #[derive(Debug, Clone, Default)]
@@ -14,6 +53,7 @@ pub struct Gate {
     plan: bool,
     stop: Stop,
     planned: Arc<Mutex<Vec<String>>>,
+    guard: Option<GuardRef>,
 }
 
 impl Gate {
@@ -22,6 +62,23 @@ impl Gate {
             plan,
             stop,
             planned: Arc::default(),
+            guard: None,
+        }
+    }
+
+    /// This gate (its plan record and stop requests shared), consulting `guard`
+    /// in [`Gate::check_guarded`].
+    pub fn with_guard(mut self, guard: Arc<dyn Guard>) -> Gate {
+        self.guard = Some(GuardRef(guard));
+        self
+    }
+
+    /// [`Gate::check`], then, for a call that may go out, the gate's guard.
+    pub async fn check_guarded(&self, call: &Mutating<'_>) -> Result<(), String> {
+        self.check(call.target)?;
+        match &self.guard {
+            Some(guard) => guard.0.check(call).await,
+            None => Ok(()),
         }
     }
 
@@ -103,5 +160,48 @@ mod tests {
             "stopped before activate (--stop-before activate): not sent"
         );
         assert!(gate.hold().unwrap().reached);
+    }
+
+    struct Refuse(Arc<Mutex<u32>>);
+
+    impl Guard for Refuse {
+        fn check<'a>(&'a self, call: &'a Mutating<'a>) -> BoxFuture<'a, Result<(), String>> {
+            *self.0.lock().unwrap() += 1;
+            let why = format!("{} refused", call.call);
+            Box::pin(async move { Err(why) })
+        }
+    }
+
+    fn restart() -> Mutating<'static> {
+        Mutating {
+            capability: "restart",
+            target: "rolling-restart",
+            call: "rolling-restart".into(),
+            ip: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_guard_is_asked_only_for_calls_that_may_go_out() {
+        let asked = Arc::new(Mutex::new(0));
+        let stop = Stop::default();
+        let gate = Gate::new(false, stop.clone()).with_guard(Arc::new(Refuse(asked.clone())));
+        assert_eq!(
+            gate.check_guarded(&restart()).await.unwrap_err(),
+            "rolling-restart refused"
+        );
+        let plan = Gate::new(true, Stop::default()).with_guard(Arc::new(Refuse(asked.clone())));
+        assert!(plan.check_guarded(&restart()).await.is_err());
+        assert_eq!(plan.planned(), ["rolling-restart"]);
+        stop.request("interrupted");
+        assert_eq!(
+            gate.check_guarded(&restart()).await.unwrap_err(),
+            "interrupted: not sent"
+        );
+        assert_eq!(
+            *asked.lock().unwrap(),
+            1,
+            "asked once: not in plan mode, not after a stop"
+        );
     }
 }

@@ -2,10 +2,13 @@
 //! them, read through the Kubernetes API with the `kube` client.
 //!
 //! The guest cannot choose the namespace or the selector: the site fixes both. Each
-//! list becomes the run's [`PodAddresses`], the allow-list of `http`.
+//! list becomes the run's [`PodAddresses`], the allow-list of `http`, and the
+//! procedure's latest list in [`PodView`]: what the host's guards see, and what
+//! `[cluster] expect_pods` is checked against before every mutating call.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod as KubePod;
 use kube::api::ListParams;
@@ -28,8 +31,8 @@ pub struct Cluster {
     pub selector: String,
     /// The port every pod serves the DSM cluster API on (used by `http`).
     pub port: u16,
-    /// How many pods the cluster must have; the procedure stops at preflight when
-    /// the selector matches another number (passed to it as `expect_pods`).
+    /// How many pods the cluster must have: while the latest pod list has another
+    /// number, the host refuses every mutating call ([`PodView::check_expected`]).
     pub expect_pods: Option<u32>,
 }
 
@@ -225,10 +228,62 @@ fn to_wit(pod: KubePod) -> Pod {
     }
 }
 
+/// The procedure's latest pod list, as the host keeps it for its guards, and the
+/// count the site expects (`[cluster] expect_pods`). Written by the procedure's
+/// `pods.list` (a hook's lists do not count); cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct PodView {
+    latest: Arc<Mutex<Option<Vec<Pod>>>>,
+    expect: Option<u32>,
+}
+
+impl PodView {
+    pub fn new(expect: Option<u32>) -> PodView {
+        PodView {
+            latest: Arc::default(),
+            expect,
+        }
+    }
+
+    fn record(&self, pods: &[Pod]) {
+        *self.latest.lock().expect("pod view lock") = Some(pods.to_vec());
+    }
+
+    /// `[cluster] expect_pods`.
+    pub fn expect(&self) -> Option<u32> {
+        self.expect
+    }
+
+    /// The latest list; `None` before the procedure's first.
+    pub fn latest(&self) -> Option<Vec<Pod>> {
+        self.latest.lock().expect("pod view lock").clone()
+    }
+
+    /// `Err`, with both counts and the pods listed, when `pods` is not the number
+    /// the site expects: no mutating call goes out to a cluster other than the one
+    /// the site describes.
+    pub fn check_expected(&self, pods: &[Pod]) -> Result<(), String> {
+        match self.expect {
+            Some(n) if pods.len() != n as usize => {
+                let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+                Err(format!(
+                    "expected {n} pods ([cluster] expect_pods), the selector matches {}{}{}",
+                    pods.len(),
+                    if names.is_empty() { "" } else { ": " },
+                    names.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The `pods` capability of one run.
 pub struct PodsCap {
     lister: PodLister,
     addresses: PodAddresses,
+    /// The procedure's lists are the guards' view; a hook's `PodsCap` has none.
+    view: Option<PodView>,
     granted: bool,
     denials: Denials,
     audit: crate::audit::Audit,
@@ -240,6 +295,12 @@ pub struct PodsCap {
 impl PodsCap {
     pub fn last_count(&self) -> Option<u32> {
         self.last_count
+    }
+
+    /// Every successful list becomes `view`'s latest (the procedure's pods only).
+    pub fn with_view(mut self, view: PodView) -> Self {
+        self.view = Some(view);
+        self
     }
 
     /// Every list is recorded in `audit`.
@@ -257,6 +318,7 @@ impl PodsCap {
         PodsCap {
             lister,
             addresses,
+            view: None,
             granted,
             denials,
             audit: crate::audit::Audit::default(),
@@ -303,6 +365,9 @@ impl PodsCap {
             .filter_map(|p| p.ip.as_deref()?.parse::<IpAddr>().ok())
             .collect();
         self.addresses.replace(ips);
+        if let Some(view) = &self.view {
+            view.record(&pods);
+        }
         tracing::debug!(pods = pods.len(), "listed pods");
         Ok(pods)
     }
@@ -419,6 +484,30 @@ fn is_label_chars(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(name: &str) -> Pod {
+        Pod {
+            name: name.into(),
+            ip: Some("10.0.0.1".into()),
+            ready: true,
+            phase: "Running".into(),
+        }
+    }
+
+    #[test]
+    fn expect_pods_is_checked_with_both_counts() {
+        let pods = [pod("sdkms-0"), pod("sdkms-1"), pod("sdkms-2")];
+        assert_eq!(PodView::new(None).check_expected(&pods), Ok(()));
+        assert_eq!(PodView::new(Some(3)).check_expected(&pods), Ok(()));
+        assert_eq!(
+            PodView::new(Some(4)).check_expected(&pods).unwrap_err(),
+            "expected 4 pods ([cluster] expect_pods), the selector matches 3: sdkms-0, sdkms-1, sdkms-2"
+        );
+        assert_eq!(
+            PodView::new(Some(2)).check_expected(&[]).unwrap_err(),
+            "expected 2 pods ([cluster] expect_pods), the selector matches 0"
+        );
+    }
 
     #[test]
     fn selectors() {

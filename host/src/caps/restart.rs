@@ -222,7 +222,8 @@ impl RestartCap {
         self
     }
 
-    /// Every restart passes `gate` (plan mode, stop requests) before it starts.
+    /// Every restart passes `gate` (plan mode, stop requests, the host's guards)
+    /// before it starts.
     pub fn with_gate(mut self, gate: super::gate::Gate) -> Self {
         self.gate = gate;
         self
@@ -402,8 +403,15 @@ impl RestartCap {
     async fn rolling_restart_unaudited(&mut self) -> Result<(), RestartError> {
         match self.config.clone() {
             Some(config) if self.granted => {
+                let call = super::gate::Mutating {
+                    capability: "restart",
+                    target: "rolling-restart",
+                    call: "rolling-restart".into(),
+                    ip: None,
+                };
                 self.gate
-                    .check("rolling-restart")
+                    .check_guarded(&call)
+                    .await
                     .map_err(RestartError::Denied)?;
                 self.run(config).await
             }

@@ -154,8 +154,8 @@ impl ClusterRecord {
         };
         let safe = report.failure.as_ref().is_none_or(|f| f.safe_to_resume);
         let outcome = match (&report.failure, held) {
-            (_, Some(_)) if safe && report.ended != RunOutcome::Trapped => Outcome::Ready,
             (None, _) if report.exit_code == exit::DONE && report.plan => Outcome::Planned,
+            (_, Some(_)) if safe && report.ended != RunOutcome::Trapped => Outcome::Ready,
             (None, _) if report.exit_code == exit::DONE => Outcome::Done,
             _ if report.stopped.is_some() && safe => Outcome::Stopped,
             _ if safe && report.unconfirmed == Some(Unconfirmed::NoAnswerer) => {

@@ -18,11 +18,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::audit::{Audit, Entry, RunContext};
 use crate::caps::confirm::{Answerer, ConfirmCap};
 use crate::caps::gate::Gate;
-use crate::caps::hooks::{HookConfig, HookInstance, HookState, HooksCap};
+use crate::caps::hooks::{Guards, HookConfig, HookInstance, HookState, HooksCap, SharedHooks};
 use crate::caps::http::{HttpCap, HttpPolicy};
 use crate::caps::journal::{Journal, JournalCap};
 use crate::caps::log::{LogCap, Progress, StepRecord, outcome_name};
-use crate::caps::pods::{PodLister, PodsCap};
+use crate::caps::pods::{PodLister, PodView, PodsCap};
 use crate::caps::restart::RestartCap;
 use crate::caps::{Denials, PodAddresses};
 use crate::grants::{Capability, Grants};
@@ -212,6 +212,9 @@ impl Runtime {
         options: RunOptions,
     ) -> Result<RunReport, RunError> {
         let started = Instant::now();
+        let configs: Vec<&HookConfig> = options.hooks.iter().map(|h| &h.config).collect();
+        crate::caps::hooks::require_hooks_import(&configs, &self.interfaces(loaded).imports)
+            .map_err(RunError::Refused)?;
         let lister = PodLister::connect(&site.cluster)
             .await
             .map_err(|e| RunError::Setup(format!("cannot use the Kubernetes API: {e}")))?;
@@ -256,23 +259,37 @@ impl Runtime {
             detail: Some(format!("site {}", site.path.display())),
             body: None,
         });
-        let gate = Gate::new(options.plan, options.stop.clone());
         let denials = Denials::default();
+        // The host's own checks before every mutating call: `[cluster] expect_pods`
+        // and the hooks' guards (a hook's own calls: expect_pods only).
+        let hooks = SharedHooks::default();
+        let view = PodView::new(site.cluster.expect_pods);
+        let guards = Guards::new(
+            hooks.clone(),
+            view.clone(),
+            lister.clone(),
+            options.stop.clone(),
+            denials.clone(),
+            audit.clone(),
+        );
+        let gate = Gate::new(options.plan, options.stop.clone());
+        let hook_gate = gate.clone().with_guard(Arc::new(guards.for_hook_calls()));
+        let gate = gate.with_guard(Arc::new(guards));
         // Every hook is instantiated, and has accepted its params, before the run
         // takes the Lease or the rotation is instantiated.
-        let mut hooks = Vec::new();
         for prepared in &options.hooks {
             let shared = HookShared {
                 lister: &lister,
                 client: &client,
                 policy: &policy,
-                gate: &gate,
+                gate: &hook_gate,
                 denials: &denials,
                 audit: &audit,
                 progress: &options.progress,
                 limits: &options.limits,
             };
-            hooks.push(self.instantiate_hook(prepared, shared).await?);
+            let instance = self.instantiate_hook(prepared, shared).await?;
+            hooks.lock().await.push(instance);
         }
         // Plan mode changes nothing, and neither does a run granted no POST and no
         // restart (a status check): neither excludes other runs.
@@ -320,6 +337,7 @@ impl Runtime {
                 grants.allows(Capability::Pods),
                 denials.clone(),
             )
+            .with_view(view)
             .with_audit(audit.clone()),
             http: HttpCap::new(client, policy, grants.clone(), addresses, denials.clone())
                 .with_gate(gate.clone())
@@ -353,7 +371,7 @@ impl Runtime {
             )
             .with_stop(options.stop.clone())
             .with_audit(audit.clone()),
-            hooks: HooksCap::new(hooks).with_audit(audit.clone()),
+            hooks: HooksCap::new(hooks, options.stop.clone()).with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.enforcer);
@@ -383,10 +401,9 @@ impl Runtime {
                 }
             };
 
+        // `[cluster] expect_pods` is the host's check (the gate's guards), not a
+        // parameter: a procedure that does not know it must still run.
         let mut params = site.params.clone();
-        if let Some(n) = site.cluster.expect_pods {
-            params.push(("expect_pods".into(), n.to_string()));
-        }
         params.extend(options.params);
         let context = Context {
             mode: if options.plan {
@@ -547,19 +564,26 @@ impl Runtime {
         let ticks = (config.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let hook = crate::wit::hook::Hook::instantiate_async(
-            &mut store,
-            &prepared.loaded.component,
-            &self.hook_linker,
-        )
-        .await
-        .map_err(|e| {
+        let refused = |e: wasmtime::Error| {
             RunError::Refused(format!(
                 "hook {} ({}) cannot be instantiated with the hook world: {e:#}",
                 config.name,
                 config.path.display()
             ))
-        })?;
+        };
+        let pre = self
+            .hook_linker
+            .instantiate_pre(&prepared.loaded.component)
+            .map_err(refused)?;
+        let instance = pre.instantiate_async(&mut store).await.map_err(refused)?;
+        let hook = crate::wit::hook::Hook::new(&mut store, &instance).map_err(refused)?;
+        // The `guard` export is optional: a hook of the plain `hook` world has none.
+        let guard =
+            match crate::wit::guarded_hook::exports::cmk::procedure::guard::GuestIndices::new(&pre)
+            {
+                Ok(indices) => Some(indices.load(&mut store, &instance).map_err(refused)?),
+                Err(_) => None,
+            };
         let mut instance = HookInstance {
             name: config.name.clone(),
             store,
@@ -567,6 +591,7 @@ impl Runtime {
             timeout: config.timeout,
             output,
             failed: None,
+            guard,
         };
         instance.init(&config.params).await.map_err(|e| {
             RunError::Setup(format!(

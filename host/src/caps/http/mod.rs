@@ -79,7 +79,8 @@ impl HttpCap {
         result
     }
 
-    /// Every POST passes `gate` (plan mode, stop requests) after the policy checks.
+    /// Every POST passes `gate` (plan mode, stop requests, the host's guards) after
+    /// the policy checks.
     pub fn with_gate(mut self, gate: super::gate::Gate) -> Self {
         self.gate = gate;
         self
@@ -115,7 +116,21 @@ impl HttpCap {
             return Err(HttpError::Denied(self.denials.deny("http", &target, rule)));
         }
         if matches!(method, Method::Post) {
-            self.gate.check(&target).map_err(HttpError::Denied)?;
+            let ip = match checked.host() {
+                Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+                Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+                _ => None,
+            };
+            let call = super::gate::Mutating {
+                capability: "http",
+                target: &target,
+                call: format!("POST {}", checked.path()),
+                ip,
+            };
+            self.gate
+                .check_guarded(&call)
+                .await
+                .map_err(HttpError::Denied)?;
         }
         let request = match method {
             Method::Get => self.client.get(checked),

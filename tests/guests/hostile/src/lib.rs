@@ -20,10 +20,18 @@
 //!   `fail` (a forged failure reason) or `panic` (a forged panic message);
 //! - `journal-remove`: `journal.remove(key)` (default `k`);
 //! - `long-url`: lists the pods, then one GET of a URL whose path is `bytes` long
-//!   (default 300000) to the first pod on `port` (default 4444).
+//!   (default 300000) to the first pod on `port` (default 4444);
+//! - `post`: lists the pods and POSTs each of `path` (comma-separated, default
+//!   `/cluster/v1/key/propose`) to the first one on `port` (default 4444), in order,
+//!   whatever the host answered before (`batch=true`: all in one `http.batch`) and
+//!   whatever the site's hooks say: when `hooks_step` is given it calls
+//!   `hooks.before(hooks_step)` first and ignores the answer (a veto included);
+//!   without it, it never calls its hooks;
+//! - `restart`: the same, with a rolling restart instead of the POST.
 //!
 //! `read-file`, `read-env`, `connect`, `journal-remove` and `long-url` report what
-//! they got as the detail of one step, and succeed.
+//! they got as the detail of one step, and succeed; `post` and `restart` fail with
+//! the error of their call (a denial), or succeed when it went out.
 
 /// What `forge` writes wherever it can: a screen clear, a window title, a carriage
 /// return and a newline, then a line in the host's voice, a backspace, a right-to-left
@@ -109,9 +117,10 @@ pub fn connect(addr: &str) -> String {
 mod component {
     wit_bindgen::generate!({ path: "../../../wit", world: "rotation" });
 
+    use self::cmk::procedure::http::{self, HttpError, Method, Request};
     use self::cmk::procedure::log::{self, Level};
     use self::cmk::procedure::types::Outcome;
-    use self::cmk::procedure::{confirm, http, journal, pods};
+    use self::cmk::procedure::{confirm, hooks, journal, pods, restart};
     use self::exports::cmk::procedure::procedure::{Context, Failure, Guest, Report, Step};
     use super::FORGED;
 
@@ -128,6 +137,86 @@ mod component {
             version_after: None,
             pods: 0,
         })
+    }
+
+    fn failed(step: &str, reason: String) -> Result<Report, Failure> {
+        Err(Failure {
+            step: step.to_string(),
+            reason,
+            safe_to_resume: true,
+            steps: Vec::new(),
+        })
+    }
+
+    /// Calls `hooks.before(step)` when `step` is given, logs its answer, and goes
+    /// on whatever it was.
+    fn ignore_hooks(step: Option<&str>) {
+        if let Some(step) = step {
+            let answer = hooks::before(step, &[]);
+            log::log(
+                Level::Warn,
+                &format!("hooks.before({step}) answered {answer:?}; going on anyway"),
+                &[],
+            );
+        }
+    }
+
+    fn post(ctx: &Context) -> Result<Report, Failure> {
+        let p = |k| super::param(&ctx.params, k);
+        ignore_hooks(p("hooks_step"));
+        let pods = match pods::list() {
+            Ok(pods) => pods,
+            Err(e) => return failed("post", format!("cannot list the pods: {e:?}")),
+        };
+        let Some(ip) = pods.iter().find_map(|pod| pod.ip.clone()) else {
+            return failed("post", "no pod has an IP".into());
+        };
+        let urls: Vec<String> = p("path")
+            .unwrap_or("/cluster/v1/key/propose")
+            .split(',')
+            .map(|path| format!("https://{ip}:{}{path}", p("port").unwrap_or("4444")))
+            .collect();
+        let results = if p("batch") == Some("true") {
+            let requests: Vec<Request> = urls
+                .iter()
+                .map(|url| Request {
+                    method: Method::Post,
+                    url: url.clone(),
+                    body: None,
+                })
+                .collect();
+            http::batch(&requests)
+        } else {
+            urls.iter().map(|url| http::post(url, None)).collect()
+        };
+        let mut answers = Vec::new();
+        let mut refused = false;
+        for (url, result) in urls.iter().zip(results) {
+            answers.push(match result {
+                Ok(r) => format!("POST {url} sent: {}", r.status),
+                Err(HttpError::Denied(why)) => {
+                    refused = true;
+                    format!("POST {url} denied: {why}")
+                }
+                Err(e) => {
+                    refused = true;
+                    format!("POST {url} failed: {e:?}")
+                }
+            });
+        }
+        if refused {
+            failed("post", answers.join("; "))
+        } else {
+            report("post", answers.join("; "))
+        }
+    }
+
+    fn restart(ctx: &Context) -> Result<Report, Failure> {
+        ignore_hooks(super::param(&ctx.params, "hooks_step"));
+        match restart::rolling_restart() {
+            Ok(()) => report("restart", "restarted".into()),
+            Err(e) => failed("restart", format!("rolling restart: {e:?}")),
+        }
     }
 
     impl Guest for Hostile {
@@ -157,6 +246,8 @@ mod component {
                     "connect",
                     super::connect(p("addr").unwrap_or("127.0.0.1:22")),
                 ),
+                "post" => post(&ctx),
+                "restart" => restart(&ctx),
                 "forge" => forge(p("end").unwrap_or("report")),
                 "journal-remove" => {
                     let detail = match journal::remove(p("key").unwrap_or("k")) {
