@@ -615,13 +615,15 @@ async fn the_job_shards_0_1_2_of_3_rotate_every_cluster_exactly_once() {
     }
 }
 
-/// Spinning components on every worker of the runtime (one, here) do not keep the
-/// other clusters' runs waiting: guest code yields at each epoch tick. Without the
-/// yield the three spinners would run one after the other (about 3 x 3 s).
+/// Spinning components on the runtime's only thread do not keep another cluster's
+/// run waiting: guest code yields at each epoch tick. The well-behaved cluster starts
+/// first; without the yield it could finish only once a spinner had been stopped
+/// at its 5 s limit.
 #[test]
 fn spinning_components_share_the_workers_with_the_other_clusters() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread for every task (the simulators' too): a guest that kept it would
+    // stop them all.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
@@ -635,12 +637,12 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
         }
         signer.sign(cmk_tests::HOSTILE_WASM, &hostile);
         for (i, cluster) in fleet.clusters.iter().enumerate() {
-            let attack = if i < 3 { "spin" } else { "read-env" };
+            let attack = if i == 0 { "read-env" } else { "spin" };
             let text = std::fs::read_to_string(cluster.site()).unwrap();
             std::fs::write(
                 cluster.site(),
                 format!(
-                    "{text}\n[limits]\nwall_clock_secs = 3\n\n[params]\nattack = \"{attack}\"\n"
+                    "{text}\n[limits]\nwall_clock_secs = 5\n\n[params]\nattack = \"{attack}\"\n"
                 ),
             )
             .unwrap();
@@ -661,7 +663,6 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
             params: Vec::new(),
         };
         let bytes = std::fs::read(&hostile).unwrap();
-        let started = std::time::Instant::now();
         let report = cmk_host::fleet::execute(
             &options,
             &bytes,
@@ -671,20 +672,21 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
         )
         .await
         .expect("the fleet runs");
-        let took = started.elapsed();
         let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
         assert_eq!(
             outcomes,
-            ["failed", "failed", "failed", "done"],
+            ["done", "failed", "failed", "failed"],
             "{report:#?}"
         );
-        for c in &report.clusters[..3] {
+        for c in &report.clusters[1..] {
             let reason = c.reason.as_deref().unwrap();
-            assert!(reason.contains("wall-clock limit of 3s"), "{reason}");
+            assert!(reason.contains("wall-clock limit of 5s"), "{reason}");
         }
+        let benign = &report.clusters[0];
         assert!(
-            took < std::time::Duration::from_secs(7),
-            "the spinners ran side by side, not one after the other: {took:?}"
+            benign.duration_ms < 4000,
+            "the spinners held the worker: the other cluster took {} ms",
+            benign.duration_ms
         );
     });
 }
