@@ -788,3 +788,57 @@ async fn sim_serves_independent_clusters_that_one_fleet_run_rotates() {
         assert_eq!(c["version_after"], 2);
     }
 }
+
+/// A site without a kubeconfig runs against the Job's own cluster: its Role (in the
+/// site's namespace, bound to the Job's service account) grants what deploy/role.yaml
+/// grants, and the pod mounts the account's token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_grants_an_in_cluster_site_only_what_the_host_uses() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    let fleet = Fleet::start(1, |_| Faults::default()).await;
+    let site = fleet.clusters[0].site().to_path_buf();
+    let text = std::fs::read_to_string(&site).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("kubeconfig"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&site, text).unwrap();
+    let list = job_manifests(&fleet, &[]).await;
+
+    let roles = items(&list, "Role");
+    assert_eq!(roles.len(), 1, "{list:#}");
+    let role: Role = serde_json::from_value(roles[0].clone()).unwrap();
+    assert_eq!(role.metadata.namespace.as_deref(), Some("sdkms"));
+    let rules: Vec<(String, Option<Vec<String>>, Vec<String>)> = role
+        .rules
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.resources.unwrap().join(","), r.resource_names, r.verbs))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("pods".to_string(), None, vec!["list".to_string()]),
+            ("leases".to_string(), None, vec!["create".to_string()]),
+            (
+                "leases".to_string(),
+                Some(vec!["cmk-host-rotation".to_string()]),
+                vec!["get".to_string(), "update".to_string()]
+            ),
+        ],
+        "a restart by command needs no workload rule"
+    );
+    let binding: RoleBinding =
+        serde_json::from_value(items(&list, "RoleBinding")[0].clone()).unwrap();
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(subject.kind, "ServiceAccount");
+    assert_eq!(subject.name, "cmk-fleet-runner");
+    assert_eq!(subject.namespace.as_deref(), Some("cmk-fleet"));
+    assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
+    let job: Job = serde_json::from_value(items(&list, "Job")[0].clone()).unwrap();
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(true));
+}
