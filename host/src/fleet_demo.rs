@@ -27,8 +27,7 @@ pub struct SimFleet {
 /// `dir/NAME.key` and trusts that key in every site file.
 pub async fn start(
     clusters: usize,
-    pods: usize,
-    port: u16,
+    config: &SimConfig,
     dir: &Path,
     signer: &str,
 ) -> Result<SimFleet, String> {
@@ -47,11 +46,7 @@ pub async fn start(
     let mut sims = Vec::new();
     let mut sites = Vec::new();
     for n in 0..clusters {
-        let config = SimConfig {
-            port,
-            ..SimConfig::pods(pods)
-        };
-        let sim = Sim::start(config)
+        let sim = Sim::start(config.clone())
             .await
             .map_err(|e| format!("cannot start simulated cluster {n}: {e:#}"))?;
         let files = sim
@@ -87,7 +82,7 @@ pub async fn demo(clusters: usize, pods: usize, json: bool, terminal: &ui::Termi
             );
         }
     };
-    let sims = match start(clusters, pods, 4444, dir.path(), "demo-signer").await {
+    let sims = match start(clusters, &SimConfig::pods(pods), dir.path(), "demo-signer").await {
         Ok(s) => s,
         Err(e) => return ui::error(exit::FAILED, e),
     };
@@ -150,8 +145,9 @@ pub async fn demo(clusters: usize, pods: usize, json: bool, terminal: &ui::Termi
 
 /// Starts `clusters` simulated clusters, writes their files into `dir`, and keeps
 /// them up until Ctrl-C.
-pub async fn sim(clusters: usize, pods: usize, port: u16, dir: &Path) -> u8 {
-    let sims = match start(clusters, pods, port, dir, "sim-signer").await {
+pub async fn sim(clusters: usize, config: SimConfig, dir: &Path) -> u8 {
+    let pods = config.pods;
+    let sims = match start(clusters, &config, dir, "sim-signer").await {
         Ok(s) => s,
         Err(e) => return ui::error(exit::FAILED, e),
     };

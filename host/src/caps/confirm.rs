@@ -50,9 +50,10 @@ pub struct ConfirmCap {
     granted: bool,
     denials: crate::caps::Denials,
     audit: crate::audit::Audit,
-    /// A hold (`fleet --stop-before`) answers every question no.
-    stop: crate::stop::Stop,
     unconfirmed: Option<Unconfirmed>,
+    /// The run's stop request (Ctrl-C): it ends a question on the terminal at once;
+    /// its hold (`fleet --stop-before`) answers every question no.
+    stop: crate::stop::Stop,
 }
 
 impl ConfirmCap {
@@ -73,12 +74,13 @@ impl ConfirmCap {
             granted,
             denials,
             audit: crate::audit::Audit::default(),
-            stop: crate::stop::Stop::default(),
             unconfirmed: None,
+            stop: crate::stop::Stop::default(),
         }
     }
 
-    /// The run's stop: while it holds before the point of no return, the answer is no.
+    /// A stop request (Ctrl-C) cancels a question being asked on the terminal;
+    /// while the stop holds before the point of no return, the answer is no.
     pub fn with_stop(mut self, stop: crate::stop::Stop) -> Self {
         self.stop = stop;
         self
@@ -176,19 +178,23 @@ impl ConfirmCap {
             }
             Answerer::Terminal => {
                 let prompt = question(&action, &details);
-                let answer = tokio::task::spawn_blocking(move || {
-                    let mut err = std::io::stderr().lock();
-                    let _ = err.write_all(prompt.as_bytes());
-                    let _ = err.flush();
-                    let mut line = String::new();
-                    std::io::stdin().lock().read_line(&mut line).map(|_| line)
-                })
-                .await;
+                let stop = self.stop.clone();
+                let answer = tokio::task::spawn_blocking(move || read_answer(&prompt, &stop))
+                    .await
+                    .unwrap_or(Answer::Unreadable);
                 match answer {
-                    Ok(Ok(line)) if line.trim() == "yes" => {
+                    Answer::Line(line) if line.trim() == "yes" => {
                         self.unconfirmed = None;
                         tracing::warn!(action = %action, "confirmed by the operator");
                         Ok(())
+                    }
+                    Answer::Stopped(why) => {
+                        // The run's stop request says what happened; not a decline.
+                        tracing::warn!(action = %action, "not confirmed: {why}");
+                        Err(format!(
+                            "not confirmed: {why} at the question; nothing was done: to {action}, \
+                             run the same command again"
+                        ))
                     }
                     _ => {
                         self.unconfirmed = Some(Unconfirmed::Declined);
@@ -201,6 +207,60 @@ impl ConfirmCap {
                 }
             }
         }
+    }
+}
+
+/// What came of asking on the terminal.
+#[derive(Debug)]
+enum Answer {
+    /// The line the operator typed.
+    Line(String),
+    /// The run was asked to stop (Ctrl-C) before or while the operator answered.
+    Stopped(String),
+    /// stdin closed or failed.
+    Unreadable,
+}
+
+/// How often the question looks for a stop request while the operator types.
+const STOP_POLL_MS: i32 = 50;
+
+/// Writes `prompt` on stderr and reads one line from stdin, ending at once when
+/// `stop` is requested (Ctrl-C): the terminal is polled, never blocked on, so an
+/// interrupt does not wait for Enter, and a line typed after an interrupt is not
+/// an answer.
+fn read_answer(prompt: &str, stop: &crate::stop::Stop) -> Answer {
+    {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(prompt.as_bytes());
+        let _ = err.flush();
+    }
+    loop {
+        if let Some(why) = stop.reason() {
+            return Answer::Stopped(why);
+        }
+        let mut fd = libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let ready = unsafe { libc::poll(&mut fd, 1, STOP_POLL_MS) };
+        if ready < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue; // the signal itself; the loop looks at the stop request
+            }
+            return Answer::Unreadable;
+        }
+        if ready == 0 {
+            continue;
+        }
+        let mut line = String::new();
+        return match std::io::stdin().lock().read_line(&mut line) {
+            // Ctrl-C and Enter in the same moment: the interrupt wins.
+            _ if stop.reason().is_some() => Answer::Stopped(stop.reason().unwrap_or_default()),
+            Ok(0) | Err(_) => Answer::Unreadable,
+            Ok(_) => Answer::Line(line),
+        };
     }
 }
 

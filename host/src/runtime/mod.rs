@@ -369,8 +369,8 @@ impl Runtime {
                 grants.allows(Capability::Confirm),
                 denials.clone(),
             )
-            .with_stop(options.stop.clone())
-            .with_audit(audit.clone()),
+            .with_audit(audit.clone())
+            .with_stop(options.stop.clone()),
             hooks: HooksCap::new(hooks, options.stop.clone()).with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
@@ -401,9 +401,12 @@ impl Runtime {
                 }
             };
 
+        // The site's port first: the procedure reaches the pods where the allow-list
+        // lets it, and a `[params] port` or `--param port=` still overrides it.
         // `[cluster] expect_pods` is the host's check (the gate's guards), not a
         // parameter: a procedure that does not know it must still run.
-        let mut params = site.params.clone();
+        let mut params = vec![("port".to_string(), site.cluster.port.to_string())];
+        params.extend(site.params.iter().cloned());
         params.extend(options.params);
         let context = Context {
             mode: if options.plan {

@@ -207,6 +207,9 @@ fn classify(e: reqwest::Error) -> HttpError {
     if e.is_timeout() {
         return HttpError::Timeout;
     }
+    if let Some(explained) = tls::explanation(&e) {
+        return HttpError::Tls(explained);
+    }
     let chain = error_chain(&e);
     let tls = has_rustls_error(&e);
     if tls {
