@@ -262,6 +262,11 @@ impl Audit {
     /// to a rotation) extend one chain. A failure is logged, never fatal to the
     /// call being recorded.
     pub fn record(&self, entry: Entry<'_>) {
+        // The sync blocks: the worker's other tasks move meanwhile.
+        crate::blocking::off_worker(|| self.record_here(entry))
+    }
+
+    fn record_here(&self, entry: Entry<'_>) {
         let Some(w) = &self.0 else { return };
         let mut w = w.lock().expect("audit lock");
         let w = &mut *w;

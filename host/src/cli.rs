@@ -1,6 +1,7 @@
 //! The command line: arguments become a validated site and run options; nothing
 //! past this module sees clap or the environment.
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
@@ -123,6 +124,24 @@ pub enum Command {
   cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml               # asks before activate
   cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml --yes --json  # automation")]
     Run(RunArgs),
+    /// Run one signed component against many clusters, in one process.
+    ///
+    /// Every site file is validated, and the component admitted by every site's
+    /// trust, before any cluster is contacted; the component is compiled once. Each
+    /// cluster runs as `run` would run it (its own store, grants, limits, Lease,
+    /// journal and audit trail), at most --max-parallel at once. Exit 0 when every
+    /// cluster is done (or ready, with --stop-before activate); 1 when any is not.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_long_help = "Examples:
+  cmk-host fleet --component rotate.wasm --yes sites/*.toml
+  cmk-host fleet --component rotate.wasm --stop-before activate sites/*.toml   # prepare everywhere
+  cmk-host fleet --component rotate.wasm --yes sites/*.toml                    # then activate everywhere
+  cmk-host fleet job --image registry.example.com/cmk-host:0.1.0 --shards 4 \
+      --component rotate.wasm --yes sites/*.toml | kubectl apply -f -"
+    )]
+    Fleet(Box<FleetArgs>),
     /// Check a cluster: every pod's key version, proposal hash and readiness.
     ///
     /// Runs the bundled read-only procedure (guest-status) with the site's grants
@@ -254,6 +273,129 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    pub job: Option<FleetCommand>,
+    #[command(flatten)]
+    pub run: FleetRunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCommand {
+    /// Write the manifests of a Kubernetes Indexed Job whose pods each run one shard.
+    ///
+    /// Prints one JSON List for `kubectl apply -f -`: a Secret per site (the site file,
+    /// its kubeconfig, CA, signer keys and hooks, paths rewritten to the mount), the
+    /// service account (and, for a site without a kubeconfig, its Role), the state
+    /// volume and the Job. The component comes from a ConfigMap you create.
+    Job(JobArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FleetRunArgs {
+    /// The procedure every cluster runs (signed by a key each site trusts).
+    #[arg(long, value_name = "COMPONENT.wasm", required = true)]
+    pub component: Option<PathBuf>,
+    /// The site files, one per cluster.
+    #[arg(value_name = "SITE.toml", required = true)]
+    pub sites: Vec<PathBuf>,
+    /// Clusters rotated at once.
+    #[arg(long, default_value_t = crate::fleet::DEFAULT_MAX_PARALLEL, value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
+    pub max_parallel: usize,
+    /// Once K clusters have failed, start no other and stop the running ones at
+    /// their next safe point. Default: go on with the others.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..).map(|k| k as usize))]
+    pub max_failures: Option<usize>,
+    /// Keep only the sites whose position in the list is I modulo N (0-based).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::fleet::Shard>,
+    /// Read every cluster and show the steps; change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Answer yes to every cluster's confirmation before activation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Take every cluster up to the point of no return and stop there ("ready to
+    /// activate", exit 0): the host refuses the activate request whatever the
+    /// component does. Run again without it to finish.
+    #[arg(long, value_name = "STEP", value_parser = ["activate"])]
+    pub stop_before: Option<String>,
+    /// One JSON document on stdout with a record per cluster.
+    #[arg(long)]
+    pub json: bool,
+    /// A procedure parameter for every cluster; overrides each site's [params].
+    #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Run a component that is not signed (only for sites with allow_unsigned).
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// A detached signature for the component.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// Compile the component; neither read nor write the precompile cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+    /// The precompile cache [default: $XDG_CACHE_HOME/cmk-host or ~/.cache/cmk-host].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// The image whose entrypoint is cmk-host.
+    #[arg(long)]
+    pub image: String,
+    /// Indexes of the Job: each runs `fleet --shard I/N` over the same site list.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000).map(usize::from))]
+    pub shards: usize,
+    /// The signed component (its file name is looked up in the ConfigMap).
+    #[arg(long, value_name = "COMPONENT.wasm")]
+    pub component: PathBuf,
+    /// The ConfigMap holding the component (`kubectl create configmap NAME --from-file=...`).
+    #[arg(long, default_value = "cmk-component")]
+    pub component_configmap: String,
+    /// The Job's name and the prefix of its objects.
+    #[arg(long, default_value = "cmk-fleet")]
+    pub name: String,
+    /// The namespace of the Job, its Secrets and its state volume.
+    #[arg(long, default_value = "cmk-fleet")]
+    pub namespace: String,
+    /// Where the pods see the component and the site Secrets.
+    #[arg(long, default_value = "/etc/cmk", value_name = "DIR")]
+    pub mount_root: PathBuf,
+    /// Where the pods keep journals, audit trails and the cache (the state volume).
+    #[arg(long, default_value = "/var/lib/cmk-host", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// The PersistentVolumeClaim of the state (keep it for the activate Job).
+    #[arg(long, default_value = "cmk-fleet-state")]
+    pub state_claim: String,
+    /// Retries of a failed index (a retry resumes from the journal).
+    #[arg(long, default_value_t = 0)]
+    pub backoff_per_index: i32,
+    /// Clusters each shard rotates at once.
+    #[arg(long)]
+    pub max_parallel: Option<u16>,
+    /// Passed to every shard.
+    #[arg(long, value_name = "K")]
+    pub max_failures: Option<u32>,
+    /// Passed to every shard: answer yes before activation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Passed to every shard: stop every cluster before activate.
+    #[arg(long, value_name = "STEP", value_parser = ["activate"])]
+    pub stop_before: Option<String>,
+    /// Passed to every shard.
+    #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Write the manifests here instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The site files, in the order the shards count them.
+    #[arg(value_name = "SITE.toml", required = true)]
+    pub sites: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct StatusArgs {
     /// The site file of the cluster to check.
     #[arg(long, value_name = "SITE.toml")]
@@ -273,6 +415,9 @@ pub struct StatusArgs {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
+    /// Simulated clusters, rotated by one `fleet` run (1: a plain `run`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=200))]
+    pub clusters: u16,
     /// Pods in the simulated cluster.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub pods: u16,
@@ -283,6 +428,10 @@ pub struct DemoArgs {
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
+    /// Independent simulated clusters, each with its own API server and pod
+    /// addresses; their files go to DIR/cluster-N/.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=200))]
+    pub clusters: u16,
     /// Pods in the simulated cluster.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub pods: u16,
@@ -378,6 +527,22 @@ pub fn main() -> u8 {
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run(args, &terminal).await,
+            Command::Fleet(args) => match *args {
+                FleetArgs {
+                    job: Some(FleetCommand::Job(job)),
+                    ..
+                } => fleet_job(job),
+                FleetArgs { run, .. } => fleet(run, &terminal).await,
+            },
+            Command::Demo(args) if args.clusters > 1 => {
+                crate::fleet_demo::demo(
+                    args.clusters as usize,
+                    args.pods as usize,
+                    args.json,
+                    &terminal,
+                )
+                .await
+            }
             Command::Status(args) => status(args, &terminal).await,
             Command::Demo(args) => {
                 crate::demo::demo(args.pods as usize, args.json, &terminal).await
@@ -392,7 +557,11 @@ pub fn main() -> u8 {
                         .map_or(cmk_sim::PodCerts::IpAndName, cmk_sim::PodCerts::DnsOnly),
                     ..cmk_sim::SimConfig::pods(args.pods as usize)
                 };
-                crate::demo::sim(config, &args.dir).await
+                if args.clusters > 1 {
+                    crate::fleet_demo::sim(args.clusters as usize, config, &args.dir).await
+                } else {
+                    crate::demo::sim(config, &args.dir).await
+                }
             }
             Command::Keygen(args) => crate::signing::keygen(&args),
             Command::Sign(args) => crate::signing::sign(&args),
@@ -465,7 +634,7 @@ async fn run_component(
         },
         cache: launch::open_cache(args.no_cache, args.cache_dir),
     };
-    let state_dir = state_dir(&site)?;
+    let state_dir = launch::state_dir(&site)?;
     let options = RunOptions {
         plan: args.plan,
         params: args.params,
@@ -505,7 +674,7 @@ async fn status_of(
         limits: site.limits.clone(),
         grants: site.grants(),
         progress: progress(terminal, events),
-        state_dir: state_dir(&site)?,
+        state_dir: launch::state_dir(&site)?,
         answerer: Answerer::Nobody,
         stop: on_interrupt(),
         hooks: Vec::new(),
@@ -519,19 +688,99 @@ async fn status_of(
     launch::execute_bundled(crate::STATUS_COMPONENT, origin, &site, &launch, options).await
 }
 
-/// Where the cluster's journal and audit trail live: `[state] dir`, else the
-/// XDG state directory.
-fn state_dir(site: &Site) -> Result<PathBuf, Failure> {
-    site.state
-        .dir
-        .clone()
-        .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
-        .ok_or_else(|| {
-            Failure::InvalidSite(format!(
-                "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
-                site.path.display()
-            ))
-        })
+async fn fleet(args: FleetRunArgs, terminal: &ui::Terminal) -> u8 {
+    let json = args.json;
+    match fleet_component(args, terminal).await {
+        Ok(report) => crate::fleet::finish(&report, json),
+        Err(failure) => {
+            // `--json` promises one document on every exit.
+            if json {
+                println!("{:#}", failure.document(None));
+            }
+            failure.report()
+        }
+    }
+}
+
+async fn fleet_component(
+    args: FleetRunArgs,
+    terminal: &ui::Terminal,
+) -> Result<crate::fleet::FleetReport, Failure> {
+    let component = args
+        .component
+        .ok_or_else(|| Failure::Usage("fleet: --component is required".into()))?;
+    let bytes = launch::read_file("component", &component)?;
+    let detached = match &args.signature {
+        Some(path) => Some(launch::read_file("signature", path)?),
+        None => None,
+    };
+    let launch = Launch {
+        trust: trust::Request {
+            allow_unsigned: args.allow_unsigned,
+            detached: detached.as_deref(),
+        },
+        cache: launch::open_cache(args.no_cache, args.cache_dir),
+    };
+    let options = crate::fleet::FleetOptions {
+        component,
+        sites: args.sites,
+        max_parallel: args.max_parallel,
+        max_failures: args.max_failures,
+        shard: args.shard,
+        plan: args.plan,
+        yes: args.yes,
+        stop_before_activate: args.stop_before.is_some(),
+        params: args.params,
+    };
+    crate::fleet::execute(&options, &bytes, &launch, terminal, on_interrupt()).await
+}
+
+fn fleet_job(args: JobArgs) -> u8 {
+    let mut fleet_args = Vec::new();
+    if let Some(n) = args.max_parallel {
+        fleet_args.extend(["--max-parallel".to_string(), n.to_string()]);
+    }
+    if let Some(k) = args.max_failures {
+        fleet_args.extend(["--max-failures".to_string(), k.to_string()]);
+    }
+    if args.yes {
+        fleet_args.push("--yes".into());
+    }
+    if let Some(step) = args.stop_before {
+        fleet_args.extend(["--stop-before".to_string(), step]);
+    }
+    for (k, v) in args.params {
+        fleet_args.extend(["--param".to_string(), format!("{k}={v}")]);
+    }
+    let options = crate::fleet::job::JobOptions {
+        image: args.image,
+        shards: args.shards,
+        name: args.name,
+        namespace: args.namespace,
+        component: args.component,
+        component_configmap: args.component_configmap,
+        mount_root: args.mount_root,
+        state_dir: args.state_dir,
+        state_claim: args.state_claim,
+        backoff_per_index: args.backoff_per_index,
+        fleet_args,
+        sites: args.sites,
+    };
+    let manifests = match crate::fleet::job::manifests(&options) {
+        Ok(m) => m,
+        Err(failure) => return failure.report(),
+    };
+    let text = format!("{manifests:#}\n");
+    match args.output {
+        Some(path) => match std::fs::write(&path, text) {
+            Ok(()) => exit::DONE,
+            Err(e) => ui::error(exit::USAGE, format!("cannot write {}: {e}", path.display())),
+        },
+        None => {
+            print!("{text}");
+            exit::DONE
+        }
+    }
 }
 
 fn audit_verify(file: &Path) -> u8 {

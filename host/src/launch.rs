@@ -136,6 +136,21 @@ fn default_cache_dir() -> Option<PathBuf> {
         .map(|d| d.join("cmk-host"))
 }
 
+/// Where a site's journal and default audit trail live: its `[state] dir`, else
+/// `$XDG_STATE_HOME/cmk-host`, else `~/.local/state/cmk-host`.
+pub fn state_dir(site: &Site) -> Result<PathBuf, Failure> {
+    site.state
+        .dir
+        .clone()
+        .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
+        .ok_or_else(|| {
+            Failure::InvalidSite(format!(
+                "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
+                site.path.display()
+            ))
+        })
+}
+
 /// A file's bytes, exactly as read (they are what is verified and compiled).
 pub fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, Failure> {
     std::fs::read(path)
@@ -221,19 +236,61 @@ pub async fn execute(
     origin: &Path,
     site: &Site,
     launch: &Launch<'_>,
-    mut options: RunOptions,
+    options: RunOptions,
 ) -> Result<RunReport, Failure> {
     // Verify before compile: wasmtime only ever sees bytes a trusted key signed.
     let admitted = admit(bytes, origin, site, launch, &options.grants)?;
-    options.grants = admitted.grants.clone();
-    // Every audit record names who signed what runs.
-    options.signer = admitted.signer.clone();
-    options.key_id = admitted.key_id.as_ref().map(|id| id.0.clone());
-
     let runtime =
         Runtime::new().map_err(|e| Failure::Failed(format!("cannot start wasmtime: {e:#}")))?;
     let (loaded, cache_status) = compile(&runtime, bytes, origin, launch)?;
-    options.hooks = prepare_hooks(&runtime, site, launch)?;
+    let ready = link(&runtime, site, launch, admitted)?;
+    run(
+        &runtime,
+        &loaded,
+        cache_status,
+        ready,
+        origin,
+        site,
+        options,
+    )
+    .await
+}
+
+/// A component admitted for one site, with that site's hooks verified and compiled:
+/// what [`run`] needs besides the compiled component, which many sites may share
+/// (`fleet`).
+pub struct Ready {
+    pub admitted: Admitted,
+    pub hooks: Vec<PreparedHook>,
+}
+
+/// Link: prepares the site's hooks for a component `admitted` by the site.
+pub fn link(
+    runtime: &Runtime,
+    site: &Site,
+    launch: &Launch<'_>,
+    admitted: Admitted,
+) -> Result<Ready, Failure> {
+    let hooks = prepare_hooks(runtime, site, launch)?;
+    Ok(Ready { admitted, hooks })
+}
+
+/// Run and report: runs `loaded` against `site` with what `ready` grants it (the
+/// site's grants narrowed to its signer's, the site's hooks) in a store of its own.
+pub async fn run(
+    runtime: &Runtime,
+    loaded: &Loaded,
+    cache_status: cache::CacheStatus,
+    ready: Ready,
+    origin: &Path,
+    site: &Site,
+    mut options: RunOptions,
+) -> Result<RunReport, Failure> {
+    options.grants = ready.admitted.grants.clone();
+    // Every audit record names who signed what runs.
+    options.signer = ready.admitted.signer.clone();
+    options.key_id = ready.admitted.key_id.as_ref().map(|id| id.0.clone());
+    options.hooks = ready.hooks;
     tracing::info!(
         component = %origin.display(),
         sha256 = %loaded.sha256,
@@ -241,11 +298,11 @@ pub async fn execute(
         "running"
     );
     let mut report = runtime
-        .run(&loaded, site, options)
+        .run(loaded, site, options)
         .await
         .map_err(|e| run_failure(e, origin, site))?;
-    report.signer = admitted.signer;
-    report.key_id = admitted.key_id.map(|id| id.0);
+    report.signer = ready.admitted.signer;
+    report.key_id = ready.admitted.key_id.map(|id| id.0);
     report.cache = Some(cache_status.to_string());
     Ok(report)
 }

@@ -10,6 +10,7 @@
 #[cfg(test)]
 mod architecture;
 pub mod audit;
+pub mod blocking;
 pub mod cache;
 pub mod caps;
 pub mod chain;
@@ -18,6 +19,8 @@ pub mod demo;
 pub mod digest;
 pub mod events;
 pub mod exit;
+pub mod fleet;
+pub mod fleet_demo;
 pub mod frame;
 pub mod grants;
 pub mod inspect;

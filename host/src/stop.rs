@@ -1,21 +1,109 @@
-//! A run's stop request (SIGINT, a lost Lease): a leaf, so the Lease keeper below
-//! the capabilities and the gate above them share one value.
+//! A run's stop request (SIGINT, a lost Lease, a fleet's failure policy) and its
+//! hold before the point of no return (`fleet --stop-before activate`): a leaf, so
+//! the Lease keeper below the capabilities and the gate above them share one value.
 
 use std::sync::{Arc, Mutex};
 
 /// A request to stop the run at its next mutating call; the first reason wins.
+///
+/// A stop made with [`Stop::child`] also stops when its parent does (a fleet stops
+/// every cluster; one cluster's lost Lease stops only that cluster).
 #[derive(Debug, Clone, Default)]
-pub struct Stop(Arc<Mutex<Option<String>>>);
+pub struct Stop {
+    own: Arc<Mutex<Option<String>>>,
+    parent: Option<Box<Stop>>,
+    hold: Arc<Mutex<Option<Hold>>>,
+}
+
+/// The run goes up to the point of no return and no further: every confirmation is
+/// answered no, and every irreversible request (`[http] irreversible`, as the gate
+/// matches it) is refused, whatever the component does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// What the run stops before, as the operator wrote it (`activate`).
+    pub before: String,
+    /// What the component and the report are told.
+    pub reason: String,
+    /// Set when the hold refused something: the run did reach the point of no return.
+    pub reached: bool,
+}
 
 impl Stop {
     pub fn request(&self, why: impl Into<String>) {
-        let mut reason = self.0.lock().expect("stop lock");
+        let mut reason = self.own.lock().expect("stop lock");
         if reason.is_none() {
             *reason = Some(why.into());
         }
     }
 
     pub fn reason(&self) -> Option<String> {
-        self.0.lock().expect("stop lock").clone()
+        let own = self.own.lock().expect("stop lock").clone();
+        own.or_else(|| self.parent.as_ref().and_then(|p| p.reason()))
+    }
+
+    /// A stop of its own that also follows this one's requests (not its hold).
+    pub fn child(&self) -> Stop {
+        Stop {
+            own: Arc::default(),
+            parent: Some(Box::new(self.clone())),
+            hold: Arc::default(),
+        }
+    }
+
+    /// From now on, the run stops before `before`: its irreversible requests are
+    /// refused and its confirmations answered no.
+    pub fn hold_before(&self, before: &str) {
+        *self.hold.lock().expect("hold lock") = Some(Hold {
+            before: before.to_string(),
+            reason: format!("stopped before {before} (--stop-before {before})"),
+            reached: false,
+        });
+    }
+
+    /// The hold, if any (and whether it refused something).
+    pub fn hold(&self) -> Option<Hold> {
+        self.hold.lock().expect("hold lock").clone()
+    }
+
+    /// `Some(reason)` when a hold is set: the run was about to cross the point of no
+    /// return (an irreversible request, a confirmation), which is recorded as reached.
+    pub fn withheld(&self) -> Option<String> {
+        let mut hold = self.hold.lock().expect("hold lock");
+        let hold = hold.as_mut()?;
+        hold.reached = true;
+        Some(hold.reason.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_follows_its_parent_but_not_the_other_way() {
+        let fleet = Stop::default();
+        let a = fleet.child();
+        let b = fleet.child();
+        a.request("lease lost");
+        assert_eq!(a.reason().as_deref(), Some("lease lost"));
+        assert_eq!(b.reason(), None);
+        assert_eq!(fleet.reason(), None);
+        fleet.request("2 clusters failed");
+        assert_eq!(b.reason().as_deref(), Some("2 clusters failed"));
+        assert_eq!(
+            a.reason().as_deref(),
+            Some("lease lost"),
+            "first reason wins"
+        );
+    }
+
+    #[test]
+    fn withholding_a_confirmation_marks_the_hold_reached() {
+        let stop = Stop::default();
+        assert_eq!(stop.withheld(), None);
+        stop.hold_before("activate");
+        assert!(!stop.hold().unwrap().reached);
+        assert!(stop.withheld().is_some());
+        assert!(stop.hold().unwrap().reached);
     }
 }

@@ -193,6 +193,89 @@ impl Terminal {
     }
 }
 
+impl Terminal {
+    /// The live line of one cluster of a fleet: a spinner with the cluster's current
+    /// step on a terminal, plain lines prefixed with the cluster's name otherwise.
+    pub fn cluster_line(&self, cluster: &str, width: usize) -> Arc<ClusterLine> {
+        let bar = self.multi.as_ref().map(|multi| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
+                    .expect("static template"),
+            );
+            bar.set_prefix(format!("{cluster:<width$}"));
+            bar.set_message("waiting");
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Arc::new(ClusterLine {
+            cluster: cluster.to_string(),
+            bar: bar.filter(|_| !self.quiet),
+            quiet: self.quiet,
+        })
+    }
+}
+
+/// One cluster's line in a fleet run (see [`Terminal::cluster_line`]).
+pub struct ClusterLine {
+    cluster: String,
+    bar: Option<ProgressBar>,
+    /// `-q`: no line at all (the summary still comes).
+    quiet: bool,
+}
+
+impl ClusterLine {
+    /// The line's last state: `mark` and `text` stay on screen.
+    pub fn finish(&self, ok: bool, text: &str) {
+        let mark = if ok { "✓" } else { "✗" };
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => {
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix} {msg}").expect("static template"),
+                );
+                bar.finish_with_message(format!("{mark} {text}"));
+            }
+            None => eprintln!("[{}] {mark} {text}", self.cluster),
+        }
+    }
+}
+
+impl Progress for ClusterLine {
+    fn step_begin(&self, name: &str, detail: &str) {
+        if self.quiet {
+            return;
+        }
+        // The component's text is data: escaped before it reaches the terminal.
+        let (name, detail) = (crate::text::escape(name), crate::text::escape(detail));
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("▶ {name}")),
+            None if detail.is_empty() => eprintln!("[{}] {GUTTER}▶ {name}", self.cluster),
+            None => eprintln!("[{}] {GUTTER}▶ {name}: {detail}", self.cluster),
+        }
+    }
+
+    fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.set_message(format!(
+                "{} {} {outcome}",
+                mark(outcome),
+                crate::text::escape(name)
+            )),
+            None => eprintln!(
+                "[{}] {}",
+                self.cluster,
+                describe(name, outcome, detail, elapsed)
+            ),
+        }
+    }
+}
+
 /// Writes log lines to stderr, hiding the spinners while it does.
 #[derive(Clone)]
 struct LogWriter(Option<MultiProgress>);

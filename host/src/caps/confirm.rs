@@ -223,6 +223,11 @@ impl Confirmations {
         resume: &str,
     ) -> Result<(), (Option<Unconfirmed>, String)> {
         let me = &self.0;
+        // A hold (`fleet --stop-before activate`) answers no, whoever would answer.
+        if let Some(why) = me.stop.withheld() {
+            tracing::warn!(question = %subject.summary(), "not confirmed: {why}");
+            return Err((None, why));
+        }
         match me.answerer {
             Answerer::Yes => {
                 let mut held = me.state.lock().expect("confirm lock");

@@ -284,6 +284,15 @@ impl Gate {
             self.halt(&why);
             return Err(Refusal::Denied(format!("{why}: not sent")));
         }
+        // A hold (`fleet --stop-before activate`) refuses the point of no return
+        // itself, whether or not the component asked for a confirmation first.
+        if let Call::Http { method, path, .. } = call
+            && self.irreversible(method, path)
+            && let Some(why) = self.shared.stop.withheld()
+        {
+            tracing::warn!(call = %target, "not sent: {why}");
+            return Err(Refusal::Denied(format!("{why}: not sent")));
+        }
         let restart = matches!(call, Call::Restart { .. });
         if restart {
             let max = self.shared.max_restarts;
@@ -479,6 +488,38 @@ mod tests {
     const RESTART: Call<'static> = Call::Restart {
         target: "rolling-restart",
     };
+
+    #[tokio::test]
+    async fn a_hold_refuses_every_spelling_of_an_irreversible_request_and_only_it() {
+        let stop = Stop::default();
+        stop.hold_before("activate");
+        let gate = gate(false, stop.clone());
+        for path in [
+            "/cluster/v1/key/activate",
+            "/cluster/v1/key/activate/",
+            "/cluster/v1/key/%61ctivate",
+            "/cluster/v1/key/ACTIVATE",
+        ] {
+            let call = Call::Http {
+                function: "post",
+                method: HttpMethod::Post,
+                path,
+                target: "POST x",
+                ip: None,
+            };
+            let refused = gate.decide(call).await.unwrap_err();
+            assert!(
+                refused
+                    .message()
+                    .contains("stopped before activate (--stop-before activate)"),
+                "{path}: {refused:?}"
+            );
+        }
+        assert!(stop.hold().unwrap().reached);
+        // Everything before the point of no return goes.
+        assert!(gate.decide(post("POST p")).await.is_ok());
+        assert!(gate.decide(RESTART).await.is_ok());
+    }
 
     #[tokio::test]
     async fn plan_records_and_refuses() {

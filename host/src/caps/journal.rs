@@ -116,6 +116,10 @@ impl Journal {
 
     /// Writes the entries atomically: temp file in the same folder, fsync, rename.
     fn persist(&self, entries: &BTreeMap<String, String>) -> std::io::Result<()> {
+        crate::blocking::off_worker(|| self.persist_here(entries))
+    }
+
+    fn persist_here(&self, entries: &BTreeMap<String, String>) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let stored = Stored {

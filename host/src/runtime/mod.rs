@@ -388,9 +388,7 @@ impl Runtime {
             }
             Ok(())
         });
-        let ticks = (options.limits.wall_clock.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        yield_until(&mut store, options.limits.wall_clock);
 
         let rotation =
             match Rotation::instantiate_async(&mut store, &loaded.component, &self.linker).await {
@@ -510,6 +508,21 @@ impl Runtime {
         report.finish(started);
         Ok(report)
     }
+}
+
+/// Guest code gives its worker back at every epoch tick (other clusters' runs share
+/// the tokio workers) and traps with [`wasmtime::Trap::Interrupt`] once `limit` has
+/// passed since now (time in host calls counts too, as with a plain deadline).
+fn yield_until<T: 'static>(store: &mut Store<T>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(wasmtime::Trap::Interrupt.into())
+        } else {
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
 }
 
 /// What a run's hooks share with the rotation: the Kubernetes client, the HTTPS

@@ -1,0 +1,279 @@
+//! Fleet and scale figures of BENCHMARKS.md, against the simulator of `cmk-sim`
+//! (served by this process; the host under test is the real `cmk-host` binary).
+//!
+//!     cargo bench -p cmk-host --bench fleet --profile dev -- fleet 10 50 100
+//!     cargo bench -p cmk-host --bench fleet --profile dev -- pods 3 30 300
+//!
+//! `fleet N`: N clusters of 3 pods. One cluster's rotation (`cmk-host run`), then
+//! one `cmk-host fleet --max-parallel N` over all N, then N separate `cmk-host run`
+//! processes at once: wall time of each, and peak RSS (the fleet process's; the sum
+//! of the N processes').
+//!
+//! `pods P`: one cluster of P pods whose fetch answers after 50 ms. The host's time
+//! above the simulator's floor (two bare rolling restarts plus one fetch), and what
+//! an ideal parallel client (every pod at once, the host's own TLS client) spends on
+//! the same rounds of requests.
+//!
+//! Without arguments: `fleet 2` and `pods 3` (a smoke run).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cmk_host::caps::http::policy::HttpPolicy;
+use cmk_host::site::Site;
+use cmk_host::trust::keys::{self, SigningKey};
+use cmk_sim::{Faults, Sim, SimConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
+
+/// A finished child: its exit code, wall time and peak RSS (KiB).
+struct Measured {
+    code: i32,
+    wall: Duration,
+    max_rss_kib: i64,
+}
+
+/// Starts `args`, to be reaped by [`reap`].
+fn spawn(args: &[String], cache: &Path) -> (std::process::Child, Instant) {
+    // The subcommand, then the cache (before any `--`), then the rest.
+    let child = Command::new(BIN)
+        .arg("--log=warn")
+        .args(&args[..1])
+        .args(["--cache-dir", cache.to_str().unwrap()])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cmk-host");
+    (child, Instant::now())
+}
+
+/// Waits for `child` with `wait4`, which reports its peak RSS.
+fn reap(child: std::process::Child, started: Instant) -> Measured {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet reaped (std never waited on it).
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4");
+    let wall = started.elapsed();
+    std::mem::forget(child);
+    Measured {
+        code: if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        },
+        wall,
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
+
+fn run_one(args: &[String], cache: &Path) -> Measured {
+    let (child, started) = spawn(args, cache);
+    reap(child, started)
+}
+
+/// `n` simulated clusters, their site files (cluster `bI`) trusting `key`.
+async fn clusters(
+    n: usize,
+    config: &SimConfig,
+    dir: &Path,
+    public: &Path,
+) -> (Vec<Sim>, Vec<PathBuf>) {
+    let mut sims = Vec::new();
+    let mut sites = Vec::new();
+    for i in 0..n {
+        let sim = Sim::start(config.clone()).await.expect("simulator");
+        let files = sim.write_files(&dir.join(format!("b{i}"))).expect("files");
+        let text = std::fs::read_to_string(&files.site).unwrap();
+        let text = text.replacen("name = \"sim\"", &format!("name = \"b{i}\""), 1)
+            + &cmk_host::trust::signer_entry("bench", &public.display().to_string());
+        std::fs::write(&files.site, text).unwrap();
+        sites.push(files.site);
+        sims.push(sim);
+    }
+    (sims, sites)
+}
+
+fn mib(kib: i64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn rotate_args(component: &Path, site: &Path) -> Vec<String> {
+    [
+        "run",
+        component.to_str().unwrap(),
+        "--site",
+        site.to_str().unwrap(),
+        "--yes",
+        "--param",
+        "new_rotation=true",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+async fn fleet(n: usize, component: &Path, public: &Path, cache: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SimConfig::pods(3);
+
+    let (one, one_site) = clusters(1, &config, &dir.path().join("one"), public).await;
+    // Twice: the first also fills the precompile cache; the second is measured.
+    let warm = run_one(&rotate_args(component, &one_site[0]), cache);
+    assert_eq!(warm.code, 0, "one cluster's rotation");
+    let single = run_one(&rotate_args(component, &one_site[0]), cache);
+    assert_eq!(single.code, 0, "one cluster's rotation, again");
+    drop(one);
+
+    let (sims, sites) = clusters(n, &config, &dir.path().join("fleet"), public).await;
+    let mut args: Vec<String> = [
+        "fleet",
+        "--component",
+        component.to_str().unwrap(),
+        "--yes",
+        "--param",
+        "new_rotation=true",
+        "--max-parallel",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(n.to_string());
+    args.push("--".into());
+    args.extend(sites.iter().map(|s| s.display().to_string()));
+    let fleet = run_one(&args, cache);
+    assert_eq!(fleet.code, 0, "the fleet run");
+    for sim in &sims {
+        assert_eq!(sim.oracle().activates().len(), 1, "one activate each");
+    }
+
+    // The same clusters again, by N separate processes at once.
+    let children: Vec<_> = sites
+        .iter()
+        .map(|s| spawn(&rotate_args(component, s), cache))
+        .collect();
+    let started = Instant::now();
+    let separate: Vec<Measured> = children.into_iter().map(|(c, t)| reap(c, t)).collect();
+    let separate_wall = started.elapsed();
+    assert!(separate.iter().all(|m| m.code == 0), "every separate run");
+    let separate_rss: i64 = separate.iter().map(|m| m.max_rss_kib).sum();
+    println!(
+        "fleet {n:>4}: one cluster {:>6.2} s | fleet {:>6.2} s ({:.2}x) peak RSS {:>7.1} MiB | \
+         {n} processes {:>6.2} s, peak RSS {:>7.1} MiB in all ({:.1} MiB each)",
+        single.wall.as_secs_f64(),
+        fleet.wall.as_secs_f64(),
+        fleet.wall.as_secs_f64() / single.wall.as_secs_f64(),
+        mib(fleet.max_rss_kib),
+        separate_wall.as_secs_f64(),
+        mib(separate_rss),
+        mib(separate_rss) / n as f64,
+    );
+}
+
+async fn pods(p: usize, component: &Path, public: &Path, cache: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SimConfig {
+        faults: Faults {
+            slow_answer: Some(("/cluster/v1/key/fetch".into(), 50)),
+            ..Faults::default()
+        },
+        ..SimConfig::pods(p)
+    };
+    // The floor: two bare rolling restarts (on a simulator of its own) plus one fetch.
+    let (bare, _) = clusters(1, &config, &dir.path().join("bare"), public).await;
+    let t = Instant::now();
+    bare[0].rolling_restart().await.expect("restart");
+    bare[0].rolling_restart().await.expect("restart");
+    let floor = t.elapsed() + Duration::from_millis(50);
+    drop(bare);
+
+    let (sims, sites) = clusters(1, &config, &dir.path().join("run"), public).await;
+    // Twice: the first also fills the precompile cache; the second is measured.
+    let warm = run_one(&rotate_args(component, &sites[0]), cache);
+    assert_eq!(warm.code, 0, "the rotation");
+    let rotation = run_one(&rotate_args(component, &sites[0]), cache);
+    assert_eq!(rotation.code, 0, "the rotation, again");
+    let above = rotation.wall.saturating_sub(floor);
+
+    // An ideal parallel client: one round of GETs to every pod at once, the host's
+    // own TLS client; the rotation makes five such rounds.
+    let site = Site::load(&sites[0]).expect("site");
+    let client =
+        cmk_host::caps::http::client(&site.tls, &HttpPolicy::new(&site.http, site.cluster.port))
+            .expect("client");
+    let ips = sims[0].pod_ips();
+    let round = || async {
+        let t = Instant::now();
+        let gets = ips.iter().map(|(_, ip)| {
+            let client = client.clone();
+            let url = format!("https://{ip}:4444/cluster/v1/key");
+            async move { client.get(url).send().await.map(|r| r.status()) }
+        });
+        for r in futures::future::join_all(gets).await {
+            assert!(r.expect("GET").is_success());
+        }
+        t.elapsed()
+    };
+    round().await; // connections and TLS sessions, as the host's first round makes them
+    let mut rounds = Duration::ZERO;
+    for _ in 0..5 {
+        rounds += round().await;
+    }
+    println!(
+        "pods {p:>4}: rotation {:>7.2} s, floor {:>7.2} s, host above the floor {:>7.3} s \
+         ({:.2} ms per pod) | ideal client, 5 rounds of GETs {:>7.3} s ({:.2} ms per pod)",
+        rotation.wall.as_secs_f64(),
+        floor.as_secs_f64(),
+        above.as_secs_f64(),
+        above.as_secs_f64() * 1000.0 / p as f64,
+        rounds.as_secs_f64(),
+        rounds.as_secs_f64() * 1000.0 / p as f64,
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let (mode, sizes): (&str, Vec<usize>) = match args.split_first() {
+        Some((mode, sizes)) => (
+            mode.as_str(),
+            sizes.iter().map(|s| s.parse().expect("a size")).collect(),
+        ),
+        None => ("smoke", Vec::new()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    keys::generate(&dir.path().join("bench")).expect("key");
+    let key = SigningKey::load(&dir.path().join("bench.key")).unwrap();
+    let component = dir.path().join("rotate.wasm");
+    let signed = cmk_host::trust::verify::sign(cmk_host::ROTATE_COMPONENT, &key).unwrap();
+    std::fs::write(&component, signed).unwrap();
+    let public = dir.path().join("bench.pub");
+    let cache = dir.path().join("cache");
+    println!(
+        "{} cores available; precompile cache warmed by the first run",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    match mode {
+        "fleet" => {
+            for n in sizes {
+                fleet(n, &component, &public, &cache).await;
+            }
+        }
+        "pods" => {
+            for p in sizes {
+                pods(p, &component, &public, &cache).await;
+            }
+        }
+        _ => {
+            fleet(2, &component, &public, &cache).await;
+            pods(3, &component, &public, &cache).await;
+        }
+    }
+}
