@@ -37,7 +37,7 @@ use crate::site::Site;
 use crate::ui::Progress;
 use bindings::Rotation;
 use bindings::cmk::procedure as wit;
-use bindings::exports::cmk::procedure::procedure::{Context, Mode};
+use bindings::exports::cmk::procedure::procedure::{Context, Grants as WitGrants, Mode};
 
 /// How often the engine's epoch advances; the wall-clock limit is counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -380,6 +380,7 @@ impl Runtime {
             },
             params,
             cluster: site.cluster.name.clone(),
+            grants: context_grants(&options.grants, options.answerer),
         };
         // The epoch deadline stops guest code; this also bounds time spent in host calls.
         let grace = Duration::from_secs(5);
@@ -661,4 +662,25 @@ fn new_run_id() -> String {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The run's grants as the procedure's `context` shows them, so that it can refuse
+/// before changing anything. Only a description: every call is still checked by its
+/// capability. A confirmation is answerable when `confirm` is granted and `--yes` or
+/// a terminal will answer it.
+fn context_grants(grants: &Grants, answerer: Answerer) -> WitGrants {
+    WitGrants {
+        capabilities: grants
+            .capabilities
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect(),
+        http_methods: grants
+            .http_methods
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect(),
+        http_paths: grants.http_paths.clone(),
+        confirm_answerable: grants.allows(Capability::Confirm) && answerer != Answerer::Nobody,
+    }
 }
