@@ -7,7 +7,7 @@
 //!
 //! One fallback handler serves every request, so that every request (unknown paths
 //! and wrong methods included) is answered and recorded in the oracle in one place.
-//! The rules themselves live in `db.rs`; this file maps them to HTTP and applies the
+//! The rules themselves live in `cmk-dsm` (`sim/dsm`); this file maps them to HTTP and applies the
 //! injected faults.
 
 use std::net::{Ipv4Addr, SocketAddr};

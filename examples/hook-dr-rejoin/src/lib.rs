@@ -24,7 +24,7 @@ pub fn dr_nodes(params: &[(String, String)]) -> Result<Vec<String>, String> {
                 }
                 nodes = Some(list);
             }
-            other => return Err(format!("unknown parameter `{other}` (known: dr_nodes)")),
+            other => return Err(guest_kit::params::unknown(other, &["dr_nodes"])),
         }
     }
     nodes.ok_or_else(|| "dr_nodes is required (node names, comma-separated)".into())
