@@ -1,7 +1,8 @@
 //! The driver: one loop. Observe every pod (preflight), decide the phase, then walk
 //! that phase's rows of the [table](crate::table): take the next step, verify it,
 //! record it. Apply acts; plan walks the same rows and only reports, marking a step
-//! the run's grants would refuse as refused. Before anything is read, apply checks
+//! the run's grants would refuse as refused (the plan itself succeeds: it is a
+//! report). Before anything is read, apply checks
 //! that the grants cover a whole rotation, so that a missing grant stops the run
 //! before the first change rather than halfway.
 
@@ -12,7 +13,7 @@ use guest_kit::types::{Context, Failure, Level, Mode, Outcome, Report};
 use crate::ledger::Steps;
 use crate::logic::{Phase, Target};
 use crate::params::{self, Params};
-use crate::table::{self, How, Preflight, Step};
+use crate::table::{self, How, Preflight};
 
 /// Runs the rotation (or, in plan mode, reads and reports what it would do).
 pub fn run(host: &mut impl Act, ctx: &Context) -> Result<Report, Failure> {
@@ -138,12 +139,10 @@ impl<H: Act> Run<'_, H> {
     }
 
     /// Walks the same rows and reports, changing nothing. A step the grants would
-    /// refuse is reported as refused, and the plan then fails, naming what is missing.
+    /// refuse is reported as refused (with what is missing), not as planned.
     fn plan(mut self, state: &State) -> Result<Report, Failure> {
-        let mut refused: Vec<(Step, Vec<String>)> = Vec::new();
         let mut state = state.clone();
-        let rows = table::rows(&state.phase, state.targets.len());
-        for (step, how) in rows {
+        for (step, how) in table::rows(&state.phase, state.targets.len()) {
             match how {
                 How::Skip(behind) => {
                     let why = self.behind(&state, behind);
@@ -151,42 +150,19 @@ impl<H: Act> Run<'_, H> {
                 }
                 How::Adopt => self.adopt(&mut state),
                 How::Take | How::TakeThenReobserve => {
-                    let why = self.grants.refusals(step.needs().iter().copied());
-                    if why.is_empty() {
+                    let refused = self.grants.refusals(step.needs().iter().copied());
+                    if refused.is_empty() {
                         let detail = self.describe(step, &state, Mode::Plan);
                         self.note(step.name(), Outcome::Planned, detail);
                     } else {
-                        let detail = format!("refused: {}", why.join("; "));
+                        let detail = format!("refused: {}", refused.join("; "));
                         self.note(step.name(), Outcome::Refused, detail);
-                        refused.push((step, why));
                     }
                 }
             }
         }
-        let Some((first, _)) = refused.first() else {
-            let rotated = matches!(state.phase, Phase::Rotated { .. });
-            return Ok(self.report(&state, rotated.then_some(state.before)));
-        };
-        let mut reasons: Vec<String> = Vec::new();
-        for (_, why) in &refused {
-            for r in why {
-                if !reasons.contains(r) {
-                    reasons.push(r.clone());
-                }
-            }
-        }
-        let names: Vec<&str> = refused.iter().map(|(s, _)| s.name()).collect();
-        let first = first.name();
-        Err(Failure {
-            step: first.into(),
-            reason: format!(
-                "the run's grants would refuse {}: {}",
-                names.join(", "),
-                reasons.join("; ")
-            ),
-            safe_to_resume: true,
-            steps: std::mem::take(&mut self.steps).into_steps(),
-        })
+        let rotated = matches!(state.phase, Phase::Rotated { .. });
+        Ok(self.report(&state, rotated.then_some(state.before)))
     }
 
     /// The report of a run that ended well.

@@ -78,8 +78,9 @@ impl Step {
         const JOURNAL: Need = Need::Capability("journal");
         const RESTART: &[Need] = &[Need::Capability("restart"), Need::Capability("pods")];
         match self {
-            // Where the rotation stands is in the pods and in the journal.
-            Preflight => &[Need::Capability("pods"), READ, JOURNAL],
+            // The journal completes what the pods show, when it is granted; apply
+            // needs it anyway, for the records of the later steps.
+            Preflight => &[Need::Capability("pods"), READ],
             Propose => &[Need::Http(Method::Post, PROPOSE_PATH), READ, JOURNAL],
             Distribute => &[Need::Http(Method::Post, FETCH_PATH)],
             VerifyDistributed => &[READ],

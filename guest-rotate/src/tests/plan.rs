@@ -184,11 +184,11 @@ fn plan_reports_what_the_grants_would_refuse_as_refused() {
     let mut fake = Fake::new(3);
     let get_only = Grants {
         http_methods: vec!["GET".into()],
-        ..Grants::all()
+        ..without("journal")
     };
-    let failure = run_granted(&mut fake, Mode::Plan, &[], "t", get_only).unwrap_err();
+    let report = run_granted(&mut fake, Mode::Plan, &[], "t", get_only).unwrap();
     assert!(fake.requests.iter().all(|r| r.starts_with("GET ")));
-    let outcomes: Vec<(&str, Outcome)> = failure
+    let outcomes: Vec<(&str, Outcome)> = report
         .steps
         .iter()
         .map(|s| (s.name.as_str(), s.outcome))
@@ -202,23 +202,25 @@ fn plan_reports_what_the_grants_would_refuse_as_refused() {
             (DISTRIBUTE, Refused),
             (VERIFY_DISTRIBUTED, Planned),
             (RESTART_LOAD, Planned),
-            ("verify-loaded", Planned),
+            ("verify-loaded", Refused),
             (ACTIVATE, Refused),
             (RESTART_ACTIVATE, Planned),
-            (VERIFY_ACTIVATED, Planned),
+            (VERIFY_ACTIVATED, Refused),
         ]
     );
-    assert_eq!(failure.step, PROPOSE);
-    assert!(
-        failure.reason.starts_with("the run's grants would refuse propose, distribute, activate: POST is not granted"),
-        "{}",
-        failure.reason
+    assert_eq!(
+        report.steps[1].detail,
+        "refused: POST is not granted: add \"POST\" to [[trust.signer]] http_methods \
+         (and to [http] methods); journal is not granted: add \"journal\" to \
+         [[trust.signer]] capabilities"
     );
 
-    // Without the journal not even the plan can tell where the rotation stands.
+    // Without GET not even the plan can tell where the rotation stands.
     let mut fake = Fake::new(3);
-    let failure = run_granted(&mut fake, Mode::Plan, &[], "t", without("journal")).unwrap_err();
+    let no_http = without("http");
+    let failure = run_granted(&mut fake, Mode::Plan, &[], "t", no_http).unwrap_err();
     assert_eq!(failure.step, PREFLIGHT);
+    assert!(failure.reason.contains("http is not granted"), "{}", failure.reason);
     assert!(fake.requests.is_empty());
 }
 
