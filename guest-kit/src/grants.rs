@@ -154,8 +154,15 @@ mod tests {
                 .is_none()
         );
         let r = g.refusal(PROPOSE).unwrap();
-        assert!(r.starts_with("POST /cluster/v1/key/propose is outside"), "{r}");
+        assert!(
+            r.starts_with("POST /cluster/v1/key/propose is outside"),
+            "{r}"
+        );
         g.capabilities.retain(|c| c != "http");
-        assert!(g.refusal(PROPOSE).unwrap().starts_with("http is not granted"));
+        assert!(
+            g.refusal(PROPOSE)
+                .unwrap()
+                .starts_with("http is not granted")
+        );
     }
 }

@@ -7,9 +7,7 @@
 //! changes it or the run's records. `guest-status` is written against `Read` alone.
 
 pub use crate::retry::Clock;
-use crate::types::{
-    HttpError, Level, Outcome, Pod, PodsError, Request, Response, RestartError,
-};
+use crate::types::{HttpError, Level, Outcome, Pod, PodsError, Request, Response, RestartError};
 
 /// Looking at the cluster, and telling the host what the run does.
 pub trait Read: Clock {

@@ -89,13 +89,18 @@ pub fn statuses(
     pods.iter()
         .zip(answers)
         .map(|((name, ip), answer)| {
-            let parsed = answer.map_err(ReadError::Http).and_then(|r| {
-                status::parse(&r.body, common.fields()).map_err(ReadError::Body)
-            });
+            let parsed = answer
+                .map_err(ReadError::Http)
+                .and_then(|r| status::parse(&r.body, common.fields()).map_err(ReadError::Body));
             if let Ok(s) = &parsed {
                 let hash = s.hash.as_deref().unwrap_or("none");
                 let version = s.version.to_string();
-                let fields = [("pod", *name), ("ip", *ip), ("version", &version), ("hash", hash)];
+                let fields = [
+                    ("pod", *name),
+                    ("ip", *ip),
+                    ("version", &version),
+                    ("hash", hash),
+                ];
                 host.log(Level::Debug, "key status", &fields);
             }
             parsed
@@ -144,6 +149,9 @@ mod tests {
     #[test]
     fn read_errors_read_as_their_cause() {
         assert_eq!(ReadError::Http(HttpError::Timeout).to_string(), "timeout");
-        assert_eq!(ReadError::Body("no `version`".into()).to_string(), "no `version`");
+        assert_eq!(
+            ReadError::Body("no `version`".into()).to_string(),
+            "no `version`"
+        );
     }
 }

@@ -170,7 +170,10 @@ impl Fake {
         }
         let answer = match (method, path) {
             (Method::Get, "/cluster/v1/key") => {
-                let s = self.db.status(&name).map_err(|e| status(503, e.to_string()))?;
+                let s = self
+                    .db
+                    .status(&name)
+                    .map_err(|e| status(503, e.to_string()))?;
                 let body = serde_json::json!({
                     "version": s.version,
                     "fetched_proposal_hash": s.fetched_hash,

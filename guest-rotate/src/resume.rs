@@ -47,8 +47,7 @@ impl<H: Act> Run<'_, H> {
             .zip(self.read(&targets))
             .map(|(t, a)| (t.name.clone(), a.map_err(|e| e.to_string())))
             .collect();
-        let observed =
-            logic::observe(&pods, &answers).map_err(|reason| self.fail(name, reason))?;
+        let observed = logic::observe(&pods, &answers).map_err(|reason| self.fail(name, reason))?;
         // Without the grant (a plan by a read-only signer) there is no journal to
         // read: the pods alone decide, and apply would refuse before this point.
         let entries = match self.grants.has("journal") {
@@ -128,10 +127,9 @@ impl<H: Act> Run<'_, H> {
                  from {vf} {v} {}: resuming an interrupted rotation after activate",
                 sent_or_maybe(*sent)
             ),
-            Phase::Rotated { hash } => format!(
-                "{n} pods ({names}) at {vf} {v}: {}",
-                self.rotated(v, hash)
-            ),
+            Phase::Rotated { hash } => {
+                format!("{n} pods ({names}) at {vf} {v}: {}", self.rotated(v, hash))
+            }
         }
     }
 

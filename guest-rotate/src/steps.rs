@@ -14,7 +14,7 @@ use guest_kit::types::{Failure, HttpError, Level, Method, Mode, Outcome, Request
 use crate::driver::{Next, Run, State};
 use crate::journal::{self, InProgress, Stage};
 use crate::logic::{self, Phase, Target};
-use crate::table::{self, Step::*, Step};
+use crate::table::{self, Step, Step::*};
 
 /// Reads retry after 200 ms, doubling up to 5 s: pods warm up for a while after a restart.
 pub const BACKOFF: Backoff = Backoff {
@@ -96,7 +96,10 @@ impl<H: Act> Run<'_, H> {
                 )
             }
             VerifyDistributed => format!("every pod reports {hf} {proposal}"),
-            VerifyLoaded => format!("every pod reports {hf} {proposal} and {vf} {}", state.before),
+            VerifyLoaded => format!(
+                "every pod reports {hf} {proposal} and {vf} {}",
+                state.before
+            ),
             RestartLoad => match &state.hash {
                 Some(h) => format!("rolling restart: load proposal {h:?} on every pod"),
                 None => "rolling restart: load the new proposal on every pod".into(),
@@ -124,7 +127,10 @@ impl<H: Act> Run<'_, H> {
             Phase::Proposed { holders, .. } => holders,
             _ => &[],
         };
-        let source = state.source.clone().unwrap_or_else(|| state.targets[0].clone());
+        let source = state
+            .source
+            .clone()
+            .unwrap_or_else(|| state.targets[0].clone());
         let fetchers = state
             .targets
             .iter()
@@ -352,7 +358,8 @@ impl<H: Act> Run<'_, H> {
         let detail = self.describe(Activate, state, Mode::Apply);
         self.begin(Activate.name(), &detail)?;
         let fields = [("pod", pod.name.as_str()), ("ip", pod.ip.as_str())];
-        self.host.log(Level::Warn, "activating the new key", &fields);
+        self.host
+            .log(Level::Warn, "activating the new key", &fields);
         let url = self.url(&pod.ip, table::ACTIVATE_PATH);
         // Never retried. Unless the request provably never left (denied by policy, or
         // no TLS session), assume it may have been applied.

@@ -143,7 +143,9 @@ pub fn rows(phase: &Phase, pods: usize) -> Vec<(Step, How)> {
                 _ => (s, How::Take),
             })
             .collect(),
-        Phase::Loaded { .. } => steps.map(behind_upto(RestartLoad, Behind::Loaded)).collect(),
+        Phase::Loaded { .. } => steps
+            .map(behind_upto(RestartLoad, Behind::Loaded))
+            .collect(),
         Phase::Activating {
             sent, restarted, ..
         } => steps
@@ -218,7 +220,12 @@ mod tests {
         let loaded = rows(&Phase::Loaded { hash: "h".into() }, 3);
         assert_eq!(
             taken(&loaded),
-            ["verify-loaded", "activate", "restart-activate", "verify-activated"]
+            [
+                "verify-loaded",
+                "activate",
+                "restart-activate",
+                "verify-activated"
+            ]
         );
         let sent = |sent, restarted| Phase::Activating {
             hash: "h".into(),
@@ -230,12 +237,12 @@ mod tests {
             ["restart-activate", "verify-activated"]
         );
         assert_eq!(taken(&rows(&sent(true, true), 3)), ["verify-activated"]);
-        assert!(
-            rows(&sent(false, false), 3).contains(&(RestartActivate, How::TakeThenReobserve))
-        );
+        assert!(rows(&sent(false, false), 3).contains(&(RestartActivate, How::TakeThenReobserve)));
         assert!(taken(&rows(&Phase::Rotated { hash: "h".into() }, 3)).is_empty());
         // One pod: nobody to distribute to.
-        assert!(rows(&Phase::NothingProposed, 1).contains(&(Distribute, How::Skip(Behind::AllHold))));
+        assert!(
+            rows(&Phase::NothingProposed, 1).contains(&(Distribute, How::Skip(Behind::AllHold)))
+        );
     }
 
     #[test]
@@ -245,6 +252,12 @@ mod tests {
             assert!(needs.contains(&Need::Capability(c)), "{c}");
         }
         assert!(needs.contains(&Need::Http(Method::Post, ACTIVATE_PATH)));
-        assert_eq!(needs.iter().filter(|n| **n == Need::Capability("journal")).count(), 1);
+        assert_eq!(
+            needs
+                .iter()
+                .filter(|n| **n == Need::Capability("journal"))
+                .count(),
+            1
+        );
     }
 }

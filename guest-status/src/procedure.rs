@@ -42,7 +42,14 @@ pub fn check(host: &mut impl Read, params: &[(String, String)]) -> Result<Report
     steps.begin(host, "pods", "listing the pods");
     let pods = match host.list_pods() {
         Ok(pods) => pods,
-        Err(e) => return Err(fail(host, &steps, "pods", format!("cannot list the pods: {e}"))),
+        Err(e) => {
+            return Err(fail(
+                host,
+                &steps,
+                "pods",
+                format!("cannot list the pods: {e}"),
+            ));
+        }
     };
     steps.end(host, "pods", Outcome::Done, format!("{} pods", pods.len()));
 

@@ -590,7 +590,48 @@ http_paths = ["/cluster/v1/key"]"#,
     for name in ["verify-distributed", "restart-load", "verify-activated"] {
         assert_eq!(step(name)["outcome"], "planned", "{name}: {out}");
     }
-    assert!(cluster.oracle().mutations().is_empty(), "plan sends no POST");
+    assert!(
+        cluster.oracle().mutations().is_empty(),
+        "plan sends no POST"
+    );
+}
+
+/// The run's context tells the procedure its grants: the site's narrowed to the
+/// signer's, and whether a confirmation can be answered (`confirm` and `--yes`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_context_tells_the_procedure_its_grants() {
+    let cluster = Cluster::pods(1).await;
+    let vendor = Signer::generate(cluster.dir(), "vendor");
+    cluster.trust(
+        &vendor,
+        r#"capabilities = ["pods", "http", "log", "confirm"]
+http_methods = ["GET"]
+http_paths = ["/cluster/v1/key"]"#,
+    );
+    let probe = vendor.sign(PROBE_WASM, &cluster.dir().join("vendor-probe.wasm"));
+    let cache = tempfile::tempdir().unwrap();
+    let grants = |out: &Outcome| {
+        out.json()["steps"][0]["detail"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no grants step: {out}"))
+            .to_string()
+    };
+    let args = ["--param", "grants=true", "--json"];
+    let out = run_component(&cluster, &probe, cache.path(), &args).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        grants(&out),
+        "capabilities=pods,http,log,confirm methods=GET paths=/cluster/v1/key answerable=false",
+        "no terminal and no --yes: a confirmation cannot be answered"
+    );
+    let out = run_component(
+        &cluster,
+        &probe,
+        cache.path(),
+        &[&args[..], &["--yes"]].concat(),
+    )
+    .await;
+    assert!(grants(&out).ends_with("answerable=true"), "{out}");
 }
 
 /// Exit 1 at preflight, before any request reached a pod: the reason names `why`.

@@ -59,7 +59,9 @@ pub fn run(host: &mut impl Read, ctx: &Context) -> Result<Report, Failure> {
         pods: 0,
     };
     // Nothing is done unless every step can be: refuse before the first acts.
-    let refused = ctx.grants.refusals(STEPS.iter().flat_map(|s| s.needs).copied());
+    let refused = ctx
+        .grants
+        .refusals(STEPS.iter().flat_map(|s| s.needs).copied());
     if ctx.mode == Mode::Apply && !refused.is_empty() {
         let first = STEPS[0].name;
         ledger.begin(host, first, "check the run's grants");
@@ -245,7 +247,11 @@ mod tests {
         let mut grants = Grants::all();
         grants.capabilities.retain(|c| c != "pods");
         let failure = run(&mut fake(2), &ctx(Mode::Apply, grants)).unwrap_err();
-        assert!(failure.reason.starts_with("pods is not granted"), "{}", failure.reason);
+        assert!(
+            failure.reason.starts_with("pods is not granted"),
+            "{}",
+            failure.reason
+        );
         assert_eq!(failure.step, "hello");
     }
 }

@@ -107,7 +107,11 @@ fn plan_and_apply_list_the_same_steps_in_every_phase() {
         let mut planned = fake();
         let mutations = planned.mutations.len();
         let plan = run(&mut planned, Mode::Plan, &[], "t").unwrap();
-        assert_eq!(planned.mutations.len(), mutations, "{phase}: plan changes nothing");
+        assert_eq!(
+            planned.mutations.len(),
+            mutations,
+            "{phase}: plan changes nothing"
+        );
         let mut applied = fake();
         let done = apply(&mut applied).unwrap_or_else(|f| panic!("{phase}: {f:?}"));
         assert_eq!(names(&plan.steps), names(&done.steps), "{phase}");
@@ -220,7 +224,11 @@ fn plan_reports_what_the_grants_would_refuse_as_refused() {
     let no_http = without("http");
     let failure = run_granted(&mut fake, Mode::Plan, &[], "t", no_http).unwrap_err();
     assert_eq!(failure.step, PREFLIGHT);
-    assert!(failure.reason.contains("http is not granted"), "{}", failure.reason);
+    assert!(
+        failure.reason.contains("http is not granted"),
+        "{}",
+        failure.reason
+    );
     assert!(fake.requests.is_empty());
 }
 
@@ -235,7 +243,9 @@ fn plan_says_when_the_confirmation_cannot_be_answered() {
     let activate = report.steps.iter().find(|s| s.name == ACTIVATE).unwrap();
     assert_eq!(activate.outcome, Outcome::Planned);
     assert!(
-        activate.detail.ends_with("this run cannot answer it (no --yes and no terminal)"),
+        activate
+            .detail
+            .ends_with("this run cannot answer it (no --yes and no terminal)"),
         "{}",
         activate.detail
     );

@@ -521,7 +521,10 @@ mod tests {
         let s = db.status("sdkms-0").unwrap();
         assert_eq!((s.version, s.fetched_hash.as_deref()), (1, Some("h")));
         db.stop_pod("sdkms-1");
-        assert_eq!(db.status("sdkms-1"), Err(DbError::UnknownPod("sdkms-1".into())));
+        assert_eq!(
+            db.status("sdkms-1"),
+            Err(DbError::UnknownPod("sdkms-1".into()))
+        );
     }
 
     #[test]
