@@ -77,6 +77,5 @@ fn main() {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    cmk_host::runtime::hex(&sha2::Sha256::digest(bytes))
+    cmk_host::digest::sha256_hex(bytes)
 }

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::runtime::hex;
-use crate::site::{SiteError, SiteFile};
+use crate::digest::hex;
+use crate::frame::{SiteError, SiteFile};
 
 /// JSON body fields that may be kept verbatim in the trail.
 const PLAIN_BODY_FIELDS: &[&str] = &["target"];
@@ -91,6 +91,8 @@ struct Writer {
     /// The hash of the last record this run wrote.
     head: String,
     ctx: RunContext,
+    /// `--events`: each record, as it is appended.
+    events: crate::events::Events,
 }
 
 /// The audit trail of one run; cheap to clone, shared by the capabilities. The
@@ -187,7 +189,16 @@ impl Audit {
             file,
             head,
             ctx,
+            events: crate::events::Events::default(),
         })))))
+    }
+
+    /// Every record appended from now on is also an event (`--events`).
+    pub fn with_events(self, events: crate::events::Events) -> Self {
+        if let Some(w) = &self.0 {
+            w.lock().expect("audit lock").events = events;
+        }
+        self
     }
 
     /// Appends one record and syncs it. The file is locked while the last record
@@ -198,7 +209,7 @@ impl Audit {
         let Some(w) = &self.0 else { return };
         let mut w = w.lock().expect("audit lock");
         let w = &mut *w;
-        let written = (|| -> std::io::Result<String> {
+        let written = (|| -> std::io::Result<(String, serde_json::Value)> {
             w.file.lock()?;
             let result = (|| {
                 let (seq, prev) = tail(&mut w.file)?;
@@ -221,13 +232,24 @@ impl Audit {
                 let (line, hash) = seal(&record).map_err(std::io::Error::other)?;
                 w.file.write_all(format!("{line}\n").as_bytes())?;
                 w.file.sync_data()?;
-                Ok(hash)
+                let event = if w.events.is_on() {
+                    serde_json::to_value(&record).unwrap_or_default()
+                } else {
+                    serde_json::Value::Null
+                };
+                Ok((hash, event))
             })();
             let _ = w.file.unlock();
             result
         })();
         match written {
-            Ok(hash) => w.head = hash,
+            Ok((hash, event)) => {
+                w.head = hash;
+                if w.events.is_on() {
+                    let kind = event["kind"].as_str().unwrap_or("call").to_string();
+                    w.events.emit_as(&kind, event);
+                }
+            }
             Err(e) => {
                 tracing::error!(path = %w.path.display(), error = %e, "cannot write the audit trail")
             }

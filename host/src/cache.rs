@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::runtime::{Loaded, RunError, Runtime, hex};
+use crate::digest::hex;
+use crate::runtime::{Loaded, RunError, Runtime};
 
 /// The header of every entry the host writes, followed by the SHA-256 of the rest.
 const MAGIC: &[u8; 16] = b"cmk-host cache 1";

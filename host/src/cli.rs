@@ -2,16 +2,19 @@
 //! past this module sees clap or the environment.
 
 use clap::{Args, Parser, Subcommand};
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 
-use crate::cache::{self, Cache};
 use crate::caps::confirm::Answerer;
-use crate::caps::gate::Stop;
-use crate::report::{RunReport, exit};
-use crate::runtime::{Limits, PreparedHook, RunError, RunOptions, Runtime};
+use crate::caps::log::Progress;
+use crate::events::Events;
+use crate::exit;
+use crate::launch::{self, Failure, Launch};
+use crate::report::RunReport;
+use crate::runtime::RunOptions;
+use crate::signing::{KeygenArgs, SignArgs, VerifyArgs};
 use crate::site::Site;
-use crate::trust::{self, Refusal};
+use crate::stop::Stop;
+use crate::trust;
 use crate::ui;
 
 /// Runs key-management procedures, such as a Cluster Master Key rotation of a
@@ -25,14 +28,23 @@ use crate::ui;
 #[derive(Parser, Debug)]
 #[command(name = "cmk-host", version, max_term_width = 100)]
 pub struct Cli {
-    /// Log filter, e.g. `info`, `debug`, `cmk_host=debug,guest=info`.
-    #[arg(
-        long,
-        global = true,
-        default_value = "info,cmk_sim=warn",
-        value_name = "FILTER"
-    )]
-    pub log: String,
+    /// Say more: INFO lines (-v), DEBUG (-vv), TRACE (-vvv). On a terminal the
+    /// default shows the steps, questions, warnings and the summary.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Say less: only the summary and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Also write INFO lines (and above) to FILE, whatever the terminal shows.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// A log filter instead of -v/-q, e.g. `info`, `cmk_host=debug,guest=info`
+    /// (RUST_LOG works too).
+    #[arg(long, global = true, value_name = "FILTER", display_order = 1000)]
+    pub log: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -51,6 +63,17 @@ pub enum Command {
   cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml               # asks before activate
   cmk-host run rotate.wasm --site /etc/cmk/prod-eu.toml --yes --json  # automation")]
     Run(RunArgs),
+    /// Check a cluster: every pod's key version, proposal hash and readiness.
+    ///
+    /// Runs the bundled read-only procedure (guest-status) with the site's grants
+    /// made read-only: the pod list, the log and GET under the site's paths. It needs
+    /// no signature or trusted signer, takes no Lease (it can look at a cluster while
+    /// a rotation runs) and never changes anything. Exit 0 when every pod is Ready
+    /// and agrees; 1 when a pod disagrees, is not Ready or cannot be read.
+    #[command(after_long_help = "Examples:
+  cmk-host status --site /etc/cmk/prod-eu.toml
+  cmk-host status --site /etc/cmk/prod-eu.toml --json")]
+    Status(StatusArgs),
     /// Rotate the master key of a simulated cluster with the bundled component.
     ///
     /// Starts a simulated DSM cluster on loopback addresses, rotates its key end to
@@ -107,44 +130,6 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct KeygenArgs {
-    /// Writes NAME.key and NAME.pub; refuses to overwrite either.
-    #[arg(long, value_name = "NAME")]
-    pub out: PathBuf,
-}
-
-#[derive(Args, Debug)]
-pub struct SignArgs {
-    /// The secret key (from `keygen`); must not be readable by others.
-    #[arg(long, value_name = "NAME.key")]
-    pub key: PathBuf,
-    #[arg(value_name = "IN.wasm")]
-    pub component: PathBuf,
-    /// Where to write the signed component (or, with --detached, the signature).
-    #[arg(short = 'o', long = "output", value_name = "OUT.wasm")]
-    pub output: PathBuf,
-    /// Write a detached signature to OUT instead of a signed copy of the component.
-    #[arg(long)]
-    pub detached: bool,
-}
-
-#[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("trusted").required(true).args(["key", "site"])))]
-pub struct VerifyArgs {
-    /// Verify with this public key.
-    #[arg(long, value_name = "NAME.pub")]
-    pub key: Option<PathBuf>,
-    /// Verify with the site file's [[trust.signer]] keys, and show the grants.
-    #[arg(long, value_name = "SITE.toml")]
-    pub site: Option<PathBuf>,
-    #[arg(value_name = "IN.wasm")]
-    pub component: PathBuf,
-    /// A detached signature (from `sign --detached`), for a component without one.
-    #[arg(long, value_name = "FILE")]
-    pub signature: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
 pub struct RunArgs {
     /// The procedure: a WebAssembly component (e.g. the bundled rotation, guest_rotate.wasm).
     #[arg(value_name = "COMPONENT.wasm")]
@@ -162,9 +147,14 @@ pub struct RunArgs {
     /// Read the cluster and show the steps that would be taken; change nothing.
     #[arg(long)]
     pub plan: bool,
-    /// Print one machine-readable JSON report on stdout (progress stays on stderr).
+    /// Print one machine-readable JSON document on stdout, whatever the exit code
+    /// (progress stays on stderr; schema: docs/json.md).
     #[arg(long)]
     pub json: bool,
+    /// Write one JSON line per step and capability call to FILE as it happens
+    /// (`-`: standard error), for tools that follow a run (schema: docs/json.md).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
     /// Run a component that is not signed; only when the site file has
     /// `[trust] allow_unsigned = true`. Warned about on every run.
     #[arg(long)]
@@ -182,6 +172,24 @@ pub struct RunArgs {
     /// for automation. Without it, and without a terminal, the run stops before it.
     #[arg(long)]
     pub yes: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The site file of the cluster to check.
+    #[arg(long, value_name = "SITE.toml")]
+    pub site: PathBuf,
+    /// A parameter of the check (`port`, `version_field`, `hash_field`,
+    /// `read_timeout_secs`); overrides the site's [params]. Repeatable.
+    #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Print one machine-readable JSON document on stdout, whatever the exit code.
+    #[arg(long)]
+    pub json: bool,
+    /// Write one JSON line per step and capability call to FILE as it happens
+    /// (`-`: standard error).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -220,16 +228,27 @@ pub fn main() -> u8 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::DONE
-            };
+            if !e.use_stderr() {
+                return exit::DONE;
+            }
+            // `--json` promises a document on every exit, a usage error included.
+            if std::env::args().any(|a| a == "--json") {
+                let message = e.kind().as_str().unwrap_or("usage error").to_string();
+                println!("{:#}", Failure::Usage(message).document(None));
+            }
+            return exit::USAGE;
         }
     };
-    let terminal = ui::Terminal::new();
-    if let Err(e) = terminal.init_tracing(&cli.log) {
-        eprintln!("error: --log {:?}: {e}", cli.log);
+    let terminal = ui::Terminal::new(cli.quiet);
+    let verbosity = ui::Verbosity {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        filter: cli.log.clone(),
+        env_filter: std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty()),
+        log_file: cli.log_file.clone(),
+    };
+    if let Err(e) = terminal.init_tracing(&verbosity) {
+        eprintln!("error: logging: {e}");
         return exit::USAGE;
     }
     // kube and reqwest are both given ring explicitly; this covers any other rustls user.
@@ -247,6 +266,7 @@ pub fn main() -> u8 {
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run(args, &terminal).await,
+            Command::Status(args) => status(args, &terminal).await,
             Command::Demo(args) => {
                 crate::demo::demo(args.pods as usize, args.json, &terminal).await
             }
@@ -261,24 +281,46 @@ pub fn main() -> u8 {
 }
 
 async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
-    let site = match Site::load(&args.site) {
-        Ok(site) => site,
-        Err(e) => return ui::error(exit::USAGE, e),
+    let (json, site) = (args.json, args.site.clone());
+    let events = match open_events(args.events.as_deref()) {
+        Ok(events) => events,
+        Err(failure) => return launch::conclude(Err(failure), json, &Events::default(), &site),
     };
-    let bytes = match read_component(&args.component) {
-        Ok(b) => b,
-        Err(code) => return code,
-    };
+    let result = run_component(args, terminal, &events).await;
+    launch::conclude(result, json, &events, &site)
+}
+
+/// `--events FILE`, opened before anything runs.
+fn open_events(path: Option<&Path>) -> Result<Events, Failure> {
+    match path {
+        None => Ok(Events::default()),
+        Some(path) => Events::open(path)
+            .map_err(|e| Failure::Usage(format!("--events {}: {e}", path.display()))),
+    }
+}
+
+/// The terminal's progress, followed by `--events` when it is on.
+fn progress(terminal: &ui::Terminal, events: &Events) -> std::sync::Arc<dyn Progress> {
+    let inner = terminal.progress();
+    if events.is_on() {
+        std::sync::Arc::new(ui::Followed {
+            inner,
+            events: events.clone(),
+        })
+    } else {
+        inner
+    }
+}
+
+async fn run_component(
+    args: RunArgs,
+    terminal: &ui::Terminal,
+    events: &Events,
+) -> Result<RunReport, Failure> {
+    let site = Site::load(&args.site)?;
+    let bytes = launch::read_file("component", &args.component)?;
     let detached = match &args.signature {
-        Some(path) => match std::fs::read(path) {
-            Ok(sig) => Some(sig),
-            Err(e) => {
-                return ui::error(
-                    exit::USAGE,
-                    format!("cannot read signature {}: {e}", path.display()),
-                );
-            }
-        },
+        Some(path) => Some(launch::read_file("signature", path)?),
         None => None,
     };
     let launch = Launch {
@@ -286,37 +328,71 @@ async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
             allow_unsigned: args.allow_unsigned,
             detached: detached.as_deref(),
         },
-        cache: open_cache(args.no_cache, args.cache_dir),
+        cache: launch::open_cache(args.no_cache, args.cache_dir),
     };
-    let Some(state_dir) = site
-        .state
-        .dir
-        .clone()
-        .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
-    else {
-        return ui::error(
-            exit::USAGE,
-            format!(
-                "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
-                args.site.display()
-            ),
-        );
-    };
+    let state_dir = state_dir(&site)?;
     let options = RunOptions {
         plan: args.plan,
         params: args.params,
-        limits: Limits::for_site(&site),
+        limits: site.limits.clone(),
         grants: site.grants(),
-        progress: terminal.progress(),
+        progress: progress(terminal, events),
         state_dir,
         answerer: Answerer::detect(args.yes),
         stop: on_interrupt(),
         hooks: Vec::new(),
+        events: events.clone(),
     };
-    match execute(&bytes, &args.component, &site, &launch, options).await {
-        Ok(report) => finish(&report, args.json),
-        Err((code, message)) => ui::error(code, message),
-    }
+    launch::execute(&bytes, &args.component, &site, &launch, options).await
+}
+
+async fn status(args: StatusArgs, terminal: &ui::Terminal) -> u8 {
+    let (json, site) = (args.json, args.site.clone());
+    let events = match open_events(args.events.as_deref()) {
+        Ok(events) => events,
+        Err(failure) => return launch::conclude(Err(failure), json, &Events::default(), &site),
+    };
+    let result = status_of(args, terminal, &events).await;
+    launch::conclude(result, json, &events, &site)
+}
+
+async fn status_of(
+    args: StatusArgs,
+    terminal: &ui::Terminal,
+    events: &Events,
+) -> Result<RunReport, Failure> {
+    let site = Site::load(&args.site)?;
+    let options = RunOptions {
+        plan: false,
+        params: args.params,
+        limits: site.limits.clone(),
+        grants: site.grants(),
+        progress: progress(terminal, events),
+        state_dir: state_dir(&site)?,
+        answerer: Answerer::Nobody,
+        stop: on_interrupt(),
+        hooks: Vec::new(),
+        events: events.clone(),
+    };
+    let origin = Path::new("<bundled guest-status>");
+    // Compiled into the binary: the precompile cache would only add a disk write.
+    let launch = Launch::default();
+    launch::execute_bundled(crate::STATUS_COMPONENT, origin, &site, &launch, options).await
+}
+
+/// Where the cluster's journal and audit trail live: `[state] dir`, else the
+/// XDG state directory.
+fn state_dir(site: &Site) -> Result<PathBuf, Failure> {
+    site.state
+        .dir
+        .clone()
+        .or_else(|| crate::caps::journal::default_dir(|k| std::env::var(k).ok()))
+        .ok_or_else(|| {
+            Failure::InvalidSite(format!(
+                "site file {}: [state] dir: not set, and neither XDG_STATE_HOME nor HOME is",
+                site.path.display()
+            ))
+        })
 }
 
 fn audit_verify(file: &Path) -> u8 {
@@ -360,25 +436,14 @@ fn on_interrupt() -> Stop {
     stop
 }
 
-/// The component's bytes, exactly as read (they are what is verified and compiled);
-/// `Err` is the exit code, the message already printed.
-fn read_component(path: &Path) -> Result<Vec<u8>, u8> {
-    std::fs::read(path).map_err(|e| {
-        ui::error(
-            exit::USAGE,
-            format!("cannot read component {}: {e}", path.display()),
-        )
-    })
-}
-
 fn inspect(args: InspectArgs) -> u8 {
     let site = match args.site.as_deref().map(Site::load).transpose() {
         Ok(site) => site,
-        Err(e) => return ui::error(exit::USAGE, e),
+        Err(e) => return Failure::from(e).report(),
     };
-    let bytes = match read_component(&args.component) {
+    let bytes = match launch::read_file("component", &args.component) {
         Ok(b) => b,
-        Err(code) => return code,
+        Err(failure) => return failure.report(),
     };
     let inspection = match crate::inspect::inspect(&bytes, &args.component, site.as_ref()) {
         Ok(i) => i,
@@ -399,229 +464,4 @@ fn inspect(args: InspectArgs) -> u8 {
     } else {
         exit::DONE
     }
-}
-
-/// How a component is admitted and loaded: what `run` was told about signatures
-/// and the precompile cache.
-#[derive(Debug, Default)]
-pub struct Launch<'a> {
-    pub trust: trust::Request<'a>,
-    /// `None`: compile every time (`--no-cache`, or no usable cache directory).
-    pub cache: Option<Cache>,
-}
-
-/// The precompile cache `run` uses; a directory that cannot be used is warned
-/// about and the run goes on without a cache.
-fn open_cache(no_cache: bool, dir: Option<PathBuf>) -> Option<Cache> {
-    if no_cache {
-        return None;
-    }
-    let dir = dir.or_else(default_cache_dir)?;
-    match Cache::open(&dir) {
-        Ok(cache) => Some(cache),
-        Err(e) => {
-            tracing::warn!("cache: off: {e}");
-            None
-        }
-    }
-}
-
-/// `$XDG_CACHE_HOME/cmk-host`, else `~/.cache/cmk-host`.
-fn default_cache_dir() -> Option<PathBuf> {
-    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-    std::env::var_os("XDG_CACHE_HOME")
-        .and_then(absolute)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .and_then(absolute)
-                .map(|h| h.join(".cache"))
-        })
-        .map(|d| d.join("cmk-host"))
-}
-
-/// Verifies, compiles (or loads from the cache) and runs a component; `Err`
-/// carries the exit code and the message. `options.grants` are the site's: they
-/// are narrowed to the grants of the signer that verified the component.
-pub async fn execute(
-    bytes: &[u8],
-    origin: &Path,
-    site: &Site,
-    launch: &Launch<'_>,
-    mut options: RunOptions,
-) -> Result<RunReport, (u8, String)> {
-    if launch.trust.allow_unsigned {
-        if site.trust.allow_unsigned {
-            tracing::warn!(
-                site = %site.path.display(),
-                "--allow-unsigned: a component without a signature will run, with the site's grants; nobody vouches for its code"
-            );
-        } else {
-            tracing::warn!(
-                site = %site.path.display(),
-                "--allow-unsigned has no effect: the site file does not set [trust] allow_unsigned = true"
-            );
-        }
-    }
-    // Verify before compile: wasmtime only ever sees bytes a trusted key signed.
-    let sha256 = crate::runtime::hex(&sha2::Sha256::digest(bytes));
-    let admitted =
-        trust::admit(bytes, &site.trust, &options.grants, &launch.trust).map_err(|refusal| {
-            let hint = match refusal {
-                Refusal::NotSigned => trust::unsigned_hint(&site.trust, &launch.trust),
-                _ => "",
-            };
-            let code = if refusal.is_refusal() {
-                exit::REFUSED
-            } else {
-                exit::USAGE
-            };
-            tracing::debug!(component = %origin.display(), %sha256, "refused: {refusal}");
-            let what = if refusal.is_refusal() {
-                "refused: "
-            } else {
-                ""
-            };
-            (
-                code,
-                format!(
-                    "{}: {what}{refusal}{hint} (sha256 {sha256})",
-                    origin.display()
-                ),
-            )
-        })?;
-    match (&admitted.signer, &admitted.key_id) {
-        (Some(signer), Some(key_id)) => tracing::info!(
-            component = %origin.display(),
-            %sha256,
-            %signer,
-            %key_id,
-            "verified"
-        ),
-        _ => tracing::warn!(
-            component = %origin.display(),
-            %sha256,
-            "running an UNSIGNED component (--allow-unsigned)"
-        ),
-    }
-    options.grants = admitted.grants.clone();
-
-    let runtime =
-        Runtime::new().map_err(|e| (exit::FAILED, format!("cannot start wasmtime: {e:#}")))?;
-    let (loaded, cache_status) = match &launch.cache {
-        Some(cache) => cache.load(&runtime, bytes),
-        None => cache::load_uncached(&runtime, bytes),
-    }
-    .map_err(|e| (exit::USAGE, format!("{}: {e}", origin.display())))?;
-    tracing::info!("cache: {cache_status}");
-    // The load-time check: imports outside the world are refused before instantiation,
-    // whether the component was compiled now or loaded from the cache.
-    runtime.interfaces(&loaded).check().map_err(|e| {
-        (
-            exit::REFUSED,
-            format!("{}: {}", origin.display(), RunError::Refused(e)),
-        )
-    })?;
-    options.hooks = prepare_hooks(&runtime, site, launch)?;
-    tracing::info!(
-        component = %origin.display(),
-        sha256 = %loaded.sha256,
-        cluster = %site.cluster.name,
-        "running"
-    );
-    let mut report = runtime.run(&loaded, site, options).await.map_err(|e| {
-        let code = match e {
-            RunError::Refused(_) => exit::REFUSED,
-            RunError::Invalid(_) | RunError::Setup(_) => exit::USAGE,
-            RunError::Limit(_) => exit::FAILED,
-            // About the cluster, not the component.
-            RunError::Busy(_) => {
-                return (
-                    exit::FAILED,
-                    format!("cluster {:?}: {e}", site.cluster.name),
-                );
-            }
-        };
-        (code, format!("{}: {e}", origin.display()))
-    })?;
-    report.signer = admitted.signer;
-    report.key_id = admitted.key_id.map(|id| id.0);
-    report.cache = Some(cache_status.to_string());
-    Ok(report)
-}
-
-/// Reads, verifies (the site's trust, each hook's own signer), compiles and
-/// import-checks every `[[hooks]]` component, before any pod is contacted. A hook
-/// that is not signed by a trusted key is refused (exit 3), naming its file.
-fn prepare_hooks(
-    runtime: &Runtime,
-    site: &Site,
-    launch: &Launch<'_>,
-) -> Result<Vec<PreparedHook>, (u8, String)> {
-    let allowed = crate::caps::hooks::hook_grants(&site.grants());
-    let request = trust::Request {
-        allow_unsigned: launch.trust.allow_unsigned,
-        // A detached signature (`--signature`) is the procedure's, never a hook's.
-        detached: None,
-    };
-    let mut prepared = Vec::new();
-    for config in &site.hooks {
-        let file = config.path.display();
-        let bytes = std::fs::read(&config.path).map_err(|e| {
-            (
-                exit::USAGE,
-                format!(
-                    "site file {}: [[hooks]] path: hook {file}: cannot read: {e}",
-                    site.path.display()
-                ),
-            )
-        })?;
-        let sha256 = crate::runtime::hex(&sha2::Sha256::digest(&bytes));
-        let admitted =
-            trust::admit(&bytes, &site.trust, &allowed, &request).map_err(|refusal| {
-                let code = if refusal.is_refusal() {
-                    exit::REFUSED
-                } else {
-                    exit::USAGE
-                };
-                (
-                    code,
-                    format!("hook {file}: refused: {refusal} (sha256 {sha256})"),
-                )
-            })?;
-        let loaded = runtime
-            .load(&bytes)
-            .map_err(|e| (exit::USAGE, format!("hook {file}: {e}")))?;
-        runtime
-            .interfaces(&loaded)
-            .check_hook()
-            .map_err(|e| (exit::REFUSED, format!("hook {file}: {e}")))?;
-        tracing::info!(
-            hook = %config.name,
-            file = %file,
-            %sha256,
-            signer = admitted.signer.as_deref().unwrap_or("(unsigned)"),
-            grants = %admitted.grants,
-            "hook verified"
-        );
-        prepared.push(PreparedHook {
-            config: config.clone(),
-            loaded,
-            grants: admitted.grants,
-            signer: admitted.signer,
-        });
-    }
-    Ok(prepared)
-}
-
-/// Prints the report (summary or JSON) and returns its exit code.
-pub fn finish(report: &RunReport, json: bool) -> u8 {
-    if json {
-        match serde_json::to_string_pretty(report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => return ui::error(exit::FAILED, format!("cannot render the report: {e}")),
-        }
-    } else {
-        print!("{}", ui::summary(report));
-    }
-    report.exit_code
 }

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use cmk_sim::{Oracle, Sim, SimConfig};
 
-use crate::report::exit;
-use crate::runtime::{Limits, RunOptions};
+use crate::exit;
+use crate::launch::{self, Launch};
+use crate::runtime::RunOptions;
 use crate::site::Site;
 use crate::trust::keys::{self, KeyId, SigningKey};
 use crate::trust::verify;
@@ -66,7 +67,7 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
     let options = RunOptions {
         plan: false,
         params: Vec::new(),
-        limits: Limits::for_site(&site),
+        limits: site.limits.clone(),
         grants: site.grants(),
         progress: terminal.progress(),
         state_dir: site
@@ -75,13 +76,14 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
             .clone()
             .unwrap_or_else(|| dir.path().join("state")),
         answerer: crate::caps::confirm::Answerer::Yes,
-        stop: crate::caps::gate::Stop::default(),
+        stop: crate::stop::Stop::default(),
         hooks: Vec::new(),
+        events: crate::events::Events::default(),
     };
     let origin = Path::new("<bundled guest-rotate>");
     // No precompile cache: an ephemeral key makes the signed bytes new every run.
-    let launch = crate::cli::Launch::default();
-    let code = match crate::cli::execute(&signed, origin, &site, &launch, options).await {
+    let launch = Launch::default();
+    let code = match launch::execute(&signed, origin, &site, &launch, options).await {
         // With --json, the report and what the simulator saw, in one document.
         Ok(report) if json => {
             let doc = serde_json::json!({ "report": report, "oracle": sim.oracle() });
@@ -89,11 +91,11 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
             report.exit_code
         }
         Ok(report) => {
-            let code = crate::cli::finish(&report, false);
+            let code = launch::finish(&report, false);
             println!("{}", oracle_summary(&sim.oracle()));
             code
         }
-        Err((code, message)) => ui::error(code, message),
+        Err(failure) => failure.report(),
     };
     sim.shutdown().await;
     code

@@ -128,6 +128,28 @@ impl Grants {
         Ok(())
     }
 
+    /// What of these a read-only run may use: the pod list, the log, and GET under
+    /// the same paths. No POST, no restart, no journal, no confirmation.
+    pub fn read_only(&self) -> Grants {
+        let mut grants = Grants::none();
+        for capability in [Capability::Pods, Capability::Log] {
+            if self.allows(capability) {
+                grants = grants.allow(capability);
+            }
+        }
+        if self.allows(Capability::Http) && self.http_methods.contains(&HttpMethod::Get) {
+            grants = grants.allow_http([HttpMethod::Get], self.http_paths.clone());
+        }
+        grants
+    }
+
+    /// Whether a run with these grants can change the cluster (POST or restart):
+    /// only such a run takes the cluster's Lease.
+    pub fn can_change_cluster(&self) -> bool {
+        self.allows(Capability::Restart)
+            || (self.allows(Capability::Http) && self.http_methods.contains(&HttpMethod::Post))
+    }
+
     /// What both grant: a signer's grants within the site's.
     pub fn intersect(&self, other: &Grants) -> Grants {
         let capabilities = self
@@ -205,6 +227,36 @@ impl fmt::Display for Grants {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_keeps_pods_log_and_get_only() {
+        let all = Grants::none()
+            .allow(Capability::Pods)
+            .allow(Capability::Log)
+            .allow(Capability::Restart)
+            .allow(Capability::Journal)
+            .allow(Capability::Confirm)
+            .allow_http(
+                [HttpMethod::Get, HttpMethod::Post],
+                ["/cluster/v1/key".into()],
+            );
+        assert!(all.can_change_cluster());
+        let read = all.read_only();
+        assert_eq!(
+            read.capabilities
+                .iter()
+                .map(|c| c.name())
+                .collect::<Vec<_>>(),
+            ["pods", "http", "log"]
+        );
+        assert_eq!(read.http_methods.len(), 1);
+        assert!(read.allows_http(HttpMethod::Get, "/cluster/v1/key").is_ok());
+        assert!(
+            read.allows_http(HttpMethod::Post, "/cluster/v1/key")
+                .is_err()
+        );
+        assert!(!read.can_change_cluster());
+    }
 
     fn site() -> Grants {
         Grants::none()

@@ -10,8 +10,9 @@ use serde::Serialize;
 use crate::caps::http::tls::Tls;
 use crate::caps::restart::Mechanism;
 use crate::grants::Grants;
+use crate::limits::Limits;
 use crate::runtime::imports::import_allowed;
-use crate::runtime::{Limits, RunError, Runtime};
+use crate::runtime::{RunError, Runtime};
 use crate::site::Site;
 
 /// What `inspect` found.

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::caps::gate::Stop;
-use crate::site::{SiteError, SiteFile, is_dns_label};
+use crate::frame::{SiteError, SiteFile, is_dns_label};
+use crate::stop::Stop;
 
 /// `[lease]`: the Lease that makes runs against one cluster exclusive.
 #[derive(Debug, Clone)]
@@ -102,12 +102,34 @@ pub struct HeldLease {
 
 /// `<hostname>/<pid>/<run id>`.
 pub fn identity(run_id: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!("{}/{}/{run_id}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".into());
-    format!("{host}/{}/{run_id}", std::process::id())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// The pid of `holder` (an [`identity`]) when it names a process of this host that
+/// no longer exists: a run of this host that died without releasing the Lease, whose
+/// Lease need not be waited out.
+fn dead_holder_on_this_host(holder: &str) -> Option<u32> {
+    let mut parts = holder.splitn(3, '/');
+    let (host, pid) = (parts.next()?, parts.next()?);
+    parts.next()?;
+    let pid: u32 = pid.parse().ok()?;
+    if host != hostname() || host == "unknown-host" || pid == std::process::id() || pid == 0 {
+        return None;
+    }
+    let pid_t = libc::pid_t::try_from(pid).ok()?;
+    // Signal 0 checks existence only; ESRCH means no such process.
+    // SAFETY: kill(2) with signal 0 sends nothing and touches no memory of ours.
+    let gone = unsafe { libc::kill(pid_t, 0) } == -1
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    gone.then_some(pid)
 }
 
 fn now() -> MicroTime {
@@ -144,7 +166,7 @@ impl HeldLease {
         let api_err = |e: kube::Error| LeaseError::Api {
             namespace: namespace.to_string(),
             name: name.clone(),
-            message: e.to_string(),
+            message: crate::chain::error_chain(&e),
         };
         let busy = |lease: &Lease| {
             let spec = lease.spec.clone().unwrap_or_default();
@@ -184,11 +206,19 @@ impl HeldLease {
                 }
             }
             Some(current) => {
-                if live_holder(&current, Timestamp::now()).is_some() {
-                    return Err(busy(&current));
-                }
                 let old = current.spec.clone().unwrap_or_default();
-                if let Some(holder) = old.holder_identity.as_deref().filter(|h| !h.is_empty()) {
+                if let Some(holder) = live_holder(&current, Timestamp::now()) {
+                    let Some(pid) = dead_holder_on_this_host(holder) else {
+                        return Err(busy(&current));
+                    };
+                    tracing::warn!(
+                        lease = %format!("{namespace}/{name}"),
+                        holder,
+                        "taking over the Lease at once: its holder was process {pid} of this host, which no longer exists"
+                    );
+                } else if let Some(holder) =
+                    old.holder_identity.as_deref().filter(|h| !h.is_empty())
+                {
                     tracing::warn!(
                         lease = %format!("{namespace}/{name}"),
                         holder,
@@ -301,6 +331,31 @@ async fn renew(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_gone_process_of_this_host_is_a_dead_holder() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let host = hostname();
+        assert_eq!(
+            dead_holder_on_this_host(&format!("{host}/{gone}/run")),
+            Some(gone)
+        );
+        let me = std::process::id();
+        assert_eq!(dead_holder_on_this_host(&format!("{host}/{me}/run")), None);
+        assert_eq!(
+            dead_holder_on_this_host(&format!("{host}/1/run")),
+            None,
+            "init lives"
+        );
+        assert_eq!(
+            dead_holder_on_this_host(&format!("other-host-{host}/{gone}/run")),
+            None,
+            "another host's process is not ours to judge"
+        );
+        assert_eq!(dead_holder_on_this_host("garbage"), None);
+    }
 
     fn lease(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> Lease {
         let t = Timestamp::from_second(1_000_000 - renewed_secs_ago).unwrap();

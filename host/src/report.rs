@@ -6,21 +6,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::caps::Denial;
+use crate::caps::confirm::Unconfirmed;
 use crate::caps::log::StepRecord;
-use crate::runtime::Loaded;
 use crate::site::Site;
 
-/// Exit codes of the contract.
-pub mod exit {
-    pub const DONE: u8 = 0;
-    /// The procedure failed or was aborted safely.
-    pub const FAILED: u8 = 1;
-    /// Usage or site file error.
-    pub const USAGE: u8 = 2;
-    /// Refused: signature or policy.
-    pub const REFUSED: u8 = 3;
-}
+use crate::exit;
 
+/// How the component's `run` ended (`ended` in the JSON).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
@@ -57,7 +49,13 @@ pub struct RunReport {
     /// What the precompile cache did: hit, stored, miss, discarded or off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
-    pub outcome: RunOutcome,
+    /// What the run came to, for the operator and for automation: `done`,
+    /// `planned`, `awaiting-confirmation`, `declined`, `interrupted` or `failed`
+    /// (the documents of runs that never started say `lease-busy`, `refused`,
+    /// `invalid-site` or `usage`; docs/json.md).
+    pub outcome: &'static str,
+    /// How the component's `run` ended: `succeeded`, `failed` or `trapped`.
+    pub ended: RunOutcome,
     pub exit_code: u8,
     pub steps: Vec<StepRecord>,
     pub version_before: Option<i64>,
@@ -81,20 +79,24 @@ pub struct RunReport {
     pub stopped: Option<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub guest_output: String,
+    /// Why the point of no return was not confirmed, when it was not.
+    #[serde(skip)]
+    pub unconfirmed: Option<Unconfirmed>,
 }
 
 impl RunReport {
-    pub fn new(site: &Site, loaded: &Loaded, started: Instant) -> Self {
+    pub fn new(site: &Site, component_sha256: &str, started: Instant) -> Self {
         RunReport {
             run_id: String::new(),
             cluster: site.cluster.name.clone(),
             site: site.path.display().to_string(),
-            component_sha256: loaded.sha256.clone(),
+            component_sha256: component_sha256.to_string(),
             plan: false,
             signer: None,
             key_id: None,
             cache: None,
-            outcome: RunOutcome::Failed,
+            outcome: "failed",
+            ended: RunOutcome::Failed,
             exit_code: exit::FAILED,
             steps: Vec::new(),
             version_before: None,
@@ -108,27 +110,64 @@ impl RunReport {
             audit_head: None,
             stopped: None,
             guest_output: String::new(),
+            unconfirmed: None,
         }
     }
 
-    pub fn set_outcome(&mut self, outcome: RunOutcome) {
-        self.outcome = outcome;
-        self.exit_code = match outcome {
+    pub fn set_outcome(&mut self, ended: RunOutcome) {
+        self.ended = ended;
+        self.conclude();
+    }
+
+    /// Sets `outcome` and the exit code from how the run ended, whether it was
+    /// stopped, and why a confirmation was not given. Every stop short of the end is
+    /// exit 1 ("failed or aborted safely").
+    pub fn conclude(&mut self) {
+        let interrupted = self
+            .stopped
+            .as_deref()
+            .is_some_and(|why| why.starts_with("interrupted"));
+        self.outcome = match (self.ended, self.unconfirmed) {
+            (RunOutcome::Succeeded, _) if self.plan => "planned",
+            (RunOutcome::Succeeded, _) => "done",
+            _ if interrupted => "interrupted",
+            (_, Some(Unconfirmed::Declined)) => "declined",
+            (_, Some(Unconfirmed::NoAnswerer)) => "awaiting-confirmation",
+            _ => "failed",
+        };
+        self.exit_code = match self.ended {
             RunOutcome::Succeeded => exit::DONE,
             RunOutcome::Failed | RunOutcome::Trapped => exit::FAILED,
         };
+    }
+
+    /// Whether the run stopped short on purpose (a decline, no one to confirm, an
+    /// interrupt): nothing to fix, only to run again.
+    pub fn stopped_on_purpose(&self) -> bool {
+        matches!(
+            self.outcome,
+            "declined" | "awaiting-confirmation" | "interrupted"
+        )
     }
 
     pub fn finish(&mut self, started: Instant) {
         self.duration_ms = started.elapsed().as_millis() as u64;
     }
 
-    pub fn outcome_text(&self) -> &'static str {
-        match self.outcome {
+    pub fn outcome_text(&self) -> String {
+        if self.stopped_on_purpose() {
+            let step = self
+                .failure
+                .as_ref()
+                .map_or("the next step", |f| f.step.as_str());
+            return format!("stopped before {step}: safe; run the same command again to continue");
+        }
+        match self.ended {
             RunOutcome::Succeeded if self.plan => "plan only: nothing was changed",
             RunOutcome::Succeeded => "done",
             RunOutcome::Failed => "the procedure failed",
             RunOutcome::Trapped => "the component was stopped",
         }
+        .to_string()
     }
 }

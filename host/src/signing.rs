@@ -1,13 +1,53 @@
 //! `cmk-host keygen`, `sign` and `verify`: the operator's side of [`crate::trust`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::cli::{KeygenArgs, SignArgs, VerifyArgs};
-use crate::report::exit;
+use clap::Args;
+
+use crate::exit;
+use crate::launch::Failure;
 use crate::site::Site;
 use crate::trust::keys::{self, SigningKey, VerifyingKey};
 use crate::trust::{self, verify};
 use crate::ui;
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Writes NAME.key and NAME.pub; refuses to overwrite either.
+    #[arg(long, value_name = "NAME")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// The secret key (from `keygen`); must not be readable by others.
+    #[arg(long, value_name = "NAME.key")]
+    pub key: PathBuf,
+    #[arg(value_name = "IN.wasm")]
+    pub component: PathBuf,
+    /// Where to write the signed component (or, with --detached, the signature).
+    #[arg(short = 'o', long = "output", value_name = "OUT.wasm")]
+    pub output: PathBuf,
+    /// Write a detached signature to OUT instead of a signed copy of the component.
+    #[arg(long)]
+    pub detached: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("trusted").required(true).args(["key", "site"])))]
+pub struct VerifyArgs {
+    /// Verify with this public key.
+    #[arg(long, value_name = "NAME.pub")]
+    pub key: Option<PathBuf>,
+    /// Verify with the site file's [[trust.signer]] keys, and show the grants.
+    #[arg(long, value_name = "SITE.toml")]
+    pub site: Option<PathBuf>,
+    #[arg(value_name = "IN.wasm")]
+    pub component: PathBuf,
+    /// A detached signature (from `sign --detached`), for a component without one.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+}
 
 pub fn keygen(args: &KeygenArgs) -> u8 {
     match keys::generate(&args.out) {
@@ -71,15 +111,7 @@ pub fn verify(args: &VerifyArgs) -> u8 {
         Ok(sig) => sig,
         Err(e) => return ui::error(exit::USAGE, e),
     };
-    let refused = |e: trust::Refusal| {
-        let code = if e.is_refusal() {
-            exit::REFUSED
-        } else {
-            exit::USAGE
-        };
-        let what = if e.is_refusal() { "refused: " } else { "" };
-        ui::error(code, format!("{}: {what}{e}", args.component.display()))
-    };
+    let refused = |e: trust::Refusal| Failure::refusal(&args.component, &e, "", None).report();
     if let Some(path) = &args.key {
         let key = match VerifyingKey::load(path) {
             Ok(key) => key,
@@ -102,7 +134,7 @@ pub fn verify(args: &VerifyArgs) -> u8 {
     };
     let site = match Site::load(site_path) {
         Ok(site) => site,
-        Err(e) => return ui::error(exit::USAGE, e),
+        Err(e) => return Failure::from(e).report(),
     };
     let request = trust::Request {
         allow_unsigned: false,

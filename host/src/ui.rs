@@ -7,50 +7,151 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::caps::log::{Fields, StepRecord};
+use crate::caps::log::{Fields, Progress, StepRecord};
 use crate::report::RunReport;
 
-/// Where step progress goes.
-pub trait Progress: Send + Sync {
-    fn step_begin(&self, name: &str, detail: &str);
-    fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration);
+/// A progress sink that also writes each step's start and end as an event
+/// (`--events`).
+pub struct Followed {
+    pub inner: Arc<dyn Progress>,
+    pub events: crate::events::Events,
+}
+
+impl Progress for Followed {
+    fn step_begin(&self, name: &str, detail: &str) {
+        self.events.emit_as(
+            "step-begin",
+            serde_json::json!({ "name": name, "detail": detail }),
+        );
+        self.inner.step_begin(name, detail);
+    }
+
+    fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration) {
+        self.events.emit_as(
+            "step-end",
+            serde_json::json!({
+                "name": name, "outcome": outcome, "detail": detail,
+                "duration_ms": elapsed.as_millis() as u64,
+            }),
+        );
+        self.inner.step_end(name, outcome, detail, elapsed);
+    }
+}
+
+/// How much the terminal says: `-q`, `-v`, `--log`, `--log-file`, `RUST_LOG`.
+#[derive(Debug, Clone, Default)]
+pub struct Verbosity {
+    /// `-q`: only the summary and errors.
+    pub quiet: bool,
+    /// `-v` (INFO), `-vv` (DEBUG), `-vvv` (TRACE).
+    pub verbose: u8,
+    /// `--log FILTER`: an explicit filter, for the terminal and the log file.
+    pub filter: Option<String>,
+    /// `RUST_LOG`, read by the CLI: used when `--log` is not given.
+    pub env_filter: Option<String>,
+    /// `--log-file FILE`: INFO (or the filter) goes there, whatever the terminal shows.
+    pub log_file: Option<std::path::PathBuf>,
+}
+
+impl Verbosity {
+    /// The terminal's filter. Quiet by default on a terminal (the steps, the
+    /// confirmation and the summary; warnings stay visible); INFO in a pipe or CI
+    /// log, where nobody watches spinners and the lines are the record.
+    pub fn terminal_filter(&self, on_terminal: bool) -> String {
+        if let Some(f) = self.filter.as_ref().or(self.env_filter.as_ref()) {
+            return f.clone();
+        }
+        let level = match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) if on_terminal => "warn",
+            (false, 0 | 1) => "info",
+            (false, 2) => "debug",
+            (false, _) => "trace",
+        };
+        format!("{level},cmk_sim=warn")
+    }
+
+    /// The log file's filter: at least INFO.
+    pub fn file_filter(&self) -> String {
+        if let Some(f) = self.filter.as_ref().or(self.env_filter.as_ref()) {
+            return f.clone();
+        }
+        match self.verbose {
+            0 | 1 => "info,cmk_sim=warn".into(),
+            2 => "debug,cmk_sim=info".into(),
+            _ => "trace".into(),
+        }
+    }
 }
 
 /// The operator's terminal (stderr): spinners when it is one, plain lines when it
 /// is a pipe or a CI log. Log lines are written around the spinners, not through them.
 pub struct Terminal {
     multi: Option<MultiProgress>,
+    quiet: bool,
 }
 
 impl Default for Terminal {
     fn default() -> Self {
-        Self::new()
+        Self::new(false)
     }
 }
 
 impl Terminal {
-    pub fn new() -> Self {
+    /// `quiet`: no step lines either (`-q`).
+    pub fn new(quiet: bool) -> Self {
         let multi = std::io::stderr()
             .is_terminal()
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Terminal { multi }
+        Terminal { multi, quiet }
     }
 
-    /// Installs the process's `tracing` subscriber, filtered by `filter`.
-    pub fn init_tracing(&self, filter: &str) -> Result<(), String> {
-        let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    /// Installs the process's `tracing` subscriber: the terminal, filtered as
+    /// `verbosity` says, and the log file when there is one.
+    pub fn init_tracing(&self, verbosity: &Verbosity) -> Result<(), String> {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let terminal_filter = verbosity.terminal_filter(self.multi.is_some());
+        let filter = tracing_subscriber::EnvFilter::try_new(&terminal_filter)
+            .map_err(|e| format!("{terminal_filter:?}: {e}"))?;
         let writer = LogWriter(self.multi.clone());
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        let terminal = tracing_subscriber::fmt::layer()
             .with_writer(move || writer.clone())
             .with_ansi(self.multi.is_some())
             .with_target(false)
             .compact()
+            .with_filter(filter);
+        let file = match &verbosity.log_file {
+            None => None,
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("--log-file {}: {e}", path.display()))?;
+                let file_filter = verbosity.file_filter();
+                let filter = tracing_subscriber::EnvFilter::try_new(&file_filter)
+                    .map_err(|e| format!("{file_filter:?}: {e}"))?;
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(Mutex::new(file))
+                        .with_ansi(false)
+                        .with_filter(filter),
+                )
+            }
+        };
+        tracing_subscriber::registry()
+            .with(terminal)
+            .with(file)
             .try_init()
             .map_err(|e| e.to_string())
     }
 
     pub fn progress(&self) -> Arc<dyn Progress> {
+        if self.quiet {
+            return Arc::new(Silent);
+        }
         match &self.multi {
             Some(multi) => Arc::new(Spinners {
                 multi: multi.clone(),
@@ -279,7 +380,16 @@ pub fn summary(report: &RunReport) -> String {
         _ => out.push_str("  signed by: nobody (run with --allow-unsigned)\n"),
     }
     out.push_str(&table(&report.steps));
-    if let Some(f) = &report.failure {
+    if report.stopped_on_purpose() {
+        // A decline, no one to confirm, an interrupt: nothing to fix, the reason once.
+        let why = report
+            .stopped
+            .as_deref()
+            .or(report.failure.as_ref().map(|f| f.reason.as_str()));
+        if let Some(why) = why {
+            out.push_str(&format!("  why:      {why}\n"));
+        }
+    } else if let Some(f) = &report.failure {
         out.push_str(&format!(
             "  failed at: {}\n  reason:   {}\n",
             f.step, f.reason
@@ -290,7 +400,11 @@ pub fn summary(report: &RunReport) -> String {
             "  THE CLUSTER MAY NOT BE SAFE: nodes may run a key they cannot load; investigate before anything else\n"
         });
     }
-    if let Some(why) = &report.stopped {
+    if let Some(why) = report
+        .stopped
+        .as_ref()
+        .filter(|_| !report.stopped_on_purpose())
+    {
         out.push_str(&format!("  stopped:  {why}\n"));
     }
     if !report.planned.is_empty() {

@@ -586,6 +586,43 @@ impl Sim {
         st.leases.replace(namespace, name, lease).is_ok()
     }
 
+    /// Every Lease in `namespace`, as the API server keeps it.
+    pub fn leases(&self, namespace: &str) -> Vec<k8s_openapi::api::coordination::v1::Lease> {
+        self.shared.state().leases.list(namespace)
+    }
+
+    /// Another client holds the Lease `namespace/name` from now on, renewed now, for
+    /// `duration_secs` (created if there is none): a run that is going on elsewhere.
+    pub fn hold_lease(&self, namespace: &str, name: &str, holder: &str, duration_secs: i32) {
+        use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        let spec = LeaseSpec {
+            holder_identity: Some(holder.to_string()),
+            lease_duration_seconds: Some(duration_secs),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            ..LeaseSpec::default()
+        };
+        let mut st = self.shared.state();
+        match st.leases.get(namespace, name) {
+            Ok(mut lease) => {
+                lease.spec = Some(spec);
+                st.leases
+                    .replace(namespace, name, lease)
+                    .expect("replace the Lease");
+            }
+            Err(_) => {
+                let mut lease = Lease::default();
+                lease.metadata.name = Some(name.to_string());
+                lease.spec = Some(spec);
+                st.leases
+                    .create(namespace, lease)
+                    .expect("create the Lease");
+            }
+        }
+    }
+
     /// Replace the injected faults (from now on).
     pub fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);

@@ -1,7 +1,7 @@
 //! The whole rotation, end to end: the real binary, the real component, the
 //! simulated cluster; asserted on the simulator's oracle.
 
-use cmk_tests::{Cluster, ROTATE_WASM, assert_rotated_once, run};
+use cmk_tests::{Cluster, ROTATE_WASM, assert_rotated_once, run, run_on_a_terminal};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
 
@@ -16,7 +16,7 @@ async fn rotate_with_run(pods: usize) {
     .await;
     assert_eq!(out.code, 0, "{out}");
     let report = out.json();
-    assert_eq!(report["outcome"], "succeeded", "{out}");
+    assert_eq!(report["outcome"], "done", "{out}");
     assert_eq!(report["version_before"], 1);
     assert_eq!(report["version_after"], 2);
     assert_eq!(report["pods"], pods as u64);
@@ -64,7 +64,7 @@ async fn demo(pods: usize) {
     let out = run(BIN, &["demo", "--pods", &n, "--json"]).await;
     assert_eq!(out.code, 0, "{out}");
     let json = out.json();
-    assert_eq!(json["report"]["outcome"], "succeeded", "{out}");
+    assert_eq!(json["report"]["outcome"], "done", "{out}");
     let oracle: cmk_sim::Oracle = serde_json::from_value(json["oracle"].clone()).expect("oracle");
     assert_rotated_once(&oracle, pods);
 }
@@ -203,4 +203,73 @@ async fn run_against_the_files_that_sim_writes() {
         .expect("sim stops on Ctrl-C")
         .unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// Quiet by default on a terminal: the steps and the summary, no INFO lines (the
+/// restart script's output among them); `-v` brings them back, `-q` keeps only the
+/// summary, and `--log-file` gets the INFO lines whatever the terminal shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_the_default_is_steps_and_summary_and_v_q_log_file_adjust_it() {
+    let cluster = Cluster::pods(3).await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let component = cluster.signed(ROTATE_WASM);
+    let log = cluster.dir().join("run.log");
+    let log_arg = log.to_str().unwrap().to_string();
+    let (code, screen) = run_on_a_terminal(
+        BIN,
+        &[
+            "run",
+            &component,
+            "--site",
+            &site,
+            "--yes",
+            "--log-file",
+            &log_arg,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        !screen.contains(" INFO "),
+        "no INFO lines by default: {screen}"
+    );
+    for shown in [
+        "preflight done",
+        "verify-activated done",
+        "cluster \"sim\": done",
+    ] {
+        assert!(screen.contains(shown), "shows {shown}: {screen}");
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(" INFO ") && logged.contains("verified"),
+        "the log file has the INFO lines: {logged}"
+    );
+    assert!(!logged.contains('\u{1b}'), "no colour in the log file");
+
+    let again = [
+        "run",
+        &component,
+        "--site",
+        &site,
+        "--yes",
+        "--param",
+        "new_rotation=true",
+    ];
+    let (code, screen) = run_on_a_terminal(BIN, &[&again[..], &["-v"]].concat(), "").await;
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("INFO"), "-v shows INFO: {screen}");
+
+    let (code, screen) = run_on_a_terminal(BIN, &[&again[..], &["-q"]].concat(), "").await;
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        !screen.contains("preflight done"),
+        "-q: no step lines: {screen}"
+    );
+    assert!(
+        screen.contains("version:  3 -> 4"),
+        "-q keeps the summary: {screen}"
+    );
+    assert_eq!(cluster.oracle().version, 4);
 }

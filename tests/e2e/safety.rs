@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cmk_sim::{Oracle, SimConfig};
 use cmk_tests::{
-    Cluster, ROTATE_WASM, assert_completed_once, assert_rotated_once, interrupt_when, run, settle,
-    spawn,
+    Cluster, ROTATE_WASM, assert_completed_once, assert_rotated_once, interrupt_when, run,
+    run_on_a_terminal, settle, spawn,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
@@ -45,7 +45,6 @@ fn short_http_timeout_site(cluster: &Cluster) -> String {
 /// for the cluster to settle, runs again, and asserts the rotation completed once.
 async fn crash_then_rerun(pods: usize, moment: impl Fn(&Oracle) -> bool, must_land: bool) {
     let cluster = cluster(pods).await;
-    // A killed host cannot release its Lease: a short one lets the rerun take it over.
     let site = cluster.site_with("short-lease.toml", |t| {
         format!("{t}\n[lease]\nduration_secs = {LEASE_SECS}\n")
     });
@@ -59,19 +58,9 @@ async fn crash_then_rerun(pods: usize, moment: impl Fn(&Oracle) -> bool, must_la
         assert!(killed, "the run ended (exit {code:?}) before the moment");
     }
     settle(&cluster).await;
-    if killed {
-        // While the dead run's Lease lasts, a rerun is refused and changes nothing.
-        let before = cluster.oracle().mutations().len();
-        let out = run(
-            BIN,
-            &["run", &cluster.signed(ROTATE_WASM), "--site", site, "--yes"],
-        )
-        .await;
-        if out.code == 1 && out.stderr.contains("another run holds the cluster") {
-            assert_eq!(cluster.oracle().mutations().len(), before);
-            tokio::time::sleep(Duration::from_secs(LEASE_SECS)).await;
-        }
-    }
+    // The killed run was a process of this host that no longer exists: the rerun
+    // takes its Lease over at once (or, when settling took longer than the Lease,
+    // as an expired one), saying so.
     let out = run(
         BIN,
         &[
@@ -94,13 +83,17 @@ async fn crash_then_rerun(pods: usize, moment: impl Fn(&Oracle) -> bool, must_la
     }
     if killed {
         assert!(
-            out.stderr.contains("taking over an expired Lease"),
+            (out.stderr.contains("taking over the Lease at once")
+                && out.stderr.contains("no longer exists"))
+                || out.stderr.contains("taking over an expired Lease"),
             "the rerun takes the dead run's Lease over, saying so: {out}"
         );
     }
     assert_completed_once(&cluster.oracle(), pods);
 }
 
+/// A killed host cannot release its Lease; a short one bounds what a rerun from
+/// another host would wait.
 const LEASE_SECS: u64 = 2;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -456,44 +449,12 @@ async fn a_run_that_loses_its_lease_stops_before_its_next_change() {
     assert!(o.broken_pods().is_empty());
 }
 
-/// Runs `cmk-host` on a pseudo-terminal (util-linux `script`), typing `answer`.
-async fn run_on_a_terminal(args: &[&str], answer: &str) -> (i32, String) {
-    use tokio::io::AsyncWriteExt;
-    let quoted: Vec<String> = std::iter::once(BIN)
-        .chain(args.iter().copied())
-        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
-        .collect();
-    let mut child = tokio::process::Command::new("script")
-        .args(["-q", "-e", "-c", &quoted.join(" "), "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("script(1) from util-linux");
-    let mut stdin = child.stdin.take().unwrap();
-    let answer = answer.to_string();
-    // Typed once the question is up; the line waits in the terminal until read.
-    tokio::spawn(async move {
-        let _ = stdin.write_all(answer.as_bytes()).await;
-        tokio::time::sleep(Duration::from_secs(120)).await;
-        drop(stdin);
-    });
-    let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
-        .await
-        .expect("bounded")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_terminal_the_operator_confirms_activate_after_seeing_what_it_does() {
     let cluster = Cluster::pods(2).await;
     let site = site(&cluster);
     let (code, screen) = run_on_a_terminal(
+        BIN,
         &["run", &cluster.signed(ROTATE_WASM), "--site", &site],
         "yes\n",
     )
@@ -516,6 +477,7 @@ async fn on_a_terminal_any_answer_but_yes_stops_before_activate() {
     let cluster = Cluster::pods(2).await;
     let site = site(&cluster);
     let (code, screen) = run_on_a_terminal(
+        BIN,
         &["run", &cluster.signed(ROTATE_WASM), "--site", &site],
         "no\n",
     )
@@ -690,4 +652,59 @@ async fn a_restart_that_times_out_stops_before_activate_and_the_rerun_restarts_a
     .await;
     assert_eq!(out.code, 0, "{out}");
     assert_completed_once(&cluster.oracle(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_left_by_a_dead_process_of_this_host_is_taken_over_at_once() {
+    let cluster = Cluster::pods(3).await;
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let holder = format!("{}/{pid}/crashed-run", host.trim());
+    // Renewed just now for ten minutes: only the dead pid lets a run take it.
+    cluster
+        .sim
+        .hold_lease("sdkms", "cmk-host-rotation", &holder, 600);
+
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site(&cluster),
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&holder) && out.stderr.contains("no longer exists"),
+        "says whose Lease it took over and why: {out}"
+    );
+    assert_rotated_once(&cluster.oracle(), 3);
+
+    // A live holder elsewhere still blocks.
+    cluster
+        .sim
+        .hold_lease("sdkms", "cmk-host-rotation", "other-host/1/run", 600);
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(ROTATE_WASM),
+            "--site",
+            &site(&cluster),
+            "--yes",
+            "--param",
+            "new_rotation=true",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("another run holds the cluster"),
+        "{out}"
+    );
 }

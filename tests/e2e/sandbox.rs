@@ -38,7 +38,8 @@ async fn attack(
 fn assert_stopped(out: &cmk_tests::Outcome, why: &str) {
     assert_eq!(out.code, 1, "{out}");
     let report = out.json();
-    assert_eq!(report["outcome"], "trapped", "{out}");
+    assert_eq!(report["outcome"], "failed", "{out}");
+    assert_eq!(report["ended"], "trapped", "{out}");
     assert_eq!(report["failure"]["step"], "component", "{out}");
     let reason = report["failure"]["reason"].as_str().unwrap();
     assert!(reason.contains(why), "reason {reason:?} lacks {why:?}");
@@ -100,8 +101,9 @@ async fn the_runtime_still_runs_after_a_spinning_component() {
         progress: std::sync::Arc::new(cmk_host::ui::Silent),
         state_dir: cluster.dir().join("state"),
         answerer: cmk_host::caps::confirm::Answerer::Nobody,
-        stop: cmk_host::caps::gate::Stop::default(),
+        stop: cmk_host::stop::Stop::default(),
         hooks: Vec::new(),
+        events: cmk_host::events::Events::default(),
     };
     let spin = runtime
         .load_checked(&std::fs::read(HOSTILE_WASM).unwrap())

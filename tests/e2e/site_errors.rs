@@ -91,3 +91,90 @@ async fn a_file_that_is_not_a_component_is_a_usage_error() {
     assert!(out.stderr.contains("not a WebAssembly component"), "{out}");
     assert!(cluster.oracle().calls.is_empty());
 }
+
+/// Errors about the cluster say where to look: the API server, the kubeconfig,
+/// the namespace and selector, and the kubectl command that checks them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_api_server_and_an_empty_selector_say_where_to_look() {
+    let cluster = Cluster::pods(1).await;
+    let component = cluster.signed(ROTATE_WASM);
+    // A kubeconfig whose server nothing listens on.
+    let kubeconfig = std::fs::read_to_string(&cluster.files.kubeconfig).unwrap();
+    let dead = cluster.dir().join("dead-kubeconfig");
+    let server = cluster.sim.api_url();
+    std::fs::write(&dead, kubeconfig.replace(&server, "https://127.0.0.1:9")).unwrap();
+    let site = cluster.site_with("dead-api.toml", |t| {
+        t.replace(
+            &cluster.files.kubeconfig.display().to_string(),
+            &dead.display().to_string(),
+        )
+    });
+    let out = run(
+        BIN,
+        &["run", &component, "--site", site.to_str().unwrap(), "--yes"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    for shown in [
+        "https://127.0.0.1:9",
+        dead.to_str().unwrap(),
+        "kubectl get lease -n sdkms cmk-host-rotation",
+        "Connection refused",
+    ] {
+        assert!(
+            out.stderr.contains(shown) || out.stdout.contains(shown),
+            "names {shown}: {out}"
+        );
+    }
+    // `status` takes no Lease: its first call is the pod list, which says the same.
+    let out = run(BIN, &["status", "--site", site.to_str().unwrap()]).await;
+    assert_eq!(out.code, 1, "{out}");
+    for shown in [
+        "https://127.0.0.1:9",
+        dead.to_str().unwrap(),
+        "kubectl get pods -n sdkms -l app=sdkms -o wide",
+    ] {
+        assert!(
+            out.stderr.contains(shown) || out.stdout.contains(shown),
+            "status names {shown}: {out}"
+        );
+    }
+
+    let site = cluster.site_with("no-pods.toml", |t| {
+        t.replace("selector = \"app=sdkms\"", "selector = \"app=nothing\"")
+    });
+    let out = run(
+        BIN,
+        &["run", &component, "--site", site.to_str().unwrap(), "--yes"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("no pod matches selector \"app=nothing\" in namespace \"sdkms\"")
+            && out
+                .stderr
+                .contains("kubectl get pods -n sdkms -l app=nothing"),
+        "{out}"
+    );
+    assert!(cluster.oracle().calls.is_empty(), "no pod contacted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_with_a_public_key_says_it_is_one() {
+    let cluster = Cluster::pods(1).await;
+    let out = run(
+        BIN,
+        &[
+            "sign",
+            "--key",
+            cluster.ops.public.to_str().unwrap(),
+            ROTATE_WASM,
+            "-o",
+            cluster.dir().join("x.wasm").to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("is a public key"), "{out}");
+}

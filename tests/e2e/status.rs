@@ -298,3 +298,64 @@ async fn a_pod_that_cannot_be_read_is_named_and_the_exit_code_is_1() {
     assert_eq!((rows[0].1.as_str(), rows[2].1.as_str()), ("done", "done"));
     assert_read_only(&cluster, 1);
 }
+
+/// The generated site file without any `[[trust.signer]]`: nobody is trusted.
+fn site_trusting_nobody(cluster: &Cluster) -> String {
+    let path = cluster.site_with("untrusting.toml", |text| {
+        match text.find("[[trust.signer]]") {
+            Some(at) => text[..at].to_string(),
+            None => text,
+        }
+    });
+    path.to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_needs_no_signature_and_looks_while_a_rotation_holds_the_lease() {
+    let cluster = Cluster::pods(3).await;
+    let site = site_trusting_nobody(&cluster);
+    // A rotation is going on elsewhere: its Lease is live for ten minutes.
+    cluster
+        .sim
+        .hold_lease("sdkms", "cmk-host-rotation", "ops-host/4242/rotation", 600);
+
+    let out = run(BIN, &["status", "--site", &site, "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let report = out.json();
+    assert_eq!(report["signer"], "cmk-host (bundled)", "{out}");
+    assert_eq!(report["pods"], 3);
+    assert_eq!(rows(&report).len(), 3, "{out}");
+    assert!(!out.stderr.contains("another run holds"), "{out}");
+
+    // And on the terminal: the table, without a key, a signature or the Lease.
+    let out = run(BIN, &["status", "--site", &site]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("✓ sdkms-2"), "{out}");
+    assert_read_only(&cluster, 2);
+
+    // The rotation's Lease is untouched.
+    let leases = cluster.sim.leases("sdkms");
+    assert_eq!(leases.len(), 1);
+    assert_eq!(
+        leases[0].spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("ops-host/4242/rotation")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_on_a_diverging_cluster_is_exit_1_and_never_posts() {
+    let cluster = Cluster::start(SimConfig {
+        start: Start::Distributed,
+        faults: Faults {
+            diverge_hash_on: Some("sdkms-1".into()),
+            ..Faults::default()
+        },
+        ..SimConfig::pods(3)
+    })
+    .await;
+    let site = site_trusting_nobody(&cluster);
+    let out = run(BIN, &["status", "--site", &site]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("sdkms-1"), "{out}");
+    assert!(cluster.oracle().mutations().is_empty());
+}

@@ -465,3 +465,40 @@ pub fn assert_completed_once(oracle: &Oracle, pods: usize) {
         assert_eq!(pod.running_version, 2, "{} runs version 2", pod.name);
     }
 }
+
+/// Runs `bin` on a pseudo-terminal (util-linux `script`), typing `answer`; the
+/// exit code and everything the terminal showed.
+pub async fn run_on_a_terminal(bin: &str, args: &[&str], answer: &str) -> (i32, String) {
+    use tokio::io::AsyncWriteExt;
+    let quoted: Vec<String> = std::iter::once(bin)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let mut child = tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", &quoted.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    let answer = answer.to_string();
+    // Typed once the question is up; the line waits in the terminal until read.
+    tokio::spawn(async move {
+        let _ = stdin.write_all(answer.as_bytes()).await;
+        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+        drop(stdin);
+    });
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(180),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("bounded")
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}

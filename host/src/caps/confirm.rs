@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::runtime::bindings::cmk::procedure::confirm::Host;
+use crate::wit::cmk::procedure::confirm::Host;
 
 /// Who answers a confirmation in this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,17 @@ impl Answerer {
     }
 }
 
+/// Why a confirmation was not given: the run stopped before the point of no
+/// return on purpose, with nothing to fix (its report says `declined` or
+/// `awaiting-confirmation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// The operator answered something other than `yes`.
+    Declined,
+    /// No terminal to ask on and no `--yes`.
+    NoAnswerer,
+}
+
 /// The `confirm` capability of one run.
 pub struct ConfirmCap {
     answerer: Answerer,
@@ -39,9 +50,15 @@ pub struct ConfirmCap {
     granted: bool,
     denials: crate::caps::Denials,
     audit: crate::audit::Audit,
+    unconfirmed: Option<Unconfirmed>,
 }
 
 impl ConfirmCap {
+    /// Why the last confirmation asked was not given, if it was not.
+    pub fn unconfirmed(&self) -> Option<Unconfirmed> {
+        self.unconfirmed
+    }
+
     pub fn new(
         answerer: Answerer,
         plan: bool,
@@ -54,6 +71,7 @@ impl ConfirmCap {
             granted,
             denials,
             audit: crate::audit::Audit::default(),
+            unconfirmed: None,
         }
     }
 
@@ -125,6 +143,7 @@ impl ConfirmCap {
                 Ok(())
             }
             Answerer::Nobody => {
+                self.unconfirmed = Some(Unconfirmed::NoAnswerer);
                 tracing::warn!(action = %action, "not confirmed: no terminal and no --yes");
                 Err(format!(
                     "not confirmed: no terminal to ask on and no --yes; to {action}, \
@@ -143,10 +162,12 @@ impl ConfirmCap {
                 .await;
                 match answer {
                     Ok(Ok(line)) if line.trim() == "yes" => {
+                        self.unconfirmed = None;
                         tracing::warn!(action = %action, "confirmed by the operator");
                         Ok(())
                     }
                     _ => {
+                        self.unconfirmed = Some(Unconfirmed::Declined);
                         tracing::warn!(action = %action, "declined by the operator");
                         Err(format!(
                             "declined by the operator; to {action}, run the same command again \

@@ -20,14 +20,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::caps::http::HttpCap;
 use crate::caps::log::{LogCap, outcome_name};
 use crate::caps::pods::PodsCap;
+use crate::frame::{SiteError, SiteFile};
 use crate::grants::{Capability, Grants};
-use crate::runtime::LimitHit;
-use crate::runtime::bindings::cmk::procedure::hooks::Host;
-use crate::runtime::bindings::cmk::procedure::types::Outcome;
-use crate::runtime::bindings::hook::Hook;
-use crate::runtime::limits::Enforcer;
-use crate::runtime::wasi::CapturedOutput;
-use crate::site::{SiteError, SiteFile};
+use crate::limits::Enforcer;
+use crate::limits::LimitHit;
+use crate::wasi::CapturedOutput;
+use crate::wit::cmk::procedure::hooks::Host;
+use crate::wit::cmk::procedure::types::Outcome;
+use crate::wit::hook::Hook;
 
 /// A hook's time limit per call when `[[hooks]] timeout_secs` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,7 +96,7 @@ pub fn validate(raw: Vec<RawHook>, file: &SiteFile<'_>) -> Result<Vec<HookConfig
         };
         let mut params = Vec::new();
         for (key, value) in raw.params {
-            let value = crate::site::param_value(value).map_err(|why| {
+            let value = crate::frame::param_value(value).map_err(|why| {
                 file.error(at(&format!("params.{key}")), format!("{which}: {why}"))
             })?;
             params.push((key, value));

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Denials;
-use crate::runtime::bindings::cmk::procedure::journal::{Host, JournalError};
-use crate::site::{SiteError, SiteFile};
+use crate::frame::{SiteError, SiteFile};
+use crate::wit::cmk::procedure::journal::{Host, JournalError};
 
 /// Longest key, in bytes.
 pub const MAX_KEY: usize = 128;

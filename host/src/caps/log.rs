@@ -11,9 +11,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::Denials;
-use crate::runtime::bindings::cmk::procedure::log::{Host, Level};
-use crate::runtime::bindings::cmk::procedure::types::Outcome;
-use crate::ui::Progress;
+use crate::wit::cmk::procedure::log::{Host, Level};
+use crate::wit::cmk::procedure::types::Outcome;
+
+/// Where step progress goes.
+pub trait Progress: Send + Sync {
+    fn step_begin(&self, name: &str, detail: &str);
+    fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration);
+}
 
 /// Longest log message or field the host accepts from a guest; longer ones are cut,
 /// so a hostile guest cannot flood the terminal or the audit trail.
@@ -202,7 +207,7 @@ fn cut(mut s: String) -> String {
     s
 }
 
-impl crate::runtime::bindings::cmk::procedure::types::Host for LogCap {}
+impl crate::wit::cmk::procedure::types::Host for LogCap {}
 
 impl Host for LogCap {
     async fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {

@@ -15,8 +15,8 @@ use kube::{Api, Client, Config};
 use serde::Deserialize;
 
 use super::{Denials, PodAddresses};
-use crate::runtime::bindings::cmk::procedure::pods::{Host, Pod, PodsError};
-use crate::site::{Site, SiteError, SiteFile, is_dns_label};
+use crate::frame::{SiteError, SiteFile, is_dns_label};
+use crate::wit::cmk::procedure::pods::{Host, Pod, PodsError};
 
 /// `[cluster]`: which pods are the cluster's. Fixed by the site; the guest cannot widen it.
 #[derive(Debug, Clone)]
@@ -101,6 +101,10 @@ pub struct PodLister {
     api: Api<KubePod>,
     selector: String,
     namespace: String,
+    /// Where the API server is and which configuration named it, for errors that
+    /// say where to look.
+    server: String,
+    origin: String,
 }
 
 /// Why a Kubernetes client could not be made from the site's configuration.
@@ -114,8 +118,8 @@ pub struct ClientError {
 impl PodLister {
     /// Connects as the site says: `[cluster] kubeconfig`, else `KUBECONFIG`,
     /// `~/.kube/config`, or the in-cluster service account.
-    pub async fn connect(site: &Site) -> Result<PodLister, ClientError> {
-        let (config, origin) = match &site.cluster.kubeconfig {
+    pub async fn connect(cluster: &Cluster) -> Result<PodLister, ClientError> {
+        let (config, origin) = match &cluster.kubeconfig {
             Some(path) => (
                 from_file(path).await,
                 format!("kubeconfig {}", path.display()),
@@ -129,14 +133,17 @@ impl PodLister {
             source_of_config: origin.clone(),
             message,
         })?;
+        let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| ClientError {
-            source_of_config: origin,
+            source_of_config: origin.clone(),
             message: e.to_string(),
         })?;
         Ok(PodLister {
-            api: Api::namespaced(client, &site.cluster.namespace),
-            selector: site.cluster.selector.clone(),
-            namespace: site.cluster.namespace.clone(),
+            api: Api::namespaced(client, &cluster.namespace),
+            selector: cluster.selector.clone(),
+            namespace: cluster.namespace.clone(),
+            server,
+            origin,
         })
     }
 
@@ -151,16 +158,48 @@ impl PodLister {
         &self.namespace
     }
 
-    /// The pods now, sorted by name.
+    /// The pods now, sorted by name. An error names the API server, the
+    /// kubeconfig it came from, and the kubectl command that checks the same.
     pub async fn list(&self) -> Result<Vec<Pod>, String> {
         let list = self
             .api
             .list(&ListParams::default().labels(&self.selector))
             .await
-            .map_err(|e| format!("listing pods ({}): {e}", self.selector))?;
+            .map_err(|e| {
+                format!(
+                    "cannot list the pods of namespace {:?} with selector {:?} from the Kubernetes API {}: {}; check with: {}",
+                    self.namespace,
+                    self.selector,
+                    self.describe(),
+                    crate::chain::error_chain(&e),
+                    self.kubectl()
+                )
+            })?;
         let mut pods: Vec<Pod> = list.items.into_iter().map(to_wit).collect();
         pods.sort_by(|a, b| a.name.cmp(&b.name));
+        if pods.is_empty() {
+            tracing::warn!(
+                "no pod matches selector {:?} in namespace {:?} (Kubernetes API at {}); check [cluster] namespace and selector with: {}",
+                self.selector,
+                self.namespace,
+                self.server,
+                self.kubectl()
+            );
+        }
         Ok(pods)
+    }
+
+    /// Where the API server is and which configuration named it.
+    pub fn describe(&self) -> String {
+        format!("at {} ({})", self.server, self.origin)
+    }
+
+    /// The kubectl command that lists what [`PodLister::list`] lists.
+    fn kubectl(&self) -> String {
+        format!(
+            "kubectl get pods -n {} -l {} -o wide",
+            self.namespace, self.selector
+        )
     }
 }
 
@@ -344,7 +383,7 @@ fn check_key(key: &str) -> Result<(), String> {
         Some((prefix, name)) => {
             if prefix.is_empty()
                 || prefix.len() > 253
-                || !prefix.split('.').all(crate::site::is_dns_label)
+                || !prefix.split('.').all(crate::frame::is_dns_label)
             {
                 return Err(format!("key {key:?}: invalid prefix {prefix:?}"));
             }

@@ -21,8 +21,8 @@ use tokio::process::Command;
 
 use super::Denials;
 use super::pods::PodLister;
-use crate::runtime::bindings::cmk::procedure::restart::{Host, RestartError};
-use crate::site::{SiteError, SiteFile, is_dns_label, is_executable};
+use crate::frame::{SiteError, SiteFile, is_dns_label, is_executable};
+use crate::wit::cmk::procedure::restart::{Host, RestartError};
 pub use kubernetes::{Workload, WorkloadKind};
 
 /// Environment variables the restart command inherits when the site lists none;

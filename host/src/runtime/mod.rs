@@ -4,12 +4,7 @@
 //! A [`Runtime`] holds no run's state: one process can run many rotations at once,
 //! each with its own store, capabilities and limits.
 
-pub mod bindings;
 pub mod imports;
-pub mod limits;
-pub(crate) mod wasi;
-
-pub use limits::{LimitHit, Limits};
 
 use std::sync::Arc;
 use std::thread;
@@ -22,22 +17,24 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::audit::{Audit, Entry, RunContext};
 use crate::caps::confirm::{Answerer, ConfirmCap};
-use crate::caps::gate::{Gate, Stop};
+use crate::caps::gate::Gate;
 use crate::caps::hooks::{HookConfig, HookInstance, HookState, HooksCap};
 use crate::caps::http::{HttpCap, HttpPolicy};
 use crate::caps::journal::{Journal, JournalCap};
-use crate::caps::log::{LogCap, StepRecord, outcome_name};
+use crate::caps::log::{LogCap, Progress, StepRecord, outcome_name};
 use crate::caps::pods::{PodLister, PodsCap};
 use crate::caps::restart::RestartCap;
 use crate::caps::{Denials, PodAddresses};
 use crate::grants::{Capability, Grants};
 use crate::lease::HeldLease;
+use crate::limits::{self, LimitHit, Limits};
 use crate::report::{FailureInfo, RunOutcome, RunReport};
 use crate::site::Site;
-use crate::ui::Progress;
-use bindings::Rotation;
-use bindings::cmk::procedure as wit;
-use bindings::exports::cmk::procedure::procedure::{Context, Grants as WitGrants, Mode};
+use crate::stop::Stop;
+use crate::wasi;
+use crate::wit::Rotation;
+use crate::wit::cmk::procedure as api;
+use crate::wit::exports::cmk::procedure::procedure::{Context, Grants as WitGrants, Mode};
 
 /// How often the engine's epoch advances; the wall-clock limit is counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -61,8 +58,10 @@ pub struct RunOptions {
     pub answerer: Answerer,
     /// Requested (e.g. on SIGINT): the run makes no further change and ends.
     pub stop: Stop,
-    /// The site's hooks, verified and compiled (`cli::prepare_hooks`), in order.
+    /// The site's hooks, verified and compiled (`launch`), in order.
     pub hooks: Vec<PreparedHook>,
+    /// `--events`: every audit record of the run, as it is written.
+    pub events: crate::events::Events,
 }
 
 /// A hook component admitted by the site's trust and compiled, not yet instantiated.
@@ -90,9 +89,12 @@ pub enum RunError {
     /// A `[limits]` value too small for the component even to start (exit 1).
     #[error("{0}")]
     Limit(String),
-    /// Another run holds the cluster's Lease, or the Lease API failed (exit 1).
+    /// Another run holds the cluster's Lease (exit 1).
     #[error("{0}")]
     Busy(String),
+    /// The cluster's Kubernetes API could not be used (exit 1).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// A compiled component and the digest of the exact bytes it was compiled from.
@@ -144,21 +146,21 @@ impl Runtime {
 
         let mut linker: Linker<RunState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wit::types::add_to_linker::<_, HasSelf<LogCap>>(&mut linker, |s| &mut s.log)?;
-        wit::log::add_to_linker::<_, HasSelf<LogCap>>(&mut linker, |s| &mut s.log)?;
-        wit::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut linker, |s| &mut s.pods)?;
-        wit::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut linker, |s| &mut s.http)?;
-        wit::restart::add_to_linker::<_, HasSelf<RestartCap>>(&mut linker, |s| &mut s.restart)?;
-        wit::journal::add_to_linker::<_, HasSelf<JournalCap>>(&mut linker, |s| &mut s.journal)?;
-        wit::confirm::add_to_linker::<_, HasSelf<ConfirmCap>>(&mut linker, |s| &mut s.confirm)?;
-        wit::hooks::add_to_linker::<_, HasSelf<HooksCap>>(&mut linker, |s| &mut s.hooks)?;
+        api::types::add_to_linker::<_, HasSelf<LogCap>>(&mut linker, |s| &mut s.log)?;
+        api::log::add_to_linker::<_, HasSelf<LogCap>>(&mut linker, |s| &mut s.log)?;
+        api::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut linker, |s| &mut s.pods)?;
+        api::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut linker, |s| &mut s.http)?;
+        api::restart::add_to_linker::<_, HasSelf<RestartCap>>(&mut linker, |s| &mut s.restart)?;
+        api::journal::add_to_linker::<_, HasSelf<JournalCap>>(&mut linker, |s| &mut s.journal)?;
+        api::confirm::add_to_linker::<_, HasSelf<ConfirmCap>>(&mut linker, |s| &mut s.confirm)?;
+        api::hooks::add_to_linker::<_, HasSelf<HooksCap>>(&mut linker, |s| &mut s.hooks)?;
 
         let mut hook_linker: Linker<HookState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut hook_linker)?;
-        wit::types::add_to_linker::<_, HasSelf<LogCap>>(&mut hook_linker, |s| &mut s.log)?;
-        wit::log::add_to_linker::<_, HasSelf<LogCap>>(&mut hook_linker, |s| &mut s.log)?;
-        wit::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut hook_linker, |s| &mut s.pods)?;
-        wit::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut hook_linker, |s| &mut s.http)?;
+        api::types::add_to_linker::<_, HasSelf<LogCap>>(&mut hook_linker, |s| &mut s.log)?;
+        api::log::add_to_linker::<_, HasSelf<LogCap>>(&mut hook_linker, |s| &mut s.log)?;
+        api::pods::add_to_linker::<_, HasSelf<PodsCap>>(&mut hook_linker, |s| &mut s.pods)?;
+        api::http::add_to_linker::<_, HasSelf<HttpCap>>(&mut hook_linker, |s| &mut s.http)?;
         Ok(Runtime {
             engine,
             linker,
@@ -174,7 +176,7 @@ impl Runtime {
     /// Compiles `bytes` (the exact bytes that were read, so the digest is theirs).
     /// Does not judge its imports: see [`Runtime::load_checked`].
     pub fn load(&self, bytes: &[u8]) -> Result<Loaded, RunError> {
-        let sha256 = hex(&Sha256::digest(bytes));
+        let sha256 = crate::digest::sha256_hex(bytes);
         let component = Component::new(&self.engine, bytes).map_err(|e| {
             RunError::Invalid(format!(
                 "not a WebAssembly component this host can run: {e:#}"
@@ -206,11 +208,11 @@ impl Runtime {
         options: RunOptions,
     ) -> Result<RunReport, RunError> {
         let started = Instant::now();
-        let lister = PodLister::connect(site)
+        let lister = PodLister::connect(&site.cluster)
             .await
             .map_err(|e| RunError::Setup(format!("cannot use the Kubernetes API: {e}")))?;
-        let policy = HttpPolicy::from_site(site);
-        let client = crate::caps::http::client(site, &policy)
+        let policy = HttpPolicy::new(&site.http, site.cluster.port);
+        let client = crate::caps::http::client(&site.tls, &policy)
             .map_err(|e| RunError::Setup(format!("cannot build the HTTPS client: {e:#}")))?;
         if matches!(site.tls, crate::caps::http::tls::Tls::Insecure) {
             tracing::warn!(
@@ -239,7 +241,8 @@ impl Runtime {
                 signer: None,
             },
         )
-        .map_err(RunError::Setup)?;
+        .map_err(RunError::Setup)?
+        .with_events(options.events.clone());
         audit.record(Entry {
             kind: "run",
             capability: "run",
@@ -267,8 +270,9 @@ impl Runtime {
             };
             hooks.push(self.instantiate_hook(prepared, shared).await?);
         }
-        // Plan mode changes nothing, so it does not exclude other runs.
-        let lease = if options.plan {
+        // Plan mode changes nothing, and neither does a run granted no POST and no
+        // restart (a status check): neither excludes other runs.
+        let lease = if options.plan || !options.grants.can_change_cluster() {
             None
         } else {
             let holder = crate::lease::identity(&run_id);
@@ -287,7 +291,16 @@ impl Runtime {
                 Err(e) => e.to_string(),
             });
             audit.record(entry);
-            Some(held.map_err(|e| RunError::Busy(e.to_string()))?)
+            Some(held.map_err(|e| match e {
+                crate::lease::LeaseError::Busy { .. } => RunError::Busy(e.to_string()),
+                // The API itself failed: say which API and where it came from.
+                crate::lease::LeaseError::Api { .. } => RunError::Cluster(format!(
+                    "{e} (the Kubernetes API {}); check with: kubectl get lease -n {} {}",
+                    lister.describe(),
+                    site.cluster.namespace,
+                    site.lease.name
+                )),
+            })?)
         };
         let grants = &options.grants;
         tracing::info!(grants = %grants, limits = %options.limits, "granted");
@@ -392,7 +405,7 @@ impl Runtime {
             lease.release().await;
         }
 
-        let mut report = RunReport::new(site, loaded, started);
+        let mut report = RunReport::new(site, &loaded.sha256, started);
         report.plan = options.plan;
         report.denials = denials.snapshot();
         let host_steps = store.data().log.steps().to_vec();
@@ -446,6 +459,8 @@ impl Runtime {
         report.run_id = run_id;
         report.planned = gate.planned();
         report.stopped = gate.stopped();
+        report.unconfirmed = store.data().confirm.unconfirmed();
+        report.conclude();
         record_end(&audit, &report);
         report.audit_head = audit.head();
         report.audit_path = audit.path().map(|p| p.display().to_string());
@@ -518,7 +533,7 @@ impl Runtime {
         let ticks = (config.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let hook = bindings::hook::Hook::instantiate_async(
+        let hook = crate::wit::hook::Hook::instantiate_async(
             &mut store,
             &prepared.loaded.component,
             &self.hook_linker,
@@ -553,7 +568,8 @@ impl Runtime {
 /// The run's last records: how it ended, and, after a rotation, the reminder that
 /// DR and cold-standby nodes must rejoin.
 fn record_end(audit: &Audit, report: &RunReport) {
-    let mut end = Entry::call("run", "end", report.outcome_text(), report.duration_ms);
+    let outcome = report.outcome_text();
+    let mut end = Entry::call("run", "end", &outcome, report.duration_ms);
     end.kind = "run";
     end.detail = Some(match &report.failure {
         Some(f) => format!(
@@ -578,7 +594,7 @@ fn record_end(audit: &Audit, report: &RunReport) {
 /// The steps the procedure reported, with the durations the host measured
 /// between its `step-begin` and `step-end`.
 fn reported_steps(
-    steps: Vec<bindings::exports::cmk::procedure::procedure::Step>,
+    steps: Vec<crate::wit::exports::cmk::procedure::procedure::Step>,
     seen: &[StepRecord],
 ) -> Vec<StepRecord> {
     steps
@@ -657,11 +673,7 @@ fn new_run_id() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    hex(&Sha256::digest(seed.as_bytes())[..8])
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::hex(&Sha256::digest(seed.as_bytes())[..8])
 }
 
 /// The run's grants as the procedure's `context` shows them, so that it can refuse

@@ -18,7 +18,7 @@ pub struct KeyId(pub String);
 
 impl KeyId {
     pub fn from_bytes(bytes: &[u8]) -> KeyId {
-        KeyId(crate::runtime::hex(bytes))
+        KeyId(crate::digest::hex(bytes))
     }
 }
 
@@ -79,6 +79,17 @@ impl SigningKey {
     pub fn load(path: &Path) -> Result<SigningKey, String> {
         let meta =
             std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        // A public key given where the secret one goes is the likelier mistake than
+        // a leaked secret: say so before judging its mode.
+        if let Ok(bytes) = std::fs::read(path)
+            && SecretKey::from_any(&bytes).is_err()
+            && PublicKey::from_any(&bytes).is_ok()
+        {
+            return Err(format!(
+                "{} is a public key; sign with the secret key (the .key file `cmk-host keygen` wrote beside it)",
+                path.display()
+            ));
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(format!(
@@ -191,5 +202,14 @@ mod tests {
         std::fs::set_permissions(&files.secret, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = SigningKey::load(&files.secret).err().unwrap();
         assert!(err.contains("must be 0600"), "{err}");
+    }
+
+    #[test]
+    fn a_public_key_given_as_the_secret_one_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = generate(&dir.path().join("ops")).unwrap();
+        let err = SigningKey::load(&files.public).err().unwrap();
+        assert!(err.contains("is a public key"), "{err}");
+        assert!(!err.contains("readable by others"), "{err}");
     }
 }

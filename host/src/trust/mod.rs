@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::frame::{SiteError, SiteFile};
 use crate::grants::{Capability, Grants, HttpMethod};
-use crate::site::{SiteError, SiteFile};
 use keys::{KeyId, VerifyingKey};
 pub use verify::Refusal;
 

@@ -234,14 +234,6 @@ mod tests {
     }
 
     #[test]
-    fn wasmtime_compiles_the_signed_component() {
-        let key = SigningKey::generate();
-        let signed = sign(component(), &key).unwrap();
-        let runtime = crate::runtime::Runtime::new().unwrap();
-        runtime.load(&signed).unwrap();
-    }
-
-    #[test]
     fn unsigned_is_not_signed() {
         let key = SigningKey::generate();
         assert_eq!(

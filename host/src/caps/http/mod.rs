@@ -10,8 +10,9 @@ pub mod tls;
 use futures::StreamExt;
 
 use super::{Denials, PodAddresses};
+use crate::chain::error_chain;
 use crate::grants::{Grants, HttpMethod};
-use crate::runtime::bindings::cmk::procedure::http::{Host, HttpError, Method, Request, Response};
+use crate::wit::cmk::procedure::http::{Host, HttpError, Method, Request, Response};
 pub use policy::HttpPolicy;
 pub use tls::client;
 
@@ -215,20 +216,6 @@ fn has_rustls_error(e: &(dyn std::error::Error + 'static)) -> bool {
         return true;
     }
     e.source().is_some_and(has_rustls_error)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 impl Host for HttpCap {

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::caps::PodAddresses;
+use crate::frame::{SiteError, SiteFile};
 use crate::grants::HttpMethod;
-use crate::site::{Site, SiteError, SiteFile};
 
 /// `[http]`: what `http` may send, and how much. Every key has a default that suits
 /// the DSM cluster-key API.
@@ -168,13 +168,14 @@ pub struct HttpPolicy {
 }
 
 impl HttpPolicy {
-    pub fn from_site(site: &Site) -> Self {
+    /// The policy of `[http]`, for pods listening on `[cluster] port`.
+    pub fn new(http: &Http, port: u16) -> Self {
         HttpPolicy {
-            port: site.cluster.port,
-            max_response_bytes: site.http.max_response_bytes,
-            max_request_bytes: site.http.max_request_bytes,
-            timeout: site.http.timeout,
-            max_concurrency: site.http.max_concurrency,
+            port,
+            max_response_bytes: http.max_response_bytes,
+            max_request_bytes: http.max_request_bytes,
+            timeout: http.timeout,
+            max_concurrency: http.max_concurrency,
         }
     }
 

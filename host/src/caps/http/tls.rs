@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::policy::HttpPolicy;
-use crate::site::{Site, SiteError, SiteFile};
+use crate::frame::{SiteError, SiteFile};
 
 #[derive(Debug, Clone)]
 pub enum Tls {
@@ -100,11 +100,11 @@ impl RawTls {
 }
 
 /// Builds the run's one HTTPS client.
-pub fn client(site: &Site, policy: &HttpPolicy) -> anyhow::Result<reqwest::Client> {
+pub fn client(tls: &Tls, policy: &HttpPolicy) -> anyhow::Result<reqwest::Client> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let config = match &site.tls {
+    let config = match tls {
         Tls::Ca { path, pem } => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {

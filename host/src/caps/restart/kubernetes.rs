@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::{Api, Client};
 
-use crate::runtime::bindings::cmk::procedure::restart::RestartError;
+use crate::wit::cmk::procedure::restart::RestartError;
 
 /// How often the workload is read while its rollout progresses.
 const ROLLOUT_POLL: Duration = Duration::from_millis(200);

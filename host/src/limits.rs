@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use wasmtime::ResourceLimiter;
 
-use crate::site::{Site, SiteError, SiteFile};
+use crate::frame::{SiteError, SiteFile};
 
 /// Defaults that suit a rotation: a few MiB of JSON at most, two rolling restarts,
 /// a few dozen calls per pod.
@@ -57,13 +57,6 @@ impl Limits {
                 + DEFAULT_WALL_CLOCK_MARGIN,
             host_calls: DEFAULT_HOST_CALLS,
         }
-    }
-}
-
-impl Limits {
-    /// The site's `[limits]`, validated with the site.
-    pub fn for_site(site: &Site) -> Limits {
-        site.limits.clone()
     }
 }
 
