@@ -2,9 +2,9 @@
 //! that phase's rows of the [table](crate::table): take the next step, verify it,
 //! record it. Apply acts; plan walks the same rows and only reports, marking a step
 //! the run's grants would refuse as refused (the plan itself succeeds: it is a
-//! report). Before anything is read, apply checks
-//! that the grants cover a whole rotation, so that a missing grant stops the run
-//! before the first change rather than halfway.
+//! report). Before anything is read, apply checks that the grants cover a whole
+//! rotation, so that a missing grant stops the run before the first change rather
+//! than halfway.
 
 use guest_kit::grants::Grants;
 use guest_kit::host::Act;
