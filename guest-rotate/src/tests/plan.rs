@@ -46,9 +46,11 @@ fn plan_after_an_interruption_starts_where_the_journal_says() {
     );
 }
 
-/// The clusters the reconcile can observe, each as a fresh fake (a run changes it),
-/// with the phase preflight decides for it.
-fn phases() -> Vec<(&'static str, fn() -> Fake)> {
+/// A cluster in some phase, built afresh for each run (a run changes it).
+type Setup = fn() -> Fake;
+
+/// The clusters the reconcile can observe, named after the phase preflight decides.
+fn phases() -> Vec<(&'static str, Setup)> {
     vec![
         ("nothing proposed", || Fake::new(3)),
         ("nothing proposed, one pod", || Fake::new(1)),
