@@ -12,9 +12,18 @@
 //!
 //! Request bodies are kept only when every field is known to carry no secret
 //! (`target` of a fetch); other bodies are recorded by their SHA-256.
+//!
+//! The trail survives hostile input: every string a record takes from a component
+//! (a URL, a step's detail, a confirmation's details) is escaped and bounded; a
+//! longer one is cut, and `cut` keeps its original length and SHA-256. The last
+//! record is found by reading back from the end, whatever its size, so no record a
+//! run wrote can stop a later run from starting. Every record names the run's
+//! signer and key id. The file is created 0600, its folder 0700.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::digest::hex;
 use crate::frame::{SiteError, SiteFile};
+use crate::text::{Cut, bounded};
 
 /// JSON body fields that may be kept verbatim in the trail.
 const PLAIN_BODY_FIELDS: &[&str] = &["target"];
@@ -62,7 +72,11 @@ pub struct Record {
     pub run_id: String,
     pub cluster: String,
     pub component_sha256: String,
+    /// The `[[trust.signer]]` that verified the component (`null`: it ran unsigned).
     pub signer: Option<String>,
+    /// The id of the key that verified it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     /// `run`, `call` or `step`.
     pub kind: String,
     pub capability: String,
@@ -73,8 +87,20 @@ pub struct Record {
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
+    /// The fields that were cut (`target`, `detail`, `body`): their whole length
+    /// and SHA-256.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cut: BTreeMap<String, Cut>,
     pub prev: String,
 }
+
+/// Longest `target` kept (a URL, a journal key), in bytes.
+pub const MAX_TARGET: usize = 1024;
+/// Longest `detail` kept.
+pub const MAX_DETAIL: usize = 4096;
+/// Longest string inside a `body`, and longest `body` as JSON.
+const MAX_BODY_STRING: usize = 1024;
+const MAX_BODY: usize = 8192;
 
 /// What one run writes into every record.
 #[derive(Debug, Clone)]
@@ -83,6 +109,7 @@ pub struct RunContext {
     pub cluster: String,
     pub component_sha256: String,
     pub signer: Option<String>,
+    pub key_id: Option<String>,
 }
 
 struct Writer {
@@ -173,17 +200,46 @@ impl Audit {
     /// is continued from whatever record is last when each record is appended.
     pub fn open(path: &Path, ctx: RunContext) -> Result<Audit, String> {
         let err = |e: std::io::Error| format!("audit trail {}: {e}", path.display());
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Folders it creates are the owner's alone; an existing one is left as the
+            // site made it, and warned about when others may enter it.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
+            if let Ok(meta) = std::fs::metadata(dir)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                    "the audit trail's folder is open to other users"
+                );
+            }
         }
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(err)?;
-        let (_, head) =
-            tail(&mut file).map_err(|e| format!("audit trail {}: {e}", path.display()))?;
+        // A trail created before, with wider permissions, is narrowed to its owner.
+        let meta = file.metadata().map_err(err)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(err)?;
+        }
+        let last = tail(&mut file).map_err(|e| format!("audit trail {}: {e}", path.display()))?;
+        if last.torn {
+            tracing::warn!(
+                path = %path.display(),
+                "the audit trail's last record was cut short (a run killed while writing it?): \
+                 the chain goes on from the record before it; `cmk-host audit verify` names the line"
+            );
+        }
+        let head = last.hash;
         Ok(Audit(Some(Arc::new(Mutex::new(Writer {
             path: path.to_path_buf(),
             file,
@@ -212,7 +268,25 @@ impl Audit {
         let written = (|| -> std::io::Result<(String, serde_json::Value)> {
             w.file.lock()?;
             let result = (|| {
-                let (seq, prev) = tail(&mut w.file)?;
+                let Tail {
+                    seq,
+                    hash: prev,
+                    needs_newline,
+                    ..
+                } = tail(&mut w.file)?;
+                let mut cut = BTreeMap::new();
+                let (target, c) = bounded(entry.target, MAX_TARGET);
+                cut.extend(c.map(|c| ("target".to_string(), c)));
+                let detail = entry.detail.as_deref().map(|d| {
+                    let (d, c) = bounded(d, MAX_DETAIL);
+                    cut.extend(c.map(|c| ("detail".to_string(), c)));
+                    d
+                });
+                let body = entry.body.map(|b| {
+                    let (b, c) = bounded_body(b);
+                    cut.extend(c.map(|c| ("body".to_string(), c)));
+                    b
+                });
                 let record = Record {
                     seq: seq + 1,
                     time: now(),
@@ -220,17 +294,20 @@ impl Audit {
                     cluster: w.ctx.cluster.clone(),
                     component_sha256: w.ctx.component_sha256.clone(),
                     signer: w.ctx.signer.clone(),
+                    key_id: w.ctx.key_id.clone(),
                     kind: entry.kind.to_string(),
                     capability: entry.capability.to_string(),
-                    target: entry.target.to_string(),
-                    outcome: entry.outcome.to_string(),
+                    target,
+                    outcome: bounded(entry.outcome, MAX_TARGET).0,
                     duration_ms: entry.duration_ms,
-                    detail: entry.detail,
-                    body: entry.body,
+                    detail,
+                    body,
+                    cut,
                     prev,
                 };
                 let (line, hash) = seal(&record).map_err(std::io::Error::other)?;
-                w.file.write_all(format!("{line}\n").as_bytes())?;
+                let lead = if needs_newline { "\n" } else { "" };
+                w.file.write_all(format!("{lead}{line}\n").as_bytes())?;
                 w.file.sync_data()?;
                 let event = if w.events.is_on() {
                     serde_json::to_value(&record).unwrap_or_default()
@@ -270,26 +347,162 @@ impl Audit {
     }
 }
 
-/// The last record's (seq, hash) in `file`, or (0, zeros) when it is empty.
-fn tail(file: &mut std::fs::File) -> std::io::Result<(u64, String)> {
+/// A body with every string in it escaped and bounded; a body still over
+/// [`MAX_BODY`] as JSON is replaced by its length and digest.
+fn bounded_body(body: serde_json::Value) -> (serde_json::Value, Option<Cut>) {
+    use serde_json::Value;
+    fn walk(v: Value, cut: &mut bool) -> Value {
+        match v {
+            Value::String(s) => {
+                let (s, c) = bounded(&s, MAX_BODY_STRING);
+                *cut |= c.is_some();
+                Value::String(s)
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(|v| walk(v, cut)).collect()),
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .map(|(k, v)| {
+                        let (k, c) = bounded(&k, MAX_BODY_STRING);
+                        *cut |= c.is_some();
+                        (k, walk(v, cut))
+                    })
+                    .collect(),
+            ),
+            v => v,
+        }
+    }
+    let whole = body.to_string();
+    let mut was_cut = false;
+    let kept = walk(body, &mut was_cut);
+    let summary = || Cut {
+        bytes: whole.len(),
+        sha256: hex(&Sha256::digest(whole.as_bytes())),
+    };
+    if kept.to_string().len() > MAX_BODY {
+        let c = summary();
+        return (
+            serde_json::json!({ "sha256": c.sha256, "bytes": c.bytes }),
+            Some(c),
+        );
+    }
+    (kept, was_cut.then(summary))
+}
+
+/// Where the chain continues: the last complete record's `seq` and `hash`, and
+/// whether the file ends without a newline (the next record starts a line first).
+struct Tail {
+    seq: u64,
+    hash: String,
+    needs_newline: bool,
+    /// The last line was cut short (a run killed while writing it): the chain
+    /// continues from the record before it, and `audit verify` names the line.
+    torn: bool,
+}
+
+/// The last record of `file` (see [`Tail`]); (0, zeros) when it is empty.
+///
+/// Reads back from the end in blocks, keeping only positions, so a last line of any
+/// size is found with one block of memory; then reads the record's `seq` from the
+/// line's start and its `hash` from its end (the writer puts them there). The chain
+/// itself is `audit verify`'s job. A last line without its newline that is not a
+/// record is a write cut short: the record before it is where the chain goes on,
+/// so no run, however it ended, stops the next from starting.
+fn tail(file: &mut std::fs::File) -> std::io::Result<Tail> {
     use std::io::{Read, Seek, SeekFrom};
-    const WINDOW: u64 = 256 * 1024;
     let len = file.seek(SeekFrom::End(0))?;
-    let start = len.saturating_sub(WINDOW);
-    file.seek(SeekFrom::Start(start))?;
-    let mut text = String::new();
-    file.take(WINDOW).read_to_string(&mut text)?;
-    let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
-        return Ok((0, GENESIS.to_string()));
+    let mut last = [0u8; 1];
+    let needs_newline = len > 0 && {
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
+        last[0] != b'\n'
     };
     let bad = || {
         std::io::Error::other(
             "the last record is not a readable audit record; run `cmk-host audit verify`",
         )
     };
-    let (body, hash) = unseal(last).ok_or_else(bad)?;
-    let record: Record = serde_json::from_str(&body).map_err(|_| bad())?;
-    Ok((record.seq, hash.to_string()))
+    let Some((start, end)) = last_line(file, len)? else {
+        return Ok(Tail {
+            seq: 0,
+            hash: GENESIS.to_string(),
+            needs_newline,
+            torn: false,
+        });
+    };
+    if let Some((seq, hash)) = seq_and_hash(file, start, end)? {
+        return Ok(Tail {
+            seq,
+            hash,
+            needs_newline,
+            torn: false,
+        });
+    }
+    if !needs_newline {
+        return Err(bad());
+    }
+    let (seq, hash) = match last_line(file, start)? {
+        None => (0, GENESIS.to_string()),
+        Some((s, e)) => seq_and_hash(file, s, e)?.ok_or_else(bad)?,
+    };
+    Ok(Tail {
+        seq,
+        hash,
+        needs_newline,
+        torn: true,
+    })
+}
+
+/// The last non-blank line before `before`: (its start, one past its last byte).
+fn last_line(file: &mut std::fs::File, before: u64) -> std::io::Result<Option<(u64, u64)>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const BLOCK: usize = 64 << 10;
+    let mut block = vec![0u8; BLOCK];
+    let mut pos = before;
+    let mut end: Option<u64> = None;
+    while pos > 0 {
+        let n = pos.min(BLOCK as u64) as usize;
+        pos -= n as u64;
+        file.seek(SeekFrom::Start(pos))?;
+        file.read_exact(&mut block[..n])?;
+        for i in (0..n).rev() {
+            let at = pos + i as u64;
+            match (end, block[i]) {
+                (None, b) if !b.is_ascii_whitespace() => end = Some(at + 1),
+                (Some(e), b'\n') => return Ok(Some((at + 1, e))),
+                _ => {}
+            }
+        }
+    }
+    Ok(end.map(|e| (0, e)))
+}
+
+/// The `seq` at the start and the `hash` at the end of the line `start..end`, if
+/// it is a sealed record.
+fn seq_and_hash(
+    file: &mut std::fs::File,
+    start: u64,
+    end: u64,
+) -> std::io::Result<Option<(u64, String)>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut read_at = |from: u64, n: u64| -> std::io::Result<String> {
+        let mut buf = vec![0u8; n as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let line_len = end - start;
+    let head = read_at(start, line_len.min(48))?;
+    let foot = read_at(end - line_len.min(96), line_len.min(96))?;
+    let seq = head
+        .strip_prefix("{\"seq\":")
+        .and_then(|rest| rest.split_once(','))
+        .and_then(|(n, _)| n.parse::<u64>().ok());
+    let hash = foot
+        .strip_suffix("\"}")
+        .and_then(|rest| rest.rsplit_once(",\"hash\":\""))
+        .map(|(_, h)| h)
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    Ok(seq.zip(hash.map(str::to_string)))
 }
 
 /// The outcome of `audit verify`.
@@ -368,7 +581,8 @@ mod tests {
             run_id: "r1".into(),
             cluster: "c".into(),
             component_sha256: "ab".into(),
-            signer: None,
+            signer: Some("ops".into()),
+            key_id: Some("0011".into()),
         };
         let audit = Audit::open(&path, ctx.clone()).unwrap();
         for i in 0..n / 2 {
@@ -432,6 +646,142 @@ mod tests {
             matches!(&v, Verdict::Broken(2, m) if m.contains("reordered")),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn a_huge_record_is_cut_and_any_last_line_is_read_back() {
+        let (_d, path) = trail(2);
+        let ctx = || RunContext {
+            run_id: "r2".into(),
+            cluster: "c".into(),
+            component_sha256: "ab".into(),
+            signer: Some("ops".into()),
+            key_id: Some("0011".into()),
+        };
+        let url = format!(
+            "GET https://10.0.0.1:4444/cluster/v1/key/{}",
+            "a".repeat(300_000)
+        );
+        let audit = Audit::open(&path, ctx()).unwrap();
+        audit.record(Entry::call("http", &url, "404", 1).detail("x\u{1b}[2J".repeat(2000)));
+        drop(audit);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last: Record =
+            serde_json::from_str(&unseal(text.lines().last().unwrap()).unwrap().0).unwrap();
+        assert!(text.lines().last().unwrap().len() < 16 << 10, "bounded");
+        assert_eq!(last.cut["target"].bytes, url.len());
+        assert_eq!(
+            last.cut["target"].sha256,
+            hex(&Sha256::digest(url.as_bytes()))
+        );
+        assert!(last.cut.contains_key("detail"));
+        assert!(!text.contains('\u{1b}'), "escaped");
+        assert_eq!(
+            (last.signer.as_deref(), last.key_id.as_deref()),
+            (Some("ops"), Some("0011"))
+        );
+
+        // A trail whose last line is 300 KB (written before records were bounded):
+        // the next run still opens it and continues the chain.
+        let record = Record {
+            seq: 4,
+            time: now(),
+            run_id: "old".into(),
+            cluster: "c".into(),
+            component_sha256: "ab".into(),
+            signer: None,
+            key_id: None,
+            kind: "call".into(),
+            capability: "http".into(),
+            target: url.clone(),
+            outcome: "404".into(),
+            duration_ms: 0,
+            detail: None,
+            body: None,
+            cut: BTreeMap::new(),
+            prev: match verify(&text) {
+                Verdict::Intact(3, head) => head,
+                v => panic!("{v:?}"),
+            },
+        };
+        let (line, _) = seal(&record).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(format!("{line}\n\n").as_bytes())
+            .unwrap();
+        let audit = Audit::open(&path, ctx()).unwrap();
+        audit.record(Entry::call("run", "start", "started", 0));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            matches!(verify(&text), Verdict::Intact(5, _)),
+            "{:?}",
+            verify(&text)
+        );
+    }
+
+    #[test]
+    fn a_record_cut_short_does_not_stop_the_next_run_and_verify_names_it() {
+        let (_d, path) = trail(4);
+        let whole = std::fs::read_to_string(&path).unwrap();
+        let torn = "{\"seq\":5,\"time\":\"2026-";
+        std::fs::write(&path, format!("{whole}{torn}")).unwrap();
+        let ctx = RunContext {
+            run_id: "r3".into(),
+            cluster: "c".into(),
+            component_sha256: "ab".into(),
+            signer: None,
+            key_id: None,
+        };
+        let audit = Audit::open(&path, ctx).unwrap();
+        audit.record(Entry::call("run", "start", "started", 0));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            matches!(verify(&text), Verdict::Broken(5, m) if m.contains("not a sealed")),
+            "{text}"
+        );
+        // Without the cut line, the chain is whole: the new record follows seq 4.
+        let mended: String = text
+            .lines()
+            .filter(|l| *l != torn)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(matches!(verify(&mended), Verdict::Intact(5, _)), "{mended}");
+
+        // A last line that is complete but not a record is still refused.
+        std::fs::write(&path, format!("{whole}not a record\n")).unwrap();
+        let ctx = RunContext {
+            run_id: "r4".into(),
+            cluster: "c".into(),
+            component_sha256: "ab".into(),
+            signer: None,
+            key_id: None,
+        };
+        assert!(Audit::open(&path, ctx).is_err());
+    }
+
+    #[test]
+    fn the_trail_is_the_owners_alone() {
+        let (dir, path) = trail(1);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("audit")), 0o700);
+    }
+
+    #[test]
+    fn a_body_is_escaped_and_bounded() {
+        let (kept, cut) = bounded_body(serde_json::json!({ "k\u{1b}": "v\u{202e}" }));
+        assert_eq!(kept, serde_json::json!({ "k\\u{1b}": "v\\u{202e}" }));
+        assert!(cut.is_none(), "escaped, not cut");
+        let many: serde_json::Map<String, serde_json::Value> = (0..32)
+            .map(|i| (format!("k{i}"), serde_json::Value::String("x".repeat(1000))))
+            .collect();
+        let (kept, cut) = bounded_body(serde_json::Value::Object(many));
+        let cut = cut.expect("over 8 KiB: replaced");
+        assert_eq!(kept["bytes"], cut.bytes);
+        assert_eq!(kept["sha256"], cut.sha256.as_str());
+        assert!(cut.bytes > MAX_BODY);
     }
 
     #[test]

@@ -98,7 +98,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show a component's imports, exports, size and digest, and what a site would grant it.
     ///
-    /// Exit 3 when a run would refuse the component (an import outside the world).
+    /// With --site, the signature is verified first, as `run` does; the grants shown
+    /// are the site's narrowed to the signer. Exit 3 when a run would refuse the
+    /// component (unsigned, an untrusted key, modified, an import outside the world).
     Inspect(InspectArgs),
     /// Work with audit trails.
     #[command(subcommand)]
@@ -121,12 +123,19 @@ pub struct InspectArgs {
     /// The component to describe.
     #[arg(value_name = "COMPONENT.wasm")]
     pub component: PathBuf,
-    /// The site file whose grants and limits to show.
+    /// The site file whose trust, grants and limits to judge it by: its signature
+    /// is verified first, as `run` does.
     #[arg(long, value_name = "SITE.toml")]
     pub site: Option<PathBuf>,
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Judge it as `run --allow-unsigned` would.
+    #[arg(long, requires = "site")]
+    pub allow_unsigned: bool,
+    /// A detached signature (from `sign --detached`), as `run --signature`.
+    #[arg(long, value_name = "FILE", requires = "site")]
+    pub signature: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -341,6 +350,8 @@ async fn run_component(
         answerer: Answerer::detect(args.yes),
         stop: on_interrupt(),
         hooks: Vec::new(),
+        signer: None,
+        key_id: None,
         events: events.clone(),
     };
     launch::execute(&bytes, &args.component, &site, &launch, options).await
@@ -372,6 +383,8 @@ async fn status_of(
         answerer: Answerer::Nobody,
         stop: on_interrupt(),
         hooks: Vec::new(),
+        signer: None,
+        key_id: None,
         events: events.clone(),
     };
     let origin = Path::new("<bundled guest-status>");
@@ -445,7 +458,21 @@ fn inspect(args: InspectArgs) -> u8 {
         Ok(b) => b,
         Err(failure) => return failure.report(),
     };
-    let inspection = match crate::inspect::inspect(&bytes, &args.component, site.as_ref()) {
+    let detached = match args
+        .signature
+        .as_deref()
+        .map(|p| launch::read_file("signature", p))
+    {
+        Some(Err(failure)) => return failure.report(),
+        Some(Ok(sig)) => Some(sig),
+        None => None,
+    };
+    let request = trust::Request {
+        allow_unsigned: args.allow_unsigned,
+        detached: detached.as_deref(),
+    };
+    let inspection = match crate::inspect::inspect(&bytes, &args.component, site.as_ref(), &request)
+    {
         Ok(i) => i,
         Err(e) => {
             return ui::error(exit::USAGE, format!("{}: {e}", args.component.display()));

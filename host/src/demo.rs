@@ -78,6 +78,8 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
         answerer: crate::caps::confirm::Answerer::Yes,
         stop: crate::stop::Stop::default(),
         hooks: Vec::new(),
+        signer: None,
+        key_id: None,
         events: crate::events::Events::default(),
     };
     let origin = Path::new("<bundled guest-rotate>");

@@ -226,6 +226,9 @@ pub async fn execute(
     // Verify before compile: wasmtime only ever sees bytes a trusted key signed.
     let admitted = admit(bytes, origin, site, launch, &options.grants)?;
     options.grants = admitted.grants.clone();
+    // Every audit record names who signed what runs.
+    options.signer = admitted.signer.clone();
+    options.key_id = admitted.key_id.as_ref().map(|id| id.0.clone());
 
     let runtime =
         Runtime::new().map_err(|e| Failure::Failed(format!("cannot start wasmtime: {e:#}")))?;
@@ -260,6 +263,9 @@ pub async fn execute_bundled(
 ) -> Result<RunReport, Failure> {
     options.grants = options.grants.read_only();
     options.hooks = Vec::new();
+    // Compiled into this binary: the trail names the host as its signer.
+    options.signer = Some("cmk-host (bundled)".into());
+    options.key_id = None;
     let runtime =
         Runtime::new().map_err(|e| Failure::Failed(format!("cannot start wasmtime: {e:#}")))?;
     let (loaded, cache_status) = compile(&runtime, bytes, origin, launch)?;

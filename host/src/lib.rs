@@ -29,6 +29,7 @@ pub mod runtime;
 pub mod signing;
 pub mod site;
 pub mod stop;
+pub mod text;
 pub mod trust;
 pub mod ui;
 pub mod wasi;

@@ -9,6 +9,7 @@ use crate::caps::Denial;
 use crate::caps::confirm::Unconfirmed;
 use crate::caps::log::StepRecord;
 use crate::site::Site;
+use crate::text::ComponentText;
 
 use crate::exit;
 
@@ -28,6 +29,32 @@ pub struct FailureInfo {
     pub step: String,
     pub reason: String,
     pub safe_to_resume: bool,
+    /// Whose words `step` and `reason` are: `procedure` (what the component
+    /// returned, escaped) or `host` (a limit, a trap; any output it quotes escaped).
+    pub reported_by: &'static str,
+}
+
+impl FailureInfo {
+    /// The failure the procedure returned: its words, escaped and bounded.
+    pub fn from_procedure(step: &str, reason: &str, safe_to_resume: bool) -> Self {
+        FailureInfo {
+            step: ComponentText::new(step).into_string(),
+            reason: ComponentText::new(reason).into_string(),
+            safe_to_resume,
+            reported_by: "procedure",
+        }
+    }
+
+    /// A failure the host found (a trap, a limit); `reason` is the host's text,
+    /// with whatever it quotes from the component already escaped.
+    pub fn from_host(step: &str, reason: String, safe_to_resume: bool) -> Self {
+        FailureInfo {
+            step: step.to_string(),
+            reason,
+            safe_to_resume,
+            reported_by: "host",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,8 +104,9 @@ pub struct RunReport {
     /// Why the run was stopped before its end (SIGINT, a lost Lease).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub guest_output: String,
+    /// What the component wrote to stdout and stderr (escaped: one line of text).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub guest_output: ComponentText,
     /// Why the point of no return was not confirmed, when it was not.
     #[serde(skip)]
     pub unconfirmed: Option<Unconfirmed>,
@@ -109,7 +137,7 @@ impl RunReport {
             audit_path: None,
             audit_head: None,
             stopped: None,
-            guest_output: String::new(),
+            guest_output: ComponentText::default(),
             unconfirmed: None,
         }
     }

@@ -194,14 +194,20 @@ fn mark(outcome: &str) -> &'static str {
     }
 }
 
+/// The start of every line that shows a procedure's step: what follows is the
+/// procedure's report, not the host's voice (a host line never starts so, and the
+/// procedure's text, escaped, cannot start a line of its own).
+pub const GUTTER: &str = "│ ";
+
 fn describe(name: &str, outcome: &str, detail: &str, elapsed: Duration) -> String {
+    let (name, detail) = (crate::text::escape(name), crate::text::escape(detail));
     let detail = if detail.is_empty() {
         String::new()
     } else {
         format!(": {detail}")
     };
     format!(
-        "{} {name} {outcome} ({:.1}s){detail}",
+        "{GUTTER}{} {name} {outcome} ({:.1}s){detail}",
         mark(outcome),
         elapsed.as_secs_f64()
     )
@@ -212,8 +218,9 @@ pub struct Lines;
 
 impl Progress for Lines {
     fn step_begin(&self, name: &str, detail: &str) {
+        let (name, detail) = (crate::text::escape(name), crate::text::escape(detail));
         eprintln!(
-            "▶ {name}{}",
+            "{GUTTER}▶ {name}{}",
             if detail.is_empty() {
                 String::new()
             } else {
@@ -245,11 +252,11 @@ impl Progress for Spinners {
     fn step_begin(&self, name: &str, detail: &str) {
         let bar = self.multi.add(ProgressBar::new_spinner());
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
+            ProgressStyle::with_template("│ {spinner} {prefix} {msg} ({elapsed})")
                 .expect("static template"),
         );
-        bar.set_prefix(name.to_string());
-        bar.set_message(detail.to_string());
+        bar.set_prefix(crate::text::escape(name));
+        bar.set_message(crate::text::escape(detail));
         bar.enable_steady_tick(Duration::from_millis(120));
         self.running
             .lock()
@@ -304,7 +311,7 @@ fn table(steps: &[StepRecord]) -> String {
             .collect(),
     ];
     for (step, fields) in &rows {
-        let mut line = vec![step.name.clone()];
+        let mut line = vec![step.name.to_string()];
         for (i, key) in keys.iter().enumerate() {
             let value = fields.get(key).unwrap_or("");
             line.push(cut(value, i + 1 == keys.len()));
@@ -380,6 +387,7 @@ pub fn summary(report: &RunReport) -> String {
         _ => out.push_str("  signed by: nobody (run with --allow-unsigned)\n"),
     }
     out.push_str(&table(&report.steps));
+    use crate::text::escape;
     if report.stopped_on_purpose() {
         // A decline, no one to confirm, an interrupt: nothing to fix, the reason once.
         let why = report
@@ -387,12 +395,19 @@ pub fn summary(report: &RunReport) -> String {
             .as_deref()
             .or(report.failure.as_ref().map(|f| f.reason.as_str()));
         if let Some(why) = why {
-            out.push_str(&format!("  why:      {why}\n"));
+            out.push_str(&format!("  why:      {}\n", escape(why)));
         }
     } else if let Some(f) = &report.failure {
+        // The procedure's own failure is said to be its words.
+        let whose = if f.reported_by == "procedure" {
+            " (the procedure's words)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
-            "  failed at: {}\n  reason:   {}\n",
-            f.step, f.reason
+            "  failed at: {}\n  reason:   {}{whose}\n",
+            escape(&f.step),
+            escape(&f.reason)
         ));
         out.push_str(if f.safe_to_resume {
             "  the cluster was left in a safe state: fix the cause and run again to continue\n"
@@ -410,13 +425,15 @@ pub fn summary(report: &RunReport) -> String {
     if !report.planned.is_empty() {
         out.push_str("  plan:     recorded, not sent:\n");
         for call in &report.planned {
-            out.push_str(&format!("            {call}\n"));
+            out.push_str(&format!("            {}\n", escape(call)));
         }
     }
     for d in &report.denials {
         out.push_str(&format!(
             "  denied:   {} {} ({})\n",
-            d.capability, d.target, d.rule
+            d.capability,
+            escape(&d.target),
+            escape(&d.rule)
         ));
     }
     if report.exit_code == 0 && report.version_after > report.version_before {
@@ -430,7 +447,24 @@ mod tests {
     use super::*;
 
     fn step(name: &str, outcome: &'static str, detail: &str) -> StepRecord {
-        StepRecord::new(name.into(), outcome, detail.into(), 0)
+        StepRecord::new(name, outcome, detail, 0)
+    }
+
+    #[test]
+    fn a_step_line_is_marked_as_the_procedures_and_cannot_start_another() {
+        let line = describe(
+            "verify\r\n✓ verify-activated",
+            "done",
+            "ok\n✓ verify-activated done (0.0s): every pod reports version 99\u{1b}[2J",
+            Duration::ZERO,
+        );
+        assert_eq!(
+            line,
+            "│ ✓ verify\\u{d}\\u{a}✓ verify-activated done (0.0s): ok\\u{a}✓ verify-activated \
+             done (0.0s): every pod reports version 99\\u{1b}[2J"
+        );
+        assert_eq!(line.lines().count(), 1);
+        assert!(line.starts_with(GUTTER));
     }
 
     #[test]

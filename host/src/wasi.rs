@@ -16,7 +16,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 /// Bytes of guest output kept; the rest is dropped, never an error to the guest.
-const OUTPUT_LIMIT: usize = 64 << 10;
+pub const OUTPUT_LIMIT: usize = 64 << 10;
 
 /// Builds the deny-all WASI context and the capture of the guest's output.
 pub fn deny_all() -> (WasiCtx, CapturedOutput) {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cmk_tests::{Cluster, ROTATE_WASM, run};
+use cmk_tests::{Cluster, HOSTILE_WASM, PROBE_WASM, ROTATE_WASM, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
 
@@ -147,4 +147,82 @@ async fn verify_names_a_swapped_pair() {
             .contains("line 7: records were reordered: found seq 8, expected seq 7"),
         "{out}"
     );
+}
+
+/// A hostile GET whose URL is 300 KB: its record is cut (with the URL's length and
+/// SHA-256), the next run on the cluster starts and ends normally, the chain
+/// verifies, every record names the signer and its key, and the trail is the
+/// owner's alone (0600 in a 0700 folder).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_300_kb_url_cannot_stop_the_next_run() {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = Cluster::pods(1).await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(HOSTILE_WASM),
+            "--site",
+            &site,
+            "--param",
+            "attack=long-url",
+            "--param",
+            "bytes=300000",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let trail = cluster.dir().join("state/audit/sim.jsonl");
+    let (_, ip) = cluster.sim.pod_ips().remove(0);
+    let target = format!(
+        "GET https://{ip}:4444/cluster/v1/key/{}",
+        "a".repeat(300_000)
+    );
+    let recs = records(&trail);
+    let get = recs
+        .iter()
+        .find(|r| r["capability"] == "http")
+        .unwrap_or_else(|| panic!("no record of the GET: {recs:#?}"));
+    assert_eq!(get["cut"]["target"]["bytes"], target.len(), "{get:#}");
+    let sha: String = Sha256::digest(target.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(get["cut"]["target"]["sha256"], sha.as_str());
+    let text = std::fs::read_to_string(&trail).unwrap();
+    assert!(
+        text.lines().all(|l| l.len() < 16 << 10),
+        "every record is bounded"
+    );
+
+    // The next run on the same cluster starts, and ends normally.
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &cluster.signed(PROBE_WASM),
+            "--site",
+            &site,
+            "--param",
+            "list_pods=true",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = verify(&trail).await;
+    assert_eq!(out.code, 0, "{out}");
+
+    let recs = records(&trail);
+    assert!(recs.len() > 4, "{recs:#?}");
+    for r in &recs {
+        assert_eq!(r["signer"], "ops", "{r:#}");
+        assert_eq!(r["key_id"], cluster.ops.key_id.as_str(), "{r:#}");
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&trail), 0o600);
+    assert_eq!(mode(trail.parent().unwrap()), 0o700);
 }

@@ -385,3 +385,58 @@ async fn a_pod_certificate_from_another_ca_is_a_typed_tls_error() {
     );
     assert!(cluster.oracle().calls.is_empty(), "no request was sent");
 }
+
+/// Percent-encoded `/`, `\`, `.` and NUL in a request path, in any case, are
+/// refused before anything is sent: a pod's router could decode them after the
+/// allow-list read the path (`/cluster/v1/key/..%2f..%2fadmin` is `/cluster/admin`).
+/// The pod sees the two control reads, nothing else; no other listener sees a thing.
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_traversal_in_a_path_is_denied_and_never_connects() {
+    let cluster = Cluster::pods(1).await;
+    let (_, pod_ip) = cluster.sim.pod_ips().remove(0);
+    let pod_other_port = Canary::listen(&format!("{pod_ip}:0")).await;
+    let key = format!("https://{pod_ip}:4444/cluster/v1/key");
+    let control = format!("GET {key}");
+    let cases: Vec<(String, &str)> = vec![
+        (format!("GET {key}/..%2f..%2fadmin"), "%2f"),
+        (format!("GET {key}/..%2F..%2Fadmin"), "%2f"),
+        (format!("POST {key}/..%2f..%2fsys/v1/reset"), "%2f"),
+        (format!("GET {key}/%2e%2e/%2e%2e/admin"), "%2e"),
+        (format!("GET {key}/%2E%2E/%2E%2E/admin"), "%2e"),
+        (format!("POST {key}/.%2e/propose"), "%2e"),
+        (format!("GET {key}/..%5c..%5cadmin"), "%5c"),
+        (format!("GET {key}/..%5C..%5Cadmin"), "%5c"),
+        (format!("GET {key}%00/admin"), "%00"),
+        (format!("POST {key}/activate%00.json"), "%00"),
+    ];
+    let mut requests = vec![control.clone()];
+    requests.extend(cases.iter().map(|(r, _)| r.clone()));
+    for batch in ["batch=false", "batch=true"] {
+        let report = probe(
+            &cluster,
+            cluster.site().to_str().unwrap(),
+            &requests,
+            &[batch],
+        )
+        .await;
+        assert_eq!(step_detail(&report, &control), "ok 200", "{batch}");
+        for (request, code) in &cases {
+            let detail = step_detail(&report, request);
+            assert!(
+                detail.starts_with("denied: ")
+                    && detail.contains(code)
+                    && detail.contains("encoded separators, dots and NUL are refused"),
+                "{batch} {request}: {detail}"
+            );
+        }
+        assert_eq!(report["denials"].as_array().unwrap().len(), cases.len());
+    }
+    let calls = cluster.oracle().calls;
+    assert_eq!(
+        calls.len(),
+        2,
+        "only the control reads reached the pod: {calls:#?}"
+    );
+    assert!(calls.iter().all(|c| c.method == "GET"), "{calls:#?}");
+    assert_eq!(pod_other_port.connections(), 0);
+}

@@ -103,6 +103,8 @@ async fn the_runtime_still_runs_after_a_spinning_component() {
         answerer: cmk_host::caps::confirm::Answerer::Nobody,
         stop: cmk_host::stop::Stop::default(),
         hooks: Vec::new(),
+        signer: None,
+        key_id: None,
         events: cmk_host::events::Events::default(),
     };
     let spin = runtime
@@ -270,8 +272,11 @@ async fn a_component_importing_outside_the_world_is_refused_at_load() {
             && out.stderr.contains("cmk:outside/exfil@0.1.0"),
         "{out}"
     );
-    // Refused before instantiation: nothing ran, no pod was contacted.
-    assert!(out.stdout.is_empty(), "{out}");
+    // Refused before instantiation: nothing ran (the document is the refusal's,
+    // not a run's report), no pod was contacted.
+    let doc = out.json();
+    assert_eq!(doc["outcome"], "refused", "{out}");
+    assert!(doc.get("run_id").is_none() && doc.get("steps").is_none(), "{out}");
     let oracle = cluster.oracle();
     assert!(oracle.calls.is_empty() && oracle.restarts.is_empty());
 }
@@ -281,15 +286,18 @@ async fn inspect_shows_imports_exports_digest_and_grants() {
     use sha2::{Digest, Sha256};
     let cluster = Cluster::pods(1).await;
     let site = cluster.site().to_str().unwrap().to_string();
-    let out = run(BIN, &["inspect", ROTATE_WASM, "--site", &site]).await;
+    // With a site, inspect judges as run does: the component must be signed.
+    let signed = cluster.signed(ROTATE_WASM);
+    let out = run(BIN, &["inspect", &signed, "--site", &site]).await;
     assert_eq!(out.code, 0, "{out}");
-    let bytes = std::fs::read(ROTATE_WASM).unwrap();
+    let bytes = std::fs::read(&signed).unwrap();
     let sha: String = Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     for line in [
-        format!("component  {ROTATE_WASM}"),
+        format!("component  {signed}"),
+        format!("signature  signed by ops (key {})", cluster.ops.key_id),
         format!("size       {} bytes", bytes.len()),
         format!("sha256     {sha}"),
         "kind       procedure".to_string(),
@@ -403,11 +411,8 @@ async fn the_restart_command_gets_only_the_allowed_environment_in_its_working_di
 async fn inspect_judges_a_hook_as_a_hook() {
     let cluster = Cluster::pods(1).await;
     let site = cluster.site().to_str().unwrap().to_string();
-    let out = run(
-        BIN,
-        &["inspect", cmk_tests::HOOK_QUORUM_WASM, "--site", &site],
-    )
-    .await;
+    let hook = cluster.signed(cmk_tests::HOOK_QUORUM_WASM);
+    let out = run(BIN, &["inspect", &hook, "--site", &site]).await;
     assert_eq!(out.code, 0, "{out}");
     for line in [
         "kind       hook",
@@ -422,4 +427,136 @@ async fn inspect_judges_a_hook_as_a_hook() {
     // The rotation exports `procedure`, not `hooks`: it stays a procedure.
     let out = run(BIN, &["inspect", ROTATE_WASM, "--json"]).await;
     assert_eq!(out.json()["kind"], "procedure", "{out}");
+}
+
+/// What a hostile component may put in front of the operator: escape sequences, a
+/// carriage return, a newline and a forged host line, bidi overrides, in every string
+/// it supplies (`attack=forge`). None reaches stdout or stderr as itself, in the
+/// terminal's lines or in `--json`, whichever way the run ends; no line starts with
+/// the forged `✓ verify-activated done`; the trail holds only the escaped text.
+#[tokio::test(flavor = "multi_thread")]
+async fn component_text_cannot_forge_the_hosts_voice() {
+    let cluster = Cluster::pods(1).await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let component = cluster.signed(HOSTILE_WASM);
+    for end in ["report", "fail", "panic"] {
+        for json in [false, true] {
+            let end_param = format!("end={end}");
+            let mut args = vec![
+                "run",
+                &component,
+                "--site",
+                &site,
+                "--param",
+                "attack=forge",
+                "--param",
+                &end_param,
+            ];
+            if json {
+                args.push("--json");
+            }
+            let out = run(BIN, &args).await;
+            let case = format!("end={end} json={json}");
+            assert_eq!(
+                out.code,
+                if end == "report" { 0 } else { 1 },
+                "{case}: {out}"
+            );
+            for (stream, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+                for raw in ['\u{1b}', '\u{9b}', '\u{202e}', '\r', '\u{8}', '\u{7}'] {
+                    assert!(
+                        !text.contains(raw),
+                        "{case}: {raw:?} reached {stream}:\n{out}"
+                    );
+                }
+                for line in text.lines() {
+                    let start = line.trim_start_matches(|c: char| c.is_whitespace() || c == '│');
+                    assert!(
+                        !start.starts_with("✓ verify-activated done"),
+                        "{case}: a forged host line on {stream}: {line:?}"
+                    );
+                }
+            }
+            // Shown visibly, as escapes, and as the procedure's words.
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(all.contains(r"\u{1b}[2J"), "{case}: {out}");
+            assert!(all.contains(r"\u{202e}"), "{case}: {out}");
+            assert!(
+                all.contains("procedure: log "),
+                "{case}: the log line is attributed: {out}"
+            );
+            if json {
+                let report = out.json();
+                assert!(!report["audit_path"].is_null(), "{out}");
+                let trail =
+                    std::fs::read_to_string(report["audit_path"].as_str().unwrap()).unwrap();
+                for raw in ['\u{1b}', '\u{9b}', '\u{202e}'] {
+                    assert!(!trail.contains(raw), "{case}: {raw:?} in the trail");
+                }
+                if end == "fail" {
+                    assert_eq!(report["failure"]["reported_by"], "procedure", "{out}");
+                    assert!(
+                        report["failure"]["reason"]
+                            .as_str()
+                            .unwrap()
+                            .starts_with(r"reason \u{1b}[2J"),
+                        "{out}"
+                    );
+                }
+            }
+        }
+    }
+    let trail = cluster.dir().join("state/audit/sim.jsonl");
+    let out = run(BIN, &["audit", "verify", trail.to_str().unwrap()]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        cluster.oracle().calls.is_empty(),
+        "the forged URL was not sent"
+    );
+}
+
+/// `journal.remove` is checked against the grant like every other call: a signer
+/// without `journal` is denied, and the journal on disk keeps its entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn journal_remove_without_the_journal_grant_is_denied() {
+    let cluster = Cluster::pods(1).await;
+    let journal = cluster.dir().join("state/journal/sim.json");
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    let seeded = r#"{"cluster":"sim","entries":{"k":"v"}}"#;
+    std::fs::write(&journal, seeded).unwrap();
+    let granted = r#""log", "journal", "confirm"]"#;
+    let site = cluster.site_with("no-journal.toml", |s| {
+        assert!(s.contains(granted), "{s}");
+        s.replace(granted, r#""log", "confirm"]"#)
+    });
+    let out = attack(
+        &cluster,
+        site.to_str().unwrap(),
+        "journal-remove",
+        &["key=k"],
+    )
+    .await;
+    let got = detail(&out);
+    assert!(
+        got.starts_with("denied: ") && got.contains("journal is not granted"),
+        "{got}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap(),
+        seeded,
+        "untouched"
+    );
+    let denials = &out.json()["denials"];
+    assert_eq!(denials[0]["capability"], "journal", "{out}");
+
+    // The control: with the grant, the same call removes the entry.
+    let out = attack(
+        &cluster,
+        cluster.site().to_str().unwrap(),
+        "journal-remove",
+        &["key=k"],
+    )
+    .await;
+    assert_eq!(detail(&out), "ok");
+    assert!(!std::fs::read_to_string(&journal).unwrap().contains("\"k\""));
 }

@@ -674,3 +674,129 @@ http_paths = ["/cluster/v1/key"]"#,
     assert_eq!(oracle.version, 1);
     assert!(oracle.broken_pods().is_empty());
 }
+
+/// `inspect --site` judges as `run` does, signature first: what `run` refuses
+/// (unsigned, an untrusted key, modified after signing) is "refused", exit 3, and
+/// nothing was compiled; a signed component is shown with the site's grants
+/// narrowed to its signer.
+#[tokio::test(flavor = "multi_thread")]
+async fn inspect_verifies_the_signature_first_and_shows_the_signers_grants() {
+    let cluster = Cluster::pods(1).await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let inspect = |component: String, json: bool| {
+        let site = site.clone();
+        async move {
+            let mut args = vec!["inspect".to_string(), component, "--site".into(), site];
+            if json {
+                args.push("--json".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(BIN, &args).await
+        }
+    };
+    let line = |out: &Outcome, want: &str| {
+        assert!(
+            out.stdout.lines().any(|l| l == want),
+            "no line {want:?} in:\n{out}"
+        );
+    };
+
+    // Unsigned: refused, as `run` refuses it.
+    let out = inspect(ROTATE_WASM.to_string(), false).await;
+    assert_eq!(out.code, 3, "{out}");
+    line(&out, "grants     nothing");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("verdict    refused: not signed")),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("runnable"), "{out}");
+    assert!(
+        !out.stdout.contains("cmk:procedure/http"),
+        "not compiled: {out}"
+    );
+    let json = inspect(ROTATE_WASM.to_string(), true).await.json();
+    assert_eq!(json["compiled"], false);
+    assert!(
+        json["refused"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused: not signed")
+    );
+
+    // Signed by a key the site does not trust, and modified after signing.
+    let stranger = Signer::generate(cluster.dir(), "stranger");
+    let foreign = stranger.sign(ROTATE_WASM, &cluster.dir().join("foreign.wasm"));
+    let out = inspect(foreign, false).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stdout.contains("which is not trusted here"), "{out}");
+    assert!(out.stdout.contains(&stranger.key_id), "{out}");
+    let signed = cluster.signed(ROTATE_WASM);
+    let mut bytes = std::fs::read(&signed).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let modified = cluster.dir().join("modified.wasm");
+    std::fs::write(&modified, bytes).unwrap();
+    let out = inspect(modified.to_str().unwrap().to_string(), false).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stdout.contains("modified after signing"), "{out}");
+
+    // Signed by a trusted signer: the site's grants narrowed to that signer's.
+    let vendor = Signer::generate(cluster.dir(), "vendor");
+    cluster.trust(&vendor, r#"capabilities = ["pods", "log"]"#);
+    let probe = vendor.sign(PROBE_WASM, &cluster.dir().join("vendor-probe.wasm"));
+    let out = inspect(probe, false).await;
+    assert_eq!(out.code, 0, "{out}");
+    line(
+        &out,
+        &format!("signature  signed by vendor (key {})", vendor.key_id),
+    );
+    line(
+        &out,
+        "verdict    runnable: every import is provided by this host",
+    );
+    line(&out, "grants     pods, log");
+    let out = inspect(signed, true).await;
+    assert_eq!(out.code, 0, "{out}");
+    let json = out.json();
+    assert_eq!(json["signer"], "ops", "{out}");
+    assert_eq!(json["key_id"], cluster.ops.key_id.as_str(), "{out}");
+}
+
+/// 14 bytes whose one section claims 4 GiB: refused (exit 3) before any parser
+/// allocates what the length says. `verify` runs under a 2 GiB address-space limit,
+/// so a 4 GiB allocation would abort it; `run` and `inspect` refuse it too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_section_longer_than_the_file_is_refused_before_it_is_read() {
+    let cluster = Cluster::pods(1).await;
+    let file = cluster.dir().join("huge-section.wasm");
+    std::fs::write(
+        &file,
+        [
+            0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x0f,
+        ],
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let script = format!(
+        "ulimit -v 2097152 && exec {BIN} verify --key {} {file}",
+        cluster.ops.public.display()
+    );
+    let out = run("/bin/sh", &["-c", &script]).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr
+            .contains("claims 4294967295 bytes, but only 0 remain"),
+        "{out}"
+    );
+    let site = cluster.site().to_str().unwrap();
+    let out = run(BIN, &["run", file, "--site", site]).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("claims 4294967295 bytes"), "{out}");
+    let out = run(BIN, &["inspect", file, "--site", site]).await;
+    assert_eq!(out.code, 3, "{out}");
+    let out = run(BIN, &["inspect", file]).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(cluster.oracle().calls.is_empty());
+}

@@ -85,6 +85,9 @@ impl ConfirmCap {
 /// What the operator is shown.
 fn question(action: &str, details: &[(String, String)]) -> String {
     let mut q = format!("\nAbout to {action}. This cannot be undone.\n");
+    if !details.is_empty() {
+        q.push_str("The procedure says:\n");
+    }
     for (k, v) in details.iter().take(32) {
         q.push_str(&format!("  {k}: {v}\n"));
     }
@@ -94,6 +97,14 @@ fn question(action: &str, details: &[(String, String)]) -> String {
 
 impl Host for ConfirmCap {
     async fn ask(&mut self, action: String, details: Vec<(String, String)>) -> Result<(), String> {
+        // The procedure's words: escaped before the terminal, the log or the trail.
+        let text = |s: &str| crate::text::ComponentText::new(s).into_string();
+        let action = text(&action);
+        let details: Vec<(String, String)> = details
+            .iter()
+            .take(32)
+            .map(|(k, v)| (text(k), text(v)))
+            .collect();
         let started = std::time::Instant::now();
         let answer = if self.granted {
             self.ask_unaudited(&action, details.clone()).await

@@ -299,10 +299,12 @@ impl Host for HooksCap {
             let started = Instant::now();
             let answer = self.hooks[i].before(&step, &observed).await;
             let name = self.hooks[i].name.clone();
-            let call = format!("before {step}");
-            match answer {
+            // The step is the procedure's words, the reason the hook's: both escaped.
+            let call = format!("before {}", crate::text::escape(&step));
+            match answer.map_err(|r| crate::text::ComponentText::new(&r).into_string()) {
                 Ok(()) => self.record(&name, &call, "allowed", started, None),
                 Err(reason) => {
+                    let step = crate::text::escape(&step);
                     tracing::warn!(hook = %name, %step, "vetoed: {reason}");
                     self.record(&name, &call, "vetoed", started, Some(reason.clone()));
                     return Err(reason);
@@ -317,10 +319,15 @@ impl Host for HooksCap {
             let started = Instant::now();
             let answer = self.hooks[i].after(&step, outcome, &observed).await;
             let name = self.hooks[i].name.clone();
-            let call = format!("after {step} {}", outcome_name(outcome));
-            match answer {
+            let call = format!(
+                "after {} {}",
+                crate::text::escape(&step),
+                outcome_name(outcome)
+            );
+            match answer.map_err(|r| crate::text::ComponentText::new(&r).into_string()) {
                 Ok(()) => self.record(&name, &call, "done", started, None),
                 Err(reason) => {
+                    let step = crate::text::escape(&step);
                     tracing::warn!(hook = %name, %step, "a hook's after-step call failed: {reason}");
                     self.record(&name, &call, "failed", started, Some(reason));
                 }

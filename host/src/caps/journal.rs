@@ -137,18 +137,37 @@ impl Journal {
         &mut self,
         dry: bool,
         change: impl FnOnce(&mut BTreeMap<String, String>),
-    ) -> Result<(), String> {
+    ) -> Result<(), UpdateError> {
         let mut next = self.entries.clone();
         change(&mut next);
         if next.len() > MAX_ENTRIES {
-            return Err(format!("more than {MAX_ENTRIES} entries"));
+            return Err(UpdateError::TooLarge(format!(
+                "more than {MAX_ENTRIES} entries"
+            )));
         }
         if !dry {
-            self.persist(&next)
-                .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+            self.persist(&next).map_err(|e| {
+                UpdateError::Io(format!("cannot write {}: {e}", self.path.display()))
+            })?;
         }
         self.entries = next;
         Ok(())
+    }
+}
+
+/// Why an update was not applied: over a size limit (the guest's doing), or the
+/// file could not be written (the host's).
+#[derive(Debug)]
+enum UpdateError {
+    TooLarge(String),
+    Io(String),
+}
+
+impl std::fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpdateError::TooLarge(m) | UpdateError::Io(m) => f.write_str(m),
+        }
     }
 }
 
@@ -212,14 +231,19 @@ impl JournalCap {
             .record(crate::audit::Entry::call("journal", &target, outcome, 0).body(body));
     }
 
-    fn check(&self, key: &str, value: &str) -> Result<(), JournalError> {
+    /// Every call, reads and writes alike, is checked against the grant first.
+    fn check_grant(&self, what: &str) -> Result<(), JournalError> {
         if !self.granted {
             return Err(JournalError::Denied(self.denials.deny(
                 "journal",
-                truncate(key),
+                what.to_string(),
                 "journal is not granted to this component",
             )));
         }
+        Ok(())
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), JournalError> {
         if key.is_empty() || key.len() > MAX_KEY {
             return Err(JournalError::TooLarge(self.denials.deny(
                 "journal",
@@ -227,6 +251,25 @@ impl JournalCap {
                 format!("a key is 1 to {MAX_KEY} bytes"),
             )));
         }
+        Ok(())
+    }
+
+    /// An update's failure as the guest receives it; a size failure is a denial.
+    fn update_error(&self, key: &str, e: UpdateError) -> JournalError {
+        match e {
+            UpdateError::TooLarge(m) => {
+                JournalError::TooLarge(self.denials.deny("journal", truncate(key), m))
+            }
+            UpdateError::Io(m) => {
+                tracing::error!(error = %m, "journal write failed");
+                JournalError::Io(m)
+            }
+        }
+    }
+
+    fn check(&self, key: &str, value: &str) -> Result<(), JournalError> {
+        self.check_grant(&truncate(key))?;
+        self.check_key(key)?;
         if value.len() > MAX_VALUE {
             return Err(JournalError::TooLarge(self.denials.deny(
                 "journal",
@@ -276,28 +319,21 @@ impl JournalCap {
     fn set_unaudited(&mut self, key: &str, value: &str) -> Result<(), JournalError> {
         let (key, value) = (key.to_string(), value.to_string());
         self.check(&key, &value)?;
-        tracing::debug!(key = %key, value = %value, dry = self.dry, "journal set");
-        self.journal
-            .update(self.dry, |e| {
-                e.insert(key, value);
-            })
-            .map_err(|m| {
-                tracing::error!(error = %m, "journal write failed");
-                JournalError::Io(m)
-            })
+        tracing::debug!(key = %crate::text::escape(&key), dry = self.dry, "journal set");
+        let result = self.journal.update(self.dry, |e| {
+            e.insert(key.clone(), value);
+        });
+        result.map_err(|e| self.update_error(&key, e))
     }
 
     fn remove_unaudited(&mut self, key: &str) -> Result<(), JournalError> {
-        let key = key.to_string();
-        tracing::debug!(key = %key, dry = self.dry, "journal remove");
-        self.journal
-            .update(self.dry, |e| {
-                e.remove(&key);
-            })
-            .map_err(|m| {
-                tracing::error!(error = %m, "journal write failed");
-                JournalError::Io(m)
-            })
+        self.check_grant(&truncate(key))?;
+        self.check_key(key)?;
+        tracing::debug!(key = %crate::text::escape(key), dry = self.dry, "journal remove");
+        let result = self.journal.update(self.dry, |e| {
+            e.remove(key);
+        });
+        result.map_err(|e| self.update_error(key, e))
     }
 }
 
@@ -343,8 +379,40 @@ mod tests {
                 }
             })
             .unwrap_err();
-        assert!(err.contains("entries"), "{err}");
+        assert!(
+            matches!(&err, UpdateError::TooLarge(m) if m.contains("entries")),
+            "{err}"
+        );
         assert!(j.entries().is_empty());
+    }
+
+    #[test]
+    fn remove_needs_the_grant_and_a_full_journal_is_too_large_not_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), "c").unwrap();
+        j.update(false, |e| {
+            e.insert("k".into(), "v".into());
+        })
+        .unwrap();
+        let denials = Denials::default();
+        let mut cap = JournalCap::new(j.clone(), false, false, denials.clone());
+        assert!(matches!(
+            cap.remove_unaudited("k"),
+            Err(JournalError::Denied(m)) if m.contains("not granted")
+        ));
+        let on_disk = Journal::open(dir.path(), "c").unwrap();
+        assert_eq!(on_disk.entries().get("k").map(String::as_str), Some("v"));
+        assert_eq!(denials.snapshot().len(), 1);
+
+        let mut cap = JournalCap::new(j, false, true, Denials::default());
+        for i in 1..MAX_ENTRIES {
+            cap.set_unaudited(&i.to_string(), "").unwrap();
+        }
+        assert!(matches!(
+            cap.set_unaudited("one-too-many", ""),
+            Err(JournalError::TooLarge(m)) if m.contains("entries")
+        ));
+        assert!(cap.remove_unaudited("k").is_ok(), "granted: removed");
     }
 
     #[test]

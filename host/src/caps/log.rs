@@ -11,25 +11,25 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::Denials;
+use crate::text::ComponentText;
 use crate::wit::cmk::procedure::log::{Host, Level};
 use crate::wit::cmk::procedure::types::Outcome;
 
-/// Where step progress goes.
+/// Where step progress goes. The names and details are the component's words,
+/// already escaped ([`ComponentText`]); the terminal marks their lines as the
+/// procedure's (`ui::GUTTER`).
 pub trait Progress: Send + Sync {
     fn step_begin(&self, name: &str, detail: &str);
     fn step_end(&self, name: &str, outcome: &str, detail: &str, elapsed: Duration);
 }
 
-/// Longest log message or field the host accepts from a guest; longer ones are cut,
-/// so a hostile guest cannot flood the terminal or the audit trail.
-const MAX_TEXT: usize = 4096;
-
-/// A step as the host saw it (begin and end), for the report.
+/// A step as the host saw it (begin and end), for the report. Its name and detail
+/// are the component's words, escaped and bounded ([`ComponentText`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct StepRecord {
-    pub name: String,
+    pub name: ComponentText,
     pub outcome: &'static str,
-    pub detail: String,
+    pub detail: ComponentText,
     pub duration_ms: u64,
     /// The detail's `key=value` pairs, when it is written that way (see [`Fields`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,12 +37,25 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
-    pub fn new(name: String, outcome: &'static str, detail: String, duration_ms: u64) -> Self {
-        let fields = Fields::parse(&detail);
+    /// From the component's raw `name` and `detail`: escaped and bounded here, the
+    /// detail's pairs read before (so the escaping of the pairs is the table's).
+    pub fn new(name: &str, outcome: &'static str, detail: &str, duration_ms: u64) -> Self {
+        let fields = Fields::parse(detail).map(|f| {
+            Fields(
+                f.0.into_iter()
+                    .map(|(k, v)| {
+                        (
+                            ComponentText::new(&k).into_string(),
+                            ComponentText::new(&v).into_string(),
+                        )
+                    })
+                    .collect(),
+            )
+        });
         StepRecord {
-            name,
+            name: ComponentText::new(name),
             outcome,
-            detail,
+            detail: ComponentText::new(detail),
             duration_ms,
             fields,
         }
@@ -195,16 +208,8 @@ pub fn outcome_name(outcome: Outcome) -> &'static str {
     }
 }
 
-fn cut(mut s: String) -> String {
-    if s.len() > MAX_TEXT {
-        let mut end = MAX_TEXT;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
+fn cut(s: String) -> String {
+    ComponentText::new(&s).into_string()
 }
 
 impl crate::wit::cmk::procedure::types::Host for LogCap {}
@@ -214,9 +219,10 @@ impl Host for LogCap {
         if !self.permitted("log") {
             return;
         }
+        // Attributed: a guest's line never reads as the host's own.
         let message = match &self.hook {
             Some(hook) => format!("{hook}: {}", cut(message)),
-            None => cut(message),
+            None => format!("procedure: {}", cut(message)),
         };
         let fields: String = fields
             .into_iter()
@@ -244,8 +250,8 @@ impl Host for LogCap {
             );
             return;
         }
-        let (name, detail) = (cut(name), cut(detail));
-        self.started.insert(name.clone(), Instant::now());
+        let (name, detail) = (ComponentText::new(&name), ComponentText::new(&detail));
+        self.started.insert(name.to_string(), Instant::now());
         self.progress.step_begin(&name, &detail);
     }
 
@@ -258,30 +264,26 @@ impl Host for LogCap {
                 .deny("log", format!("{hook} step-end"), "a hook reports no steps");
             return;
         }
-        let (name, detail) = (cut(name), cut(detail));
         let elapsed = self
             .started
-            .remove(&name)
+            .remove(ComponentText::new(&name).as_str())
             .map(|t| t.elapsed())
             .unwrap_or(Duration::ZERO);
         let outcome = outcome_name(outcome);
-        self.progress.step_end(&name, outcome, &detail, elapsed);
+        let step = StepRecord::new(&name, outcome, &detail, elapsed.as_millis() as u64);
+        self.progress
+            .step_end(&step.name, outcome, &step.detail, elapsed);
         self.audit.record(crate::audit::Entry {
             kind: "step",
             capability: "log",
-            target: &name,
+            target: &step.name,
             outcome,
-            duration_ms: elapsed.as_millis() as u64,
-            detail: Some(detail.clone()),
+            duration_ms: step.duration_ms,
+            detail: Some(step.detail.to_string()),
             body: None,
         });
         if self.steps.len() < 1024 {
-            self.steps.push(StepRecord::new(
-                name,
-                outcome,
-                detail,
-                elapsed.as_millis() as u64,
-            ));
+            self.steps.push(step);
         }
     }
 }

@@ -39,10 +39,11 @@ impl Denials {
         target: impl Into<String>,
         rule: impl Into<String>,
     ) -> String {
+        // The target (a URL, a key) and the rule may quote the component's words.
         let denial = Denial {
             capability,
-            target: target.into(),
-            rule: rule.into(),
+            target: crate::text::ComponentText::with_limit(&target.into(), 512).into_string(),
+            rule: crate::text::ComponentText::new(&rule.into()).into_string(),
         };
         tracing::warn!(
             capability,

@@ -60,6 +60,10 @@ pub struct RunOptions {
     pub stop: Stop,
     /// The site's hooks, verified and compiled (`launch`), in order.
     pub hooks: Vec<PreparedHook>,
+    /// Who signed the component, as its verification found (`None`: unsigned);
+    /// every audit record names them.
+    pub signer: Option<String>,
+    pub key_id: Option<String>,
     /// `--events`: every audit record of the run, as it is written.
     pub events: crate::events::Events,
 }
@@ -237,8 +241,8 @@ impl Runtime {
                 run_id: run_id.clone(),
                 cluster: site.cluster.name.clone(),
                 component_sha256: loaded.sha256.clone(),
-                // Signatures are not verified by this host yet.
-                signer: None,
+                signer: options.signer.clone(),
+                key_id: options.key_id.clone(),
             },
         )
         .map_err(RunError::Setup)?
@@ -426,36 +430,33 @@ impl Runtime {
                 report.set_outcome(RunOutcome::Failed);
                 report.pods = store.data().pods.last_count().unwrap_or(0);
                 report.steps = host_steps;
-                report.failure = Some(FailureInfo {
-                    step: failure.step,
-                    reason: failure.reason,
-                    safe_to_resume: failure.safe_to_resume,
-                });
+                report.failure = Some(FailureInfo::from_procedure(
+                    &failure.step,
+                    &failure.reason,
+                    failure.safe_to_resume,
+                ));
             }
             Ok(Err(trap)) => {
                 report.set_outcome(RunOutcome::Trapped);
                 report.steps = host_steps;
                 let reason = describe_trap(&trap, &options.limits, &output.text());
-                report.failure = Some(FailureInfo {
-                    step: "component".into(),
-                    reason,
-                    safe_to_resume: false,
-                });
+                report.failure = Some(FailureInfo::from_host("component", reason, false));
             }
             Err(_) => {
                 report.set_outcome(RunOutcome::Trapped);
                 report.steps = host_steps;
-                report.failure = Some(FailureInfo {
-                    step: "component".into(),
-                    reason: format!(
+                report.failure = Some(FailureInfo::from_host(
+                    "component",
+                    format!(
                         "stopped: the run exceeded its wall-clock limit of {}s",
                         options.limits.wall_clock.as_secs()
                     ),
-                    safe_to_resume: false,
-                });
+                    false,
+                ));
             }
         }
-        report.guest_output = output.text();
+        report.guest_output =
+            crate::text::ComponentText::with_limit(&output.text(), wasi::OUTPUT_LIMIT);
         report.run_id = run_id;
         report.planned = gate.planned();
         report.stopped = gate.stopped();
@@ -556,9 +557,10 @@ impl Runtime {
         };
         instance.init(&config.params).await.map_err(|e| {
             RunError::Setup(format!(
-                "hook {} ({}) refused its [[hooks]] params: {e}",
+                "hook {} ({}) refused its [[hooks]] params: {}",
                 config.name,
-                config.path.display()
+                config.path.display(),
+                crate::text::ComponentText::new(&e)
             ))
         })?;
         Ok(instance)
@@ -600,16 +602,13 @@ fn reported_steps(
     steps
         .into_iter()
         .map(|step| {
-            let duration_ms = seen
+            let mut record =
+                StepRecord::new(&step.name, outcome_name(step.outcome), &step.detail, 0);
+            record.duration_ms = seen
                 .iter()
-                .find(|s| s.name == step.name)
+                .find(|s| s.name == record.name)
                 .map_or(0, |s| s.duration_ms);
-            StepRecord::new(
-                step.name,
-                outcome_name(step.outcome),
-                step.detail,
-                duration_ms,
-            )
+            record
         })
         .collect()
 }
@@ -637,7 +636,14 @@ fn describe_trap(trap: &wasmtime::Error, limits: &Limits, output: &str) -> Strin
 
 /// `what`, followed by the guest's last lines of output, if any.
 fn with_output(what: String, output: &str) -> String {
-    let last = output.trim_end().lines().rev().take(5).collect::<Vec<_>>();
+    // The component's words: each line escaped and bounded.
+    let last = output
+        .trim_end()
+        .lines()
+        .rev()
+        .take(5)
+        .map(|l| crate::text::ComponentText::new(l).into_string())
+        .collect::<Vec<_>>();
     if last.is_empty() {
         what
     } else {

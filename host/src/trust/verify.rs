@@ -80,6 +80,136 @@ fn check_preamble(bytes: &[u8]) -> Result<(), Refusal> {
     }
 }
 
+/// The custom section holding an embedded signature, and wasmsign2's maxima
+/// (`sig_sections.rs`; not exported).
+const SIGNATURE_SECTION: &str = "signature";
+const MAX_HASHES: usize = 64;
+const MAX_SIGNATURES: usize = 256;
+
+/// Bytes read by the length pre-check: every length it reads must fit in what is
+/// left of the buffer that holds it.
+struct Bounded<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    /// Where `bytes` starts in the file, for the message.
+    base: usize,
+}
+
+impl<'a> Bounded<'a> {
+    fn new(bytes: &'a [u8], base: usize) -> Self {
+        Bounded { bytes, at: 0, base }
+    }
+
+    fn left(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
+    fn too_short(&self, what: &str) -> Refusal {
+        Refusal::Malformed(format!(
+            "{what} at byte {} runs past the end of the file",
+            self.base + self.at
+        ))
+    }
+
+    fn byte(&mut self, what: &str) -> Result<u8, Refusal> {
+        let b = *self
+            .bytes
+            .get(self.at)
+            .ok_or_else(|| self.too_short(what))?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    /// An unsigned LEB128 of at most 32 bits, as wasmsign2 reads them.
+    fn varint(&mut self, what: &str) -> Result<usize, Refusal> {
+        let mut v: u64 = 0;
+        for i in 0..5 {
+            let b = self.byte(what)?;
+            v |= u64::from(b & 0x7f) << (i * 7);
+            if b & 0x80 == 0 {
+                return u32::try_from(v)
+                    .map(|v| v as usize)
+                    .map_err(|_| Refusal::Malformed(format!("{what}: a length over 32 bits")));
+            }
+        }
+        Err(Refusal::Malformed(format!(
+            "{what}: a length of more than 5 bytes"
+        )))
+    }
+
+    /// A length, then that many bytes, which must be there.
+    fn slice(&mut self, what: &str) -> Result<Bounded<'a>, Refusal> {
+        let at = self.base + self.at;
+        let len = self.varint(what)?;
+        if len > self.left() {
+            return Err(Refusal::Malformed(format!(
+                "{what} at byte {at} claims {len} bytes, but only {} remain",
+                self.left()
+            )));
+        }
+        let inner = Bounded::new(&self.bytes[self.at..self.at + len], self.base + self.at);
+        self.at += len;
+        Ok(inner)
+    }
+
+    fn skip(&mut self, n: usize, what: &str) -> Result<(), Refusal> {
+        if n > self.left() {
+            return Err(self.too_short(what));
+        }
+        self.at += n;
+        Ok(())
+    }
+}
+
+/// Refuses a file whose sections (or the lengths inside a signature section)
+/// claim more bytes than the file holds, before `wasmsign2` reads it: it allocates
+/// whatever a length says, so 14 bytes could make it ask for 4 GiB.
+pub fn check_lengths(bytes: &[u8]) -> Result<(), Refusal> {
+    check_preamble(bytes)?;
+    let mut file = Bounded::new(bytes, 0);
+    file.skip(8, "the preamble")?;
+    while file.left() > 0 {
+        let id = file.byte("a section id")?;
+        let mut section = file.slice("a section")?;
+        if id == 0 {
+            let name = section.slice("a custom section's name")?;
+            if name.bytes == SIGNATURE_SECTION.as_bytes() {
+                check_signature_lengths(&section.bytes[section.at..], section.base + section.at)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lengths inside a signature section's payload (or a detached signature).
+fn check_signature_lengths(payload: &[u8], base: usize) -> Result<(), Refusal> {
+    let mut data = Bounded::new(payload, base);
+    for what in [
+        "the signature version",
+        "its content type",
+        "its hash function",
+    ] {
+        data.byte(what)?;
+    }
+    let sets = data.varint("the count of signed hash sets")?;
+    // wasmsign2 refuses counts over its maxima itself; the loops stop there too.
+    for _ in 0..sets.min(MAX_HASHES) {
+        let mut set = data.slice("a signed hash set")?;
+        let hashes = set.varint("the count of hashes")?;
+        for _ in 0..hashes.min(MAX_HASHES) {
+            set.skip(32, "a hash")?;
+        }
+        let signatures = set.varint("the count of signatures")?;
+        for _ in 0..signatures.min(MAX_SIGNATURES) {
+            let mut signature = set.slice("a signature")?;
+            signature.slice("a key id")?;
+            signature.byte("an algorithm id")?;
+            signature.slice("a signature's bytes")?;
+        }
+    }
+    Ok(())
+}
+
 fn malformed(e: WSError) -> Refusal {
     Refusal::Malformed(e.to_string())
 }
@@ -88,6 +218,7 @@ fn malformed(e: WSError) -> Refusal {
 /// replaced). Returns the signed bytes.
 pub fn sign(bytes: &[u8], key: &SigningKey) -> Result<Vec<u8>, String> {
     check_preamble(bytes).map_err(|e| e.to_string())?;
+    check_lengths(bytes).map_err(|e| e.to_string())?;
     let module = Module::deserialize(&mut Cursor::new(bytes))
         .map_err(|e| format!("cannot read the component's sections: {e}"))?;
     if module.sections.iter().any(Section::is_signature_delimiter) {
@@ -112,6 +243,7 @@ pub fn sign(bytes: &[u8], key: &SigningKey) -> Result<Vec<u8>, String> {
 /// `signature` section would hold).
 pub fn sign_detached(bytes: &[u8], key: &SigningKey) -> Result<Vec<u8>, String> {
     check_preamble(bytes).map_err(|e| e.to_string())?;
+    check_lengths(bytes).map_err(|e| e.to_string())?;
     let module = Module::deserialize(&mut Cursor::new(bytes))
         .map_err(|e| format!("cannot read the component's sections: {e}"))?;
     if module.sections.iter().any(Section::is_signature_header) {
@@ -132,6 +264,10 @@ pub fn verify(
     keys: &[&VerifyingKey],
 ) -> Result<Verified, Refusal> {
     check_preamble(bytes)?;
+    check_lengths(bytes)?;
+    if let Some(signature) = detached {
+        check_signature_lengths(signature, 0)?;
+    }
     let module = Module::deserialize(&mut Cursor::new(bytes)).map_err(malformed)?;
     if module.sections.iter().any(Section::is_signature_delimiter) {
         return Err(Refusal::Partial);
@@ -326,6 +462,61 @@ mod tests {
             verify(&moved, None, &[key.public()]),
             Err(Refusal::Malformed(_))
         ));
+    }
+
+    /// 14 bytes: the preamble, then a section claiming 4 GiB. wasmsign2 would
+    /// allocate the claimed length before reading it; the pre-check refuses first.
+    pub(crate) const HUGE_SECTION: [u8; 14] = [
+        0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x0f,
+    ];
+
+    #[test]
+    fn lengths_past_the_end_are_refused_before_wasmsign2_reads_them() {
+        let r = check_lengths(&HUGE_SECTION).unwrap_err();
+        assert!(r.is_refusal());
+        assert!(
+            r.to_string()
+                .contains("claims 4294967295 bytes, but only 0 remain"),
+            "{r}"
+        );
+        assert_eq!(verify(&HUGE_SECTION, None, &[]), Err(r));
+        let key = SigningKey::generate();
+        assert!(sign(&HUGE_SECTION, &key).unwrap_err().contains("claims"));
+
+        // Inside a section that fits: a custom section's name claiming more than
+        // the section, and a signature whose inner lengths claim gigabytes.
+        assert!(!check_lengths(b"not wasm").unwrap_err().is_refusal());
+        let mut name = COMPONENT_PREAMBLE.to_vec();
+        name.extend([0x00, 0x03, 0xff, 0xff, 0x0f]);
+        assert!(
+            check_lengths(&name)
+                .unwrap_err()
+                .to_string()
+                .contains("name")
+        );
+        let mut sig = COMPONENT_PREAMBLE.to_vec();
+        let payload = [
+            &[9u8][..],
+            b"signature",
+            &[0x01, 0x01, 0x00, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        ]
+        .concat();
+        sig.push(0x00);
+        sig.push(payload.len() as u8);
+        sig.extend(&payload);
+        assert!(
+            check_lengths(&sig)
+                .unwrap_err()
+                .to_string()
+                .contains("a signed hash set"),
+        );
+        assert!(check_signature_lengths(&[0x01, 0x01, 0x00, 0x01, 0xff, 0xff, 0x0f], 0).is_err());
+
+        // Every real component, signed or not, passes.
+        check_lengths(component()).unwrap();
+        check_lengths(&sign(component(), &key).unwrap()).unwrap();
+        let detached = sign_detached(component(), &key).unwrap();
+        check_signature_lengths(&detached, 0).unwrap();
     }
 
     #[test]

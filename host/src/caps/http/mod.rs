@@ -91,7 +91,8 @@ impl HttpCap {
         url: String,
         body: Option<String>,
     ) -> Result<Response, HttpError> {
-        let target = format!("{} {url}", method_name(method));
+        // The URL as the component wrote it: escaped for the log.
+        let target = format!("{} {}", method_name(method), crate::text::escape(&url));
         let checked = self
             .policy
             .check(&url, &self.pods)

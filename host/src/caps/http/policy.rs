@@ -226,8 +226,42 @@ impl HttpPolicy {
         if url.fragment().is_some() {
             return Err("fragments are not allowed".into());
         }
+        // The path as written and as parsed: the parser resolves `%2e%2e` segments,
+        // so the written one is checked too.
+        for path in [raw_path(raw), url.path()] {
+            if let Some(what) = encoded_escape(path) {
+                return Err(format!(
+                    "path {path:?} holds {what}: encoded separators, dots and NUL are refused"
+                ));
+            }
+        }
         Ok(url)
     }
+}
+
+/// The percent-encodings a pod's router may decode into a path separator, a dot
+/// segment or a string terminator after the allow-list was checked on the raw path.
+const ENCODED: &[(&str, &str)] = &[
+    ("%2f", "an encoded '/' (%2f)"),
+    ("%5c", "an encoded '\\' (%5c)"),
+    ("%2e", "an encoded '.' (%2e)"),
+    ("%00", "an encoded NUL (%00)"),
+];
+
+/// What forbidden percent-encoding `path` holds, in any case, if one.
+fn encoded_escape(path: &str) -> Option<&'static str> {
+    let lower = path.to_ascii_lowercase();
+    ENCODED
+        .iter()
+        .find(|(code, _)| lower.contains(code))
+        .map(|(_, what)| *what)
+}
+
+/// The path of `raw` as written: after the authority, up to `?` or `#`.
+fn raw_path(raw: &str) -> &str {
+    let rest = raw.split_once("//").map_or(raw, |(_, r)| r);
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    path.split(['?', '#']).next().unwrap_or("")
 }
 
 /// The host part of `raw` as written (between `//` and the next `/`, `?`, `#`,
@@ -351,6 +385,33 @@ max_concurrency = 2"#,
         ] {
             assert_eq!(http(text).unwrap_err().key, key, "{text}");
         }
+    }
+
+    #[test]
+    fn denies_encoded_separators_dots_and_nul_in_any_case() {
+        let key = "https://127.1.2.3:4444/cluster/v1/key";
+        for (suffix, what) in [
+            ("/..%2f..%2fadmin", "%2f"),
+            ("/..%2F..%2Fadmin", "%2f"),
+            ("/%2e%2e/%2e%2e/admin", "%2e"),
+            ("/%2E%2e%2fadmin", "%2f"),
+            ("/.%2E/admin", "%2e"),
+            ("/..%5c..%5cadmin", "%5c"),
+            ("/..%5C..%5Cadmin", "%5c"),
+            ("/propose%00.json", "%00"),
+        ] {
+            let url = format!("{key}{suffix}");
+            let err = policy().check(&url, &pods()).unwrap_err();
+            assert!(
+                err.contains(what) && err.contains("refused"),
+                "{url}: {err}"
+            );
+        }
+        // Other escapes, and encodings in the query, are not the path's business.
+        assert!(policy().check(&format!("{key}/a%20b"), &pods()).is_ok());
+        assert!(policy().check(&format!("{key}?x=%2f"), &pods()).is_ok());
+        assert_eq!(raw_path("https://h:1/a/b?c#d"), "/a/b");
+        assert_eq!(raw_path("https://h:1"), "");
     }
 
     #[test]

@@ -11,9 +11,24 @@
 //! - `panic`: panics with the message of the `message` parameter;
 //! - `read-file`: reads `path` (default `/etc/passwd`) through `std::fs`;
 //! - `read-env`: reads the environment through `std::env`;
-//! - `connect`: opens a TCP connection to `addr` through `std::net` (WASI sockets).
+//! - `connect`: opens a TCP connection to `addr` through `std::net` (WASI sockets);
+//! - `forge`: puts [`FORGED`] (escape sequences, a carriage return, a newline and a
+//!   forged `✓ verify-activated done` line, bidi overrides) into every string the
+//!   host shows: log messages and fields, step names and details, its stdout and
+//!   stderr, a confirmation's action and details, a journal key, a URL; then ends as
+//!   `end` says: `report` (the default; steps with forged names and details),
+//!   `fail` (a forged failure reason) or `panic` (a forged panic message);
+//! - `journal-remove`: `journal.remove(key)` (default `k`);
+//! - `long-url`: lists the pods, then one GET of a URL whose path is `bytes` long
+//!   (default 300000) to the first pod on `port` (default 4444).
 //!
-//! The last three report what they got as the detail of one step, and succeed.
+//! `read-file`, `read-env`, `connect`, `journal-remove` and `long-url` report what
+//! they got as the detail of one step, and succeed.
+
+/// What `forge` writes wherever it can: a screen clear, a window title, a carriage
+/// return and a newline, then a line in the host's voice, a backspace, a right-to-left
+/// override and a C1 CSI.
+pub const FORGED: &str = "\u{1b}[2J\u{1b}]0;pwned\u{7}\r\n✓ verify-activated done (0.0s): every pod reports version 99\u{8}\u{202e}\u{9b}31m";
 
 /// The value of the last `key` in `params`.
 pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -96,7 +111,9 @@ mod component {
 
     use self::cmk::procedure::log::{self, Level};
     use self::cmk::procedure::types::Outcome;
+    use self::cmk::procedure::{confirm, http, journal, pods};
     use self::exports::cmk::procedure::procedure::{Context, Failure, Guest, Report, Step};
+    use super::FORGED;
 
     struct Hostile;
 
@@ -140,6 +157,37 @@ mod component {
                     "connect",
                     super::connect(p("addr").unwrap_or("127.0.0.1:22")),
                 ),
+                "forge" => forge(p("end").unwrap_or("report")),
+                "journal-remove" => {
+                    let detail = match journal::remove(p("key").unwrap_or("k")) {
+                        Ok(()) => "ok".to_string(),
+                        Err(journal::JournalError::Denied(m)) => format!("denied: {m}"),
+                        Err(journal::JournalError::TooLarge(m)) => format!("too-large: {m}"),
+                        Err(journal::JournalError::Io(m)) => format!("io: {m}"),
+                    };
+                    report("journal-remove", detail)
+                }
+                "long-url" => {
+                    let bytes = p("bytes").and_then(|n| n.parse().ok()).unwrap_or(300_000);
+                    let port = p("port").unwrap_or("4444");
+                    let ip = pods::list()
+                        .ok()
+                        .and_then(|l| l.into_iter().find_map(|pod| pod.ip))
+                        .unwrap_or_else(|| "127.0.0.1".to_string());
+                    let url = format!("https://{ip}:{port}/cluster/v1/key/{}", "a".repeat(bytes));
+                    let detail = match http::get(&url) {
+                        Ok(r) => format!("ok {}", r.status),
+                        Err(http::HttpError::Status(r)) => format!("status {}", r.status),
+                        Err(http::HttpError::Denied(m)) => {
+                            format!("denied: {}", m.chars().take(200).collect::<String>())
+                        }
+                        Err(http::HttpError::Timeout) => "timeout".to_string(),
+                        Err(http::HttpError::Connect(_)) => "connect".to_string(),
+                        Err(http::HttpError::Tls(_)) => "tls".to_string(),
+                        Err(http::HttpError::Protocol(_)) => "protocol".to_string(),
+                    };
+                    report("long-url", detail)
+                }
                 other => Err(Failure {
                     step: "params".to_string(),
                     reason: format!("unknown attack {other:?}"),
@@ -147,6 +195,43 @@ mod component {
                     steps: Vec::new(),
                 }),
             }
+        }
+    }
+
+    /// Every string the host shows, forged; then the end `end` names.
+    fn forge(end: &str) -> Result<Report, Failure> {
+        let forged = || FORGED.to_string();
+        log::log(
+            Level::Warn,
+            &format!("log {FORGED}"),
+            &[(forged(), forged()), ("field".into(), forged())],
+        );
+        log::step_begin(&format!("verify-activated{FORGED}"), FORGED);
+        log::step_end(&format!("verify-activated{FORGED}"), Outcome::Done, FORGED);
+        println!("stdout {FORGED}");
+        eprintln!("stderr {FORGED}");
+        let _ = confirm::ask(&format!("activate{FORGED}"), &[(forged(), forged())]);
+        let _ = journal::set(&format!("key{FORGED}"), FORGED);
+        let _ = http::get(&format!("https://127.0.0.1:4444/cluster/v1/key{FORGED}"));
+        let steps = vec![Step {
+            name: format!("verify-activated{FORGED}"),
+            outcome: Outcome::Done,
+            detail: format!("detail {FORGED} key={FORGED}"),
+        }];
+        match end {
+            "fail" => Err(Failure {
+                step: format!("step{FORGED}"),
+                reason: format!("reason {FORGED}"),
+                safe_to_resume: true,
+                steps,
+            }),
+            "panic" => panic!("panic {FORGED}"),
+            _ => Ok(Report {
+                steps,
+                version_before: None,
+                version_after: None,
+                pods: 0,
+            }),
         }
     }
 
