@@ -111,6 +111,19 @@ impl Fake {
         })
     }
 
+    /// How many mutating calls begin with `prefix` (`activate`, `fetch sdkms-2`).
+    pub fn mutated(&self, prefix: &str) -> usize {
+        self.mutations
+            .iter()
+            .filter(|m| m.starts_with(prefix))
+            .count()
+    }
+
+    /// How many requests went to a path ending in `suffix` (`/propose`).
+    pub fn requested(&self, suffix: &str) -> usize {
+        self.requests.iter().filter(|r| r.ends_with(suffix)).count()
+    }
+
     pub fn fault(
         &mut self,
         pod: &str,

@@ -276,7 +276,10 @@ async fn a_component_importing_outside_the_world_is_refused_at_load() {
     // not a run's report), no pod was contacted.
     let doc = out.json();
     assert_eq!(doc["outcome"], "refused", "{out}");
-    assert!(doc.get("run_id").is_none() && doc.get("steps").is_none(), "{out}");
+    assert!(
+        doc.get("run_id").is_none() && doc.get("steps").is_none(),
+        "{out}"
+    );
     let oracle = cluster.oracle();
     assert!(oracle.calls.is_empty() && oracle.restarts.is_empty());
 }

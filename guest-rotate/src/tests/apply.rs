@@ -136,11 +136,7 @@ fn failed_fetch_is_named_and_not_retried() {
         failure.reason
     );
     assert!(!failure.reason.contains("sdkms-2"), "{}", failure.reason);
-    let fetches = fake
-        .requests
-        .iter()
-        .filter(|r| r.ends_with("/fetch"))
-        .count();
+    let fetches = fake.requested("/fetch");
     assert_eq!(fetches, 2);
     assert!(failure.safe_to_resume);
 }
@@ -152,13 +148,7 @@ fn propose_is_never_retried() {
     let failure = apply(&mut fake).unwrap_err();
     assert_eq!(failure.step, PROPOSE);
     assert!(failure.safe_to_resume);
-    assert_eq!(
-        fake.requests
-            .iter()
-            .filter(|r| r.ends_with("/propose"))
-            .count(),
-        1
-    );
+    assert_eq!(fake.requested("/propose"), 1);
 }
 
 #[test]
@@ -262,13 +252,7 @@ fn activate_denied_was_never_sent() {
         !failure.safe_to_resume,
         "a timed-out activate may have been applied"
     );
-    assert_eq!(
-        fake.requests
-            .iter()
-            .filter(|r| r.ends_with("/activate"))
-            .count(),
-        1
-    );
+    assert_eq!(fake.requested("/activate"), 1);
 }
 
 #[test]

@@ -111,13 +111,7 @@ fn a_failure_after_activate_is_resumed_without_activating_again() {
     fake.restart_error = None;
     let report = apply(&mut fake).unwrap();
     assert_eq!(report.version_after, Some(2));
-    assert_eq!(
-        fake.mutations
-            .iter()
-            .filter(|m| m.starts_with("activate"))
-            .count(),
-        1
-    );
+    assert_eq!(fake.mutated("activate"), 1);
     assert!(fake.all_on(2));
 }
 
@@ -158,13 +152,7 @@ fn a_journal_that_cannot_be_written_stops_the_run_safely() {
     // A rerun resumes from the pods' state.
     fake.journal_broken = None;
     apply(&mut fake).unwrap();
-    assert_eq!(
-        fake.mutations
-            .iter()
-            .filter(|m| m.starts_with("propose"))
-            .count(),
-        1
-    );
+    assert_eq!(fake.mutated("propose"), 1);
 }
 
 #[test]
@@ -180,11 +168,7 @@ fn an_activate_that_timed_out_but_landed_is_finished_not_repeated() {
     );
     let report = apply(&mut fake).unwrap();
     assert_eq!(report.version_after, Some(2));
-    let activates = fake
-        .mutations
-        .iter()
-        .filter(|m| m.starts_with("activate"))
-        .count();
+    let activates = fake.mutated("activate");
     assert_eq!(activates, 1, "{:?}", fake.mutations);
     assert!(fake.all_on(2));
 }
@@ -204,13 +188,7 @@ fn an_activate_that_timed_out_before_landing_is_sent_by_the_next_run() {
     assert!(!fake.mutations.iter().any(|m| m.starts_with("activate")));
     let report = apply(&mut fake).unwrap();
     assert_eq!(report.version_after, Some(2));
-    assert_eq!(
-        fake.mutations
-            .iter()
-            .filter(|m| m.starts_with("activate"))
-            .count(),
-        1
-    );
+    assert_eq!(fake.mutated("activate"), 1);
     assert!(fake.all_on(2));
 }
 
@@ -223,20 +201,8 @@ fn a_fetch_timeout_stops_before_any_restart_and_a_rerun_fetches_once() {
     assert!(failure.safe_to_resume);
     assert!(!fake.mutations.contains(&"restart".to_string()));
     apply(&mut fake).unwrap();
-    assert_eq!(
-        fake.mutations
-            .iter()
-            .filter(|m| m.starts_with("fetch sdkms-2"))
-            .count(),
-        1
-    );
-    assert_eq!(
-        fake.mutations
-            .iter()
-            .filter(|m| m.starts_with("propose"))
-            .count(),
-        1
-    );
+    assert_eq!(fake.mutated("fetch sdkms-2"), 1);
+    assert_eq!(fake.mutated("propose"), 1);
 }
 
 #[test]
@@ -253,12 +219,6 @@ fn a_refused_restart_after_activate_is_safe_and_a_rerun_finishes() {
     fake.restart_error = None;
     let report = apply(&mut fake).unwrap();
     assert_eq!(report.version_after, Some(2));
-    assert_eq!(
-        fake.mutations
-            .iter()
-            .filter(|m| m.starts_with("activate"))
-            .count(),
-        1
-    );
+    assert_eq!(fake.mutated("activate"), 1);
     assert!(fake.all_on(2));
 }
