@@ -23,7 +23,9 @@ pub struct Params {
     /// Rotate again although the journal records a completed rotation to the
     /// version the pods run (without it, a rerun reports "already rotated").
     pub new_rotation: bool,
-    /// Stop at preflight unless exactly this many pods match (`[cluster] expect_pods`).
+    /// Stop at preflight unless exactly this many pods match: a courtesy, when the
+    /// site passes `expect_pods` in `[params]`. The host itself enforces
+    /// `[cluster] expect_pods` at every mutating call, and no longer passes it here.
     pub expect_pods: Option<usize>,
 }
 

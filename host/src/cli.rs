@@ -17,6 +17,16 @@ use crate::stop::Stop;
 use crate::trust;
 use crate::ui;
 
+/// `--version`: this host, the wasmtime it runs components with, and the WIT package
+/// of the world components are built against (`-V` prints the first line only).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nwasmtime ",
+    env!("CMK_WASMTIME_VERSION"),
+    "\nwit ",
+    env!("CMK_WIT_PACKAGE"),
+);
+
 /// Runs key-management procedures, such as a Cluster Master Key rotation of a
 /// Fortanix DSM cluster, as sandboxed WebAssembly components.
 ///
@@ -26,7 +36,7 @@ use crate::ui;
 /// Exit codes: 0 done; 1 the procedure failed or was stopped (the summary says
 /// whether the cluster is safe to resume); 2 usage or site file error; 3 refused.
 #[derive(Parser, Debug)]
-#[command(name = "cmk-host", version, max_term_width = 100)]
+#[command(name = "cmk-host", version, long_version = LONG_VERSION, max_term_width = 100)]
 pub struct Cli {
     /// Say more: INFO lines (-v), DEBUG (-vv), TRACE (-vvv). On a terminal the
     /// default shows the steps, questions, warnings and the summary.
@@ -46,8 +56,58 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILTER", display_order = 1000)]
     pub log: Option<String>,
 
+    /// Colour and other terminal escapes on stderr: `auto` (on a terminal, unless
+    /// NO_COLOR is set), `always`, or `never` (plain lines, no spinners).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = Color::Auto,
+        value_name = "WHEN",
+        display_order = 1000
+    )]
+    pub color: Color,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// What `--color` means here: `auto` gives way to a non-empty `NO_COLOR`
+    /// (https://no-color.org); an explicit `--color always` does not.
+    fn escapes(self, no_color: Option<std::ffi::OsString>) -> ui::Escapes {
+        match self {
+            Color::Always => ui::Escapes::Always,
+            Color::Never => ui::Escapes::Never,
+            Color::Auto if no_color.is_some_and(|v| !v.is_empty()) => ui::Escapes::Never,
+            Color::Auto => ui::Escapes::Auto,
+        }
+    }
+
+    /// `--color` as written on the command line, before clap has parsed it (so that
+    /// clap's own help and errors follow it too).
+    fn from_args(args: &[std::ffi::OsString]) -> Option<Color> {
+        let mut value = None;
+        let mut args = args.iter().skip(1).map(|a| a.to_str().unwrap_or(""));
+        while let Some(arg) = args.next() {
+            if arg == "--" {
+                break;
+            }
+            if let Some(v) = arg.strip_prefix("--color=") {
+                value = Some(v.to_string());
+            } else if arg == "--color" {
+                value = args.next().map(str::to_string);
+            }
+        }
+        <Color as clap::ValueEnum>::from_str(&value?, true).ok()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +165,16 @@ pub enum Command {
     /// Work with audit trails.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print a shell completion script on stdout.
+    ///
+    /// Examples: cmk-host completions bash > /etc/bash_completion.d/cmk-host;
+    /// cmk-host completions zsh > "${fpath[1]}/_cmk-host";
+    /// cmk-host completions fish > ~/.config/fish/completions/cmk-host.fish
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -219,9 +289,29 @@ pub struct SimArgs {
     /// Where to write kubeconfig, ca.pem, restart.sh and site.toml (created if missing).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
-    /// The port every pod listens on.
-    #[arg(long, default_value_t = 4444)]
+    /// The port every pod listens on (the generated site file's `[cluster] port`).
+    #[arg(long, default_value_t = 4444, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
+    /// How long each pod takes to be replaced in a rolling restart (stopped,
+    /// starting, Ready), e.g. `5` or `0.5`: slow enough to watch a run, or to press
+    /// Ctrl-C in the middle of a restart.
+    #[arg(long, value_name = "SECS", default_value = "0.06", value_parser = parse_secs)]
+    pub restart_delay: std::time::Duration,
+    /// Pod certificates name only this DNS name, not each pod's IP (as an
+    /// appliance's name the cluster); the generated site file sets `[tls] server_name`.
+    #[arg(long, value_name = "NAME")]
+    pub pod_cert_name: Option<String>,
+}
+
+/// Seconds, fractions allowed, at most an hour.
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("{s}: must be between 0 and 3600 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -233,7 +323,19 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 /// The whole program; returns the exit code.
 pub fn main() -> u8 {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let help_color = match Color::from_args(&args).map(|c| c.escapes(std::env::var_os("NO_COLOR")))
+    {
+        Some(ui::Escapes::Always) => clap::ColorChoice::Always,
+        Some(ui::Escapes::Never) => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    };
+    let parsed = Cli::command()
+        .color(help_color)
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -248,7 +350,8 @@ pub fn main() -> u8 {
             return exit::USAGE;
         }
     };
-    let terminal = ui::Terminal::new(cli.quiet);
+    let terminal =
+        ui::Terminal::with_escapes(cli.quiet, cli.color.escapes(std::env::var_os("NO_COLOR")));
     let verbosity = ui::Verbosity {
         quiet: cli.quiet,
         verbose: cli.verbose,
@@ -279,12 +382,35 @@ pub fn main() -> u8 {
             Command::Demo(args) => {
                 crate::demo::demo(args.pods as usize, args.json, &terminal).await
             }
-            Command::Sim(args) => crate::demo::sim(args.pods as usize, args.port, &args.dir).await,
+            Command::Sim(args) => {
+                let config = cmk_sim::SimConfig {
+                    port: args.port,
+                    // A pod replacement is two pauses: stopped, then starting.
+                    restart_step_delay: args.restart_delay / 2,
+                    pod_certs: args
+                        .pod_cert_name
+                        .map_or(cmk_sim::PodCerts::IpAndName, cmk_sim::PodCerts::DnsOnly),
+                    ..cmk_sim::SimConfig::pods(args.pods as usize)
+                };
+                crate::demo::sim(config, &args.dir).await
+            }
             Command::Keygen(args) => crate::signing::keygen(&args),
             Command::Sign(args) => crate::signing::sign(&args),
             Command::Verify(args) => crate::signing::verify(&args),
             Command::Inspect(args) => inspect(args),
             Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                use std::io::Write;
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "cmk-host", &mut script);
+                // Written whole, so that a closed pipe (`| head`) is an error, not a panic.
+                match std::io::stdout().write_all(&script) {
+                    Ok(()) => exit::DONE,
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::DONE,
+                    Err(e) => ui::error(exit::FAILED, format!("cannot write the script: {e}")),
+                }
+            }
         }
     })
 }
@@ -490,5 +616,61 @@ fn inspect(args: InspectArgs) -> u8 {
         exit::REFUSED
     } else {
         exit::DONE
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn color_auto_gives_way_to_no_color_and_explicit_choices_do_not() {
+        let set = || Some(std::ffi::OsString::from("1"));
+        assert_eq!(Color::Auto.escapes(None), ui::Escapes::Auto);
+        assert_eq!(Color::Auto.escapes(set()), ui::Escapes::Never);
+        // An empty NO_COLOR is as if it were not set.
+        assert_eq!(Color::Auto.escapes(Some("".into())), ui::Escapes::Auto);
+        assert_eq!(Color::Always.escapes(set()), ui::Escapes::Always);
+        assert_eq!(Color::Never.escapes(None), ui::Escapes::Never);
+    }
+
+    /// Every positional argument of every command says what it is in `--help`.
+    #[test]
+    fn every_positional_argument_is_described() {
+        use clap::CommandFactory;
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_positionals() {
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} <{}>", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "cmk-host", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "positional arguments without help: {missing:?}"
+        );
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn color_is_read_before_parsing_in_both_spellings() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            Color::from_args(&args(&["cmk-host", "--color", "never", "--help"])),
+            Some(Color::Never)
+        );
+        assert_eq!(
+            Color::from_args(&args(&["cmk-host", "demo", "--color=always"])),
+            Some(Color::Always)
+        );
+        assert_eq!(Color::from_args(&args(&["cmk-host", "demo"])), None);
+        assert_eq!(
+            Color::from_args(&args(&["cmk-host", "--", "--color=always"])),
+            None
+        );
     }
 }

@@ -88,7 +88,10 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
     let code = match launch::execute(&signed, origin, &site, &launch, options).await {
         // With --json, the report and what the simulator saw, in one document.
         Ok(report) if json => {
-            let doc = serde_json::json!({ "report": report, "oracle": sim.oracle() });
+            let mut doc = serde_json::json!({ "report": report, "oracle": sim.oracle() });
+            // The demo's directory is deleted when it returns: its files (the site
+            // file, the audit trail) are not named, rather than named and gone.
+            forget_paths_under(&mut doc, dir.path());
             println!("{doc:#}");
             report.exit_code
         }
@@ -101,6 +104,24 @@ pub async fn demo(pods: usize, json: bool, terminal: &ui::Terminal) -> u8 {
     };
     sim.shutdown().await;
     code
+}
+
+/// Removes from `value` every entry (of an object or an array) that is a string
+/// naming a path under `dir`.
+fn forget_paths_under(value: &mut serde_json::Value, dir: &Path) {
+    use serde_json::Value;
+    let under = |v: &Value| v.as_str().is_some_and(|s| Path::new(s).starts_with(dir));
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !under(v));
+            map.values_mut().for_each(|v| forget_paths_under(v, dir));
+        }
+        Value::Array(items) => {
+            items.retain(|v| !under(v));
+            items.iter_mut().for_each(|v| forget_paths_under(v, dir));
+        }
+        _ => {}
+    }
 }
 
 /// Signs `component` with the key `dir/NAME.key` (generated unless it is there)
@@ -149,14 +170,11 @@ pub fn oracle_summary(oracle: &Oracle) -> String {
 
 /// Starts a simulated cluster, writes its files into `dir`, and keeps it up until
 /// Ctrl-C.
-pub async fn sim(pods: usize, port: u16, dir: &Path) -> u8 {
+pub async fn sim(config: SimConfig, dir: &Path) -> u8 {
     if let Err(e) = std::fs::create_dir_all(dir) {
         return ui::error(exit::USAGE, format!("--dir {}: {e}", dir.display()));
     }
-    let config = SimConfig {
-        port,
-        ..SimConfig::pods(pods)
-    };
+    let (pods, port) = (config.pods, config.port);
     let sim = match Sim::start(config).await {
         Ok(sim) => sim,
         Err(e) => {

@@ -77,10 +77,14 @@ fn describe_http(site: &Site) -> String {
 }
 
 fn describe_tls(tls: &Tls) -> String {
-    match tls {
+    let how = match tls {
         Tls::Ca { path, .. } => format!("verified against the CA in {}", path.display()),
-        Tls::Pins(pins) => format!("pinned: {} SHA-256 certificate digest(s)", pins.len()),
-        Tls::Insecure => "NOT VERIFIED (insecure = true)".to_string(),
+        Tls::Pins { pins, .. } => format!("pinned: {} SHA-256 certificate digest(s)", pins.len()),
+        Tls::Insecure => return "NOT VERIFIED (insecure = true)".to_string(),
+    };
+    match tls.server_name() {
+        Some(name) => format!("{how}, as {name:?} (server_name), not by pod IP"),
+        None => how,
     }
 }
 

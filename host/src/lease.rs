@@ -7,8 +7,13 @@
 //! and since when; an expired one (its holder died without releasing it) is taken
 //! over, with a warning. Every write is a replace with the `resourceVersion` that
 //! was read, so two runs racing for the Lease cannot both win.
+//!
+//! The Lease fences the run: once it could not be renewed within its duration
+//! (another run may then take it over), the [`Fence`] refuses every further mutating
+//! call at the gate, and the run stops, saying why.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -91,6 +96,71 @@ pub enum LeaseError {
     },
 }
 
+/// Until when this run may still change the cluster under its Lease. Empty (always
+/// open) until a Lease is taken: plan mode holds none and changes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Fence(Arc<Mutex<Option<Held>>>);
+
+#[derive(Debug)]
+struct Held {
+    lease: String,
+    duration: Duration,
+    /// When the last successful write of the Lease was started: the Lease is ours
+    /// until `duration` after it, and no longer.
+    renewed: Instant,
+    last_error: Option<String>,
+}
+
+impl Fence {
+    fn arm(&self, lease: String, duration: Duration, at: Instant) {
+        *self.0.lock().expect("fence lock") = Some(Held {
+            lease,
+            duration,
+            renewed: at,
+            last_error: None,
+        });
+    }
+
+    fn renewed(&self, at: Instant) {
+        if let Some(held) = self.0.lock().expect("fence lock").as_mut() {
+            held.renewed = at;
+            held.last_error = None;
+        }
+    }
+
+    fn failed(&self, error: String) {
+        if let Some(held) = self.0.lock().expect("fence lock").as_mut() {
+            held.last_error = Some(error);
+        }
+    }
+
+    /// `Err` (why) once the Lease was not renewed within its duration.
+    pub fn check(&self) -> Result<(), String> {
+        let held = self.0.lock().expect("fence lock");
+        let Some(held) = held.as_ref() else {
+            return Ok(());
+        };
+        let age = held.renewed.elapsed();
+        if age < held.duration {
+            return Ok(());
+        }
+        Err(format!(
+            "the Lease {} could not be renewed within its duration of {}s (last renewed {:.1}s ago{}); \
+             another run may hold the cluster now, so this run makes no further change",
+            held.lease,
+            held.duration.as_secs(),
+            age.as_secs_f64(),
+            held.last_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ))
+    }
+}
+
+/// How long giving the Lease up may take before the run ends without it.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A Lease this run holds. Call [`HeldLease::release`] at the end.
 pub struct HeldLease {
     api: Api<Lease>,
@@ -160,6 +230,7 @@ impl HeldLease {
         config: &LeaseConfig,
         identity: &str,
         stop: Stop,
+        fence: Fence,
     ) -> Result<HeldLease, LeaseError> {
         let api: Api<Lease> = Api::namespaced(client, namespace);
         let name = config.name.clone();
@@ -180,6 +251,7 @@ impl HeldLease {
             }
         };
         let duration = i32::try_from(config.duration.as_secs()).unwrap_or(i32::MAX);
+        let attempt = Instant::now();
         let spec = LeaseSpec {
             holder_identity: Some(identity.to_string()),
             lease_duration_seconds: Some(duration),
@@ -243,6 +315,7 @@ impl HeldLease {
             }
         }
         tracing::info!(lease = %format!("{namespace}/{name}"), holder = identity, "Lease taken");
+        fence.arm(format!("{namespace}/{name}"), config.duration, attempt);
         let (stop_renewing, stopped) = oneshot::channel();
         let renewer = tokio::spawn(renew(
             api.clone(),
@@ -251,6 +324,7 @@ impl HeldLease {
             config.duration / 3,
             stopped,
             stop,
+            fence,
         ));
         Ok(HeldLease {
             api,
@@ -264,8 +338,10 @@ impl HeldLease {
     /// Stops renewing and gives the Lease up (clears the holder), if still ours.
     pub async fn release(self) {
         let _ = self.stop_renewing.send(());
+        // A renewal the API server keeps waiting is of no use any more.
+        self.renewer.abort();
         let _ = self.renewer.await;
-        let result = async {
+        let result = tokio::time::timeout(RELEASE_TIMEOUT, async {
             let mut lease = self.api.get(&self.name).await?;
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
             if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
@@ -278,8 +354,9 @@ impl HeldLease {
                 .replace(&self.name, &PostParams::default(), &lease)
                 .await?;
             Ok::<bool, kube::Error>(true)
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(kube::Error::Service("no answer in time".into())));
         match result {
             Ok(true) => tracing::info!(lease = %self.name, "Lease released"),
             Ok(false) => tracing::warn!(lease = %self.name, "the Lease was no longer ours"),
@@ -297,6 +374,7 @@ async fn renew(
     every: Duration,
     mut stopped: oneshot::Receiver<()>,
     stop: Stop,
+    fence: Fence,
 ) {
     let every = every.max(Duration::from_millis(200));
     loop {
@@ -304,7 +382,9 @@ async fn renew(
             _ = &mut stopped => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let result = async {
+        let attempt = Instant::now();
+        // Bounded: a renewal still waiting after the Lease's duration has failed.
+        let result = tokio::time::timeout(every * 3, async {
             let mut lease = api.get(&name).await?;
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
             if spec.holder_identity.as_deref() != Some(identity.as_str()) {
@@ -313,17 +393,29 @@ async fn renew(
             spec.renew_time = Some(now());
             api.replace(&name, &PostParams::default(), &lease).await?;
             Ok::<_, kube::Error>(None)
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(kube::Error::Service("no answer in time".into())));
         match result {
-            Ok(None) => tracing::trace!(lease = %name, "Lease renewed"),
+            Ok(None) => {
+                fence.renewed(attempt);
+                tracing::trace!(lease = %name, "Lease renewed");
+            }
             Ok(Some(holder)) => {
                 tracing::error!(lease = %name, holder = %holder, "lost the Lease: stopping before the next change");
                 stop.request(format!("lost the Lease {name} to {holder:?}"));
                 return;
             }
             // A failed renewal is retried; the Lease lasts three renewal periods.
-            Err(e) => tracing::warn!(lease = %name, error = %e, "cannot renew the Lease"),
+            // Past its duration the fence refuses every change, and the run stops.
+            Err(e) => {
+                tracing::warn!(lease = %name, error = %e, "cannot renew the Lease");
+                fence.failed(e.to_string());
+                if let Err(why) = fence.check() {
+                    tracing::error!(lease = %name, "{why}");
+                    stop.request(why);
+                }
+            }
         }
     }
 }
@@ -377,6 +469,25 @@ mod tests {
         assert_eq!(live_holder(&lease(Some("a"), 61, 60), now), None);
         assert_eq!(live_holder(&lease(None, 1, 60), now), None);
         assert_eq!(live_holder(&lease(Some(""), 1, 60), now), None);
+    }
+
+    #[test]
+    fn the_fence_closes_once_the_lease_was_not_renewed_within_its_duration() {
+        let fence = Fence::default();
+        assert!(fence.check().is_ok(), "no Lease: open");
+        let long_ago = Instant::now() - Duration::from_secs(5);
+        fence.arm("ns/l".into(), Duration::from_secs(60), long_ago);
+        assert!(fence.check().is_ok());
+        fence.arm("ns/l".into(), Duration::from_secs(2), long_ago);
+        fence.failed("503".into());
+        let why = fence.check().unwrap_err();
+        assert!(
+            why.starts_with("the Lease ns/l could not be renewed within its duration of 2s"),
+            "{why}"
+        );
+        assert!(why.contains(": 503)"), "{why}");
+        fence.renewed(Instant::now());
+        assert!(fence.check().is_ok());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! linear memory (a [`ResourceLimiter`] that traps on the growth past the limit),
 //! wall-clock time (the engine's epoch, plus a timer around the whole call), and the
 //! number of host calls (a store call hook that counts every call into the host,
-//! WASI included). A limit that is hit ends the run with a [`LimitHit`] error that
+//! WASI included, and the gate, which counts each request of an `http.batch`: both
+//! charge one [`CallBudget`]). A limit that is hit ends the run with a [`LimitHit`] error that
 //! says which limit, so the operator is told exactly that.
 
 use std::fmt;
@@ -12,6 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use wasmtime::ResourceLimiter;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::frame::{SiteError, SiteFile};
 
@@ -133,6 +137,43 @@ impl LimitHit {
     }
 }
 
+/// The host calls one store may make (`[limits] host_calls`), shared by its call hook
+/// (one per call into the host) and its gate (a batch counts each request).
+#[derive(Debug, Clone)]
+pub struct CallBudget {
+    limit: u64,
+    used: Arc<AtomicU64>,
+}
+
+impl CallBudget {
+    pub fn new(limit: u64) -> CallBudget {
+        CallBudget {
+            limit,
+            used: Arc::default(),
+        }
+    }
+
+    /// Counts one call; `false` once past the limit.
+    pub fn take_one(&self) -> bool {
+        self.used.fetch_add(1, Ordering::SeqCst) < self.limit
+    }
+
+    /// Counts `n` more calls and returns how many of them fit within the limit. Past
+    /// the limit the store's next call traps.
+    pub fn take(&self, n: u64) -> u64 {
+        let before = self.used.fetch_add(n, Ordering::SeqCst);
+        n.min(self.limit.saturating_sub(before))
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
 /// The per-run enforcement of memory and host calls, kept in the store.
 #[derive(Debug)]
 pub struct Enforcer {
@@ -140,8 +181,8 @@ pub struct Enforcer {
     /// Linear memory of every memory of the store together: the limit is for the
     /// component, not per memory (a component may define several).
     memory_used: usize,
-    host_calls_limit: u64,
-    host_calls: u64,
+    /// Shared with the store's gate, which charges a batch one call per request.
+    calls: CallBudget,
 }
 
 impl Enforcer {
@@ -149,24 +190,27 @@ impl Enforcer {
         Enforcer {
             memory_bytes: limits.memory_bytes,
             memory_used: 0,
-            host_calls_limit: limits.host_calls,
-            host_calls: 0,
+            calls: CallBudget::new(limits.host_calls),
         }
     }
 
     /// Counts one call into the host; past the limit, the call traps instead.
     pub fn host_call(&mut self) -> Result<(), LimitHit> {
-        self.host_calls += 1;
-        if self.host_calls > self.host_calls_limit {
+        if !self.calls.take_one() {
             return Err(LimitHit::HostCalls {
-                limit: self.host_calls_limit,
+                limit: self.calls.limit(),
             });
         }
         Ok(())
     }
 
     pub fn host_calls(&self) -> u64 {
-        self.host_calls
+        self.calls.used()
+    }
+
+    /// The budget the store's gate charges too.
+    pub fn budget(&self) -> CallBudget {
+        self.calls.clone()
     }
 }
 

@@ -23,6 +23,7 @@ pub struct SignArgs {
     /// The secret key (from `keygen`); must not be readable by others.
     #[arg(long, value_name = "NAME.key")]
     pub key: PathBuf,
+    /// The component to sign, exactly as it will be run (the signature covers its bytes).
     #[arg(value_name = "IN.wasm")]
     pub component: PathBuf,
     /// Where to write the signed component (or, with --detached, the signature).
@@ -42,6 +43,7 @@ pub struct VerifyArgs {
     /// Verify with the site file's [[trust.signer]] keys, and show the grants.
     #[arg(long, value_name = "SITE.toml")]
     pub site: Option<PathBuf>,
+    /// The component whose signature to check (signed, or with --signature).
     #[arg(value_name = "IN.wasm")]
     pub component: PathBuf,
     /// A detached signature (from `sign --detached`), for a component without one.

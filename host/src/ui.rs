@@ -84,10 +84,26 @@ impl Verbosity {
     }
 }
 
+/// Whether stderr gets colour and other escape sequences (`--color`, `NO_COLOR`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Escapes {
+    /// When stderr is a terminal.
+    #[default]
+    Auto,
+    /// Colour even into a pipe or a file.
+    Always,
+    /// None at all: no colour, and plain step lines instead of spinners.
+    Never,
+}
+
 /// The operator's terminal (stderr): spinners when it is one, plain lines when it
 /// is a pipe or a CI log. Log lines are written around the spinners, not through them.
 pub struct Terminal {
     multi: Option<MultiProgress>,
+    /// Colour in log lines.
+    ansi: bool,
+    /// stderr is a terminal (whether or not it gets escapes).
+    on_terminal: bool,
     quiet: bool,
 }
 
@@ -100,10 +116,25 @@ impl Default for Terminal {
 impl Terminal {
     /// `quiet`: no step lines either (`-q`).
     pub fn new(quiet: bool) -> Self {
-        let multi = std::io::stderr()
-            .is_terminal()
+        Self::with_escapes(quiet, Escapes::Auto)
+    }
+
+    pub fn with_escapes(quiet: bool, escapes: Escapes) -> Self {
+        let on_terminal = std::io::stderr().is_terminal();
+        // Spinners redraw with cursor escapes: only on a terminal that accepts them.
+        let multi = (on_terminal && escapes != Escapes::Never)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Terminal { multi, quiet }
+        let ansi = match escapes {
+            Escapes::Auto => on_terminal,
+            Escapes::Always => true,
+            Escapes::Never => false,
+        };
+        Terminal {
+            multi,
+            ansi,
+            on_terminal,
+            quiet,
+        }
     }
 
     /// Installs the process's `tracing` subscriber: the terminal, filtered as
@@ -112,13 +143,13 @@ impl Terminal {
         use tracing_subscriber::Layer;
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
-        let terminal_filter = verbosity.terminal_filter(self.multi.is_some());
+        let terminal_filter = verbosity.terminal_filter(self.on_terminal);
         let filter = tracing_subscriber::EnvFilter::try_new(&terminal_filter)
             .map_err(|e| format!("{terminal_filter:?}: {e}"))?;
         let writer = LogWriter(self.multi.clone());
         let terminal = tracing_subscriber::fmt::layer()
             .with_writer(move || writer.clone())
-            .with_ansi(self.multi.is_some())
+            .with_ansi(self.ansi)
             .with_target(false)
             .compact()
             .with_filter(filter);

@@ -28,6 +28,9 @@ pub struct Faults {
     /// Requests to this path are applied at once, but answered only after this
     /// many milliseconds (a lost answer: the client times out, the change landed).
     pub slow_answer: Option<(String, u64)>,
+    /// Every write of a Lease (create or replace) answers 500: the host cannot renew
+    /// the Lease it holds, and must stop changing the cluster once it expires.
+    pub fail_lease_writes: bool,
 }
 
 impl Faults {

@@ -24,6 +24,8 @@ pub(crate) struct Params<'a> {
     pub namespace: &'a str,
     pub selector: &'a str,
     pub port: u16,
+    /// The DNS name the pods' certificates carry instead of their IPs, if so.
+    pub server_name: Option<&'a str>,
 }
 
 pub(crate) fn write(dir: &Path, p: &Params<'_>) -> anyhow::Result<SimFiles> {
@@ -136,7 +138,7 @@ port = {port}
 
 [tls]
 ca = {ca}
-
+{server_name}
 [restart]
 command = [{restart}]
 timeout_secs = 120
@@ -149,6 +151,9 @@ dir = {state}
         selector = toml_str(p.selector),
         port = p.port,
         ca = toml_str(&f.ca.display().to_string()),
+        server_name = p
+            .server_name
+            .map_or_else(String::new, |n| format!("server_name = {}\n", toml_str(n))),
         restart = toml_str(&f.restart_script.display().to_string()),
         state = toml_str(&f.dir.join("state").display().to_string()),
     )
@@ -206,6 +211,7 @@ mod tests {
             namespace: "sdkms",
             selector: "app=sdkms",
             port: 4444,
+            server_name: None,
         };
         let f = write(&tmp, &p).unwrap();
         let d = f.dir.display().to_string();

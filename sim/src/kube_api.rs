@@ -13,6 +13,8 @@
 //! - `GET|POST /apis/coordination.k8s.io/v1/namespaces/{ns}/leases` and
 //!   `GET|PUT|DELETE .../leases/{name}` -> Leases (see `lease`)
 //! - `GET /version`                                        -> version info
+//! - discovery (`/api`, `/apis`, each group version's resources), `Table` answers to
+//!   `kubectl get` and `?watch=true` on the lists: what real `kubectl` needs (`kubectl`)
 //! - `POST /sim/v1/rolling-restart` -> 200 when every pod is Ready again, 500 on failure
 //! - `GET /sim/v1/oracle`           -> the oracle JSON
 //! - `GET|PUT /sim/v1/faults`       -> read or replace the injected faults
@@ -33,9 +35,11 @@ use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Pod, PodCondition, PodIP, PodSpec, PodStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Time};
 use serde_json::json;
 
+use crate::kubectl;
+use crate::pki::CertNames;
 use crate::selector::Selector;
 use crate::serve::{self, ServerHandle};
 use crate::workload::{self, Counts};
@@ -47,7 +51,9 @@ pub(crate) async fn start(shared: Arc<Shared>) -> anyhow::Result<ServerHandle> {
     let listener = tokio::net::TcpListener::bind((ip, 0))
         .await
         .context("binding the API server")?;
-    let tls = shared.pki.server_config(ip, Some("localhost"))?;
+    let tls = shared
+        .pki
+        .server_config(CertNames::Ip(ip, Some("localhost")))?;
     let router = Router::new().fallback(handle).with_state(shared);
     Ok(serve::serve(listener, tls, router, "kube-api".into())?)
 }
@@ -104,7 +110,21 @@ async fn handle(
     }
     let path = uri.path().trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    tracing::debug!(%method, path, "api request");
+    tracing::debug!(%method, path, accept = ?headers.get(header::ACCEPT), query = ?query, "api request");
+    if method == Method::GET {
+        let server = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        if let Some(doc) = kubectl::discovery(&segments, server) {
+            return ok_json(&doc);
+        }
+    }
+    let name_field = match field_selector(&query) {
+        Ok(name) => name,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e),
+    };
+    let table = kubectl::wants_table(&headers);
     let route = match segments.as_slice() {
         ["api", "v1", "namespaces", ns, "pods"] => Route::ListPods(Some(ns)),
         ["api", "v1", "pods"] => Route::ListPods(None),
@@ -165,10 +185,19 @@ async fn handle(
                 Ok(s) => s,
                 Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
             };
-            ok_json(&list_pods(&shared, ns, &selector))
+            let ns = ns.map(str::to_string);
+            answer_list(&shared, table, &query, move |s| {
+                let list = list_pods(s, ns.as_deref(), &selector);
+                let rv = list
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .and_then(|v| v.parse().ok());
+                (named(list.items, name_field.as_deref()), rv.unwrap_or(0))
+            })
         }
         Route::GetPod(ns, name) => match get_pod(&shared, ns, name) {
-            Some(pod) => ok_json(&pod),
+            Some(pod) => answer_one(&pod, table, &query),
             None => status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
@@ -176,8 +205,14 @@ async fn handle(
             ),
         },
         Route::ListDeployments(ns) => {
-            let items = deployment(&shared, ns).into_iter().collect();
-            ok_json(&list_of(items, shared.state().resource_version))
+            let ns = ns.to_string();
+            answer_list(&shared, table, &query, move |s| {
+                let items = deployment(s, &ns).into_iter().collect();
+                (
+                    named(items, name_field.as_deref()),
+                    s.state().resource_version,
+                )
+            })
         }
         Route::Deployment(ns, name) => {
             if name != workload::NAME
@@ -196,13 +231,19 @@ async fn handle(
                 return resp;
             }
             match deployment(&shared, ns) {
-                Some(d) => ok_json(&d),
+                Some(d) => answer_one(&d, table, &query),
                 None => status(StatusCode::NOT_FOUND, "NotFound", "deployment not found"),
             }
         }
         Route::ListWorkloads(ns) => {
-            let items = workload(&shared, ns).into_iter().collect();
-            ok_json(&list_of(items, shared.state().resource_version))
+            let ns = ns.to_string();
+            answer_list(&shared, table, &query, move |s| {
+                let items = workload(s, &ns).into_iter().collect();
+                (
+                    named(items, name_field.as_deref()),
+                    s.state().resource_version,
+                )
+            })
         }
         Route::Workload(ns, name) => {
             if name != workload::NAME
@@ -221,16 +262,31 @@ async fn handle(
                 return resp;
             }
             match workload(&shared, ns) {
-                Some(w) => ok_json(&w),
+                Some(w) => answer_one(&w, table, &query),
                 None => status(StatusCode::NOT_FOUND, "NotFound", "statefulset not found"),
             }
         }
         Route::Leases(ns) if method == Method::GET => {
-            let items = shared.state().leases.list(ns);
-            ok_json(&k8s_openapi::List {
-                items,
-                metadata: ListMeta::default(),
+            let ns = ns.to_string();
+            answer_list(&shared, table, &query, move |s| {
+                let items = s.state().leases.list(&ns);
+                (
+                    named(items, name_field.as_deref()),
+                    s.state().resource_version,
+                )
             })
+        }
+        Route::Leases(_) | Route::Lease(..)
+            if method != Method::GET
+                && method != Method::DELETE
+                && shared.state().faults.fail_lease_writes =>
+        {
+            // 500, not 503: the client does not retry it, so every renewal fails fast.
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "injected fault: Lease writes fail",
+            )
         }
         Route::Leases(ns) => lease_answer(
             serde_json::from_slice(&body)
@@ -240,6 +296,13 @@ async fn handle(
         ),
         Route::Lease(ns, name) => {
             let mut st = shared.state();
+            if method == Method::GET
+                && table
+                && let Ok(lease) = st.leases.get(ns, name)
+            {
+                drop(st);
+                return answer_one(&lease, true, &query);
+            }
             let result = match method {
                 Method::GET => st.leases.get(ns, name),
                 Method::DELETE => st.leases.delete(ns, name),
@@ -283,6 +346,87 @@ async fn handle(
             }
         }
     }
+}
+
+/// `fieldSelector=metadata.name=NAME` (how `kubectl rollout status` lists the one
+/// workload it watches): the name, or `None` without a field selector.
+fn field_selector(query: &BTreeMap<String, String>) -> Result<Option<String>, String> {
+    let Some(selector) = query.get("fieldSelector").filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let name = selector
+        .strip_prefix("metadata.name==")
+        .or_else(|| selector.strip_prefix("metadata.name="))
+        .filter(|n| !n.contains(','))
+        .ok_or_else(|| {
+            format!("field selector {selector:?}: only metadata.name=NAME is supported")
+        })?;
+    Ok(Some(name.to_string()))
+}
+
+/// `items` whose name is `name`, or all of them.
+fn named<T: k8s_openapi::Metadata<Ty = ObjectMeta>>(items: Vec<T>, name: Option<&str>) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|i| name.is_none_or(|n| i.metadata().name.as_deref() == Some(n)))
+        .collect()
+}
+
+fn to_values<T: serde::Serialize>(items: &[T]) -> Vec<serde_json::Value> {
+    items
+        .iter()
+        .filter_map(|i| serde_json::to_value(i).ok())
+        .collect()
+}
+
+/// A list endpoint's answer: a watch of the list (`?watch=true`), a `Table` of it
+/// (`kubectl get`), or the list itself. `list` reads the current items.
+fn answer_list<T, F>(
+    shared: &Arc<Shared>,
+    table: bool,
+    query: &BTreeMap<String, String>,
+    list: F,
+) -> Response
+where
+    T: k8s_openapi::ListableResource + serde::Serialize,
+    F: Fn(&Shared) -> (Vec<T>, u64) + Send + Sync + 'static,
+{
+    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        let request = kubectl::WatchRequest {
+            since: query.get("resourceVersion").and_then(|v| v.parse().ok()),
+            timeout: query
+                .get("timeoutSeconds")
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_secs),
+            initial_events: query.get("sendInitialEvents").is_some_and(|v| v == "true"),
+            kind: T::KIND,
+            api_version: T::API_VERSION,
+        };
+        return kubectl::watch(shared.clone(), request, move |s| {
+            let (items, rv) = list(s);
+            (to_values(&items), rv)
+        });
+    }
+    let (items, rv) = list(shared);
+    if table {
+        let include = query.get("includeObject").map(String::as_str);
+        return ok_json(&kubectl::table(T::KIND, &to_values(&items), rv, include));
+    }
+    ok_json(&list_of(items, rv))
+}
+
+/// One object, or a one-row `Table` of it (`kubectl get pod sdkms-0`).
+fn answer_one<T: k8s_openapi::Resource + serde::Serialize>(
+    object: &T,
+    table: bool,
+    query: &BTreeMap<String, String>,
+) -> Response {
+    if !table {
+        return ok_json(object);
+    }
+    let include = query.get("includeObject").map(String::as_str);
+    let values = to_values(std::slice::from_ref(object));
+    ok_json(&kubectl::table(T::KIND, &values, 0, include))
 }
 
 fn lease_answer(
@@ -344,6 +488,7 @@ fn pods(shared: &Shared) -> (Vec<Pod>, u64) {
                     labels: Some(labels),
                     uid: Some(slot.uid.clone()),
                     resource_version: Some(st.resource_version.to_string()),
+                    creation_timestamp: Some(Time(slot.created)),
                     ..ObjectMeta::default()
                 },
                 spec: Some(PodSpec {

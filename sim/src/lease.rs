@@ -56,10 +56,9 @@ impl Leases {
             ));
         }
         lease.metadata.uid = Some(format!("lease-{}", crate::random_hex(8)));
-        lease.metadata.creation_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::now(),
-            ));
+        lease.metadata.creation_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::now()),
+        );
         self.stamp(&mut lease, ns, &name);
         self.items.insert(key, lease.clone());
         Ok(lease)

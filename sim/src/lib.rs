@@ -10,7 +10,8 @@
 //! Rooms: [`pki`] (CA and certificates), [`db`] (the rules, pure), `pod` (a pod's
 //! HTTPS API), `kube_api` (the API server), [`selector`] (label selectors),
 //! [`oracle`] (the record), [`faults`] (fault injection), `files` (kubeconfig,
-//! site file, restart script), `serve` (the TLS accept loop), `workload` (the
+//! site file, restart script), `serve` (the TLS accept loop), `kubectl` (discovery,
+//! tables and watches for the real `kubectl`), `workload` (the
 //! StatefulSet, for restarts by rollout). This file ties them
 //! together: the [`Sim`] handle, pod life cycle and the rolling restart.
 
@@ -19,6 +20,7 @@ pub use cmk_dsm as db;
 pub mod faults;
 mod files;
 mod kube_api;
+mod kubectl;
 pub mod lease;
 pub mod oracle;
 pub mod pki;
@@ -43,7 +45,7 @@ pub use oracle::{Call, Oracle, PodState, RestartRecord};
 
 use db::Db;
 use oracle::Recorder;
-use pki::Pki;
+use pki::{CertNames, Pki};
 use serve::ServerHandle;
 
 /// How to build a simulated cluster.
@@ -63,6 +65,20 @@ pub struct SimConfig {
     pub workload: WorkloadKind,
     /// The key state the cluster starts in.
     pub start: Start,
+    /// What the pods' certificates name.
+    pub pod_certs: PodCerts,
+}
+
+/// The names on the pods' certificates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PodCerts {
+    /// Each pod's IP and its name: verifiable by the IP the client connects to.
+    #[default]
+    IpAndName,
+    /// Only this DNS name on every pod, as an appliance's certificates name the
+    /// cluster rather than each pod: verifiable only against that name
+    /// (`[tls] server_name`, kubeconfig's `tls-server-name`, `curl --connect-to`).
+    DnsOnly(String),
 }
 
 /// What owns the simulated pods, as the API server shows it.
@@ -100,6 +116,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             workload: WorkloadKind::default(),
             start: Start::Fresh,
+            pod_certs: PodCerts::default(),
         }
     }
 }
@@ -138,6 +155,8 @@ pub(crate) struct Slot {
     pub warmup_left: u32,
     /// The StatefulSet revision the instance was created from.
     pub revision: String,
+    /// When the instance was created (the pod's `creationTimestamp`, its age).
+    pub created: k8s_openapi::jiff::Timestamp,
 }
 
 /// Mutable state, under one lock (never held across an await).
@@ -256,7 +275,11 @@ impl Shared {
             return Err(last_err.map_or_else(|| anyhow::anyhow!("no address"), Into::into))
                 .with_context(|| format!("binding a loopback address for pod {name}"));
         };
-        let tls = self.pki.server_config(IpAddr::V4(ip), Some(name))?;
+        let names = match &self.config.pod_certs {
+            PodCerts::IpAndName => CertNames::Ip(IpAddr::V4(ip), Some(name)),
+            PodCerts::DnsOnly(dns) => CertNames::DnsOnly(dns),
+        };
+        let tls = self.pki.server_config(names)?;
         let instance = {
             let mut st = self.state();
             let instance = st.db.start_pod(name);
@@ -270,6 +293,7 @@ impl Shared {
                     uid: uuid_like(),
                     warmup_left,
                     revision,
+                    created: crate::now(),
                 },
             );
             st.resource_version += 1;
@@ -472,6 +496,15 @@ impl Shared {
     }
 }
 
+/// The time now, to the microsecond (jiff's own `now` needs a feature this crate
+/// does not otherwise need).
+pub(crate) fn now() -> k8s_openapi::jiff::Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    k8s_openapi::jiff::Timestamp::from_microsecond(since.as_micros() as i64).unwrap_or_default()
+}
+
 /// A random RFC 4122-shaped id, for pod uids.
 fn uuid_like() -> String {
     let h = random_hex(16);
@@ -565,6 +598,10 @@ impl Sim {
                     .collect::<Vec<_>>()
                     .join(","),
                 port: c.port,
+                server_name: match &c.pod_certs {
+                    PodCerts::IpAndName => None,
+                    PodCerts::DnsOnly(name) => Some(name),
+                },
             },
         )
     }

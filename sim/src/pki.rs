@@ -1,7 +1,8 @@
 //! The simulator's private PKI: a CA generated at start, and server certificates
 //! signed by it for every pod instance (IP SAN = the pod's current IP, DNS SAN = its
-//! name) and for the API server (IP SAN 127.0.0.1). Clients verify them for real
-//! against `ca.pem`, as they would a production DSM cluster's CA.
+//! name; or, like an appliance's, only the cluster's DNS name: [`CertNames`]) and for
+//! the API server (IP SAN 127.0.0.1). Clients verify them for real against `ca.pem`,
+//! as they would a production DSM cluster's CA.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,6 +13,15 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// The names a server certificate carries.
+#[derive(Clone, Copy, Debug)]
+pub enum CertNames<'a> {
+    /// The server's IP and, optionally, a DNS name (the pod's name).
+    Ip(IpAddr, Option<&'a str>),
+    /// Only a DNS name, no IP: as an appliance names the cluster, not each pod.
+    DnsOnly(&'a str),
+}
 
 /// The CA: its certificate (PEM) and the issuer that signs server certificates.
 pub struct Pki {
@@ -59,23 +69,32 @@ impl Pki {
         &self.ca_der
     }
 
-    /// A server certificate and key for the given IP and optional DNS name.
+    /// A server certificate and key carrying `names`.
     pub fn server_cert(
         &self,
-        ip: IpAddr,
-        dns: Option<&str>,
+        names: CertNames<'_>,
     ) -> anyhow::Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
         let mut params = CertificateParams::default();
-        params.subject_alt_names.push(SanType::IpAddress(ip));
+        let (ip, dns) = match names {
+            CertNames::Ip(ip, dns) => (Some(ip), dns),
+            CertNames::DnsOnly(dns) => (None, Some(dns)),
+        };
+        if let Some(ip) = ip {
+            params.subject_alt_names.push(SanType::IpAddress(ip));
+        }
         if let Some(name) = dns {
             params
                 .subject_alt_names
                 .push(SanType::DnsName(name.try_into()?));
         }
-        params.distinguished_name.push(
-            DnType::CommonName,
-            dns.map_or_else(|| ip.to_string(), str::to_string),
-        );
+        let common_name = match (dns, ip) {
+            (Some(name), _) => name.to_string(),
+            (None, Some(ip)) => ip.to_string(),
+            (None, None) => String::new(),
+        };
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -90,12 +109,8 @@ impl Pki {
     /// A rustls server configuration for that certificate, with the `ring` provider
     /// explicitly (never a process default: tests run many simulators in one process
     /// next to clients that may install another provider).
-    pub fn server_config(
-        &self,
-        ip: IpAddr,
-        dns: Option<&str>,
-    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-        let (cert, key) = self.server_cert(ip, dns)?;
+    pub fn server_config(&self, names: CertNames<'_>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let (cert, key) = self.server_cert(names)?;
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -138,7 +153,7 @@ mod tests {
         let pki = Pki::new().unwrap();
         assert!(pki.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
         let ip: IpAddr = "127.9.9.9".parse().unwrap();
-        let (cert, _) = pki.server_cert(ip, Some("sdkms-0")).unwrap();
+        let (cert, _) = pki.server_cert(CertNames::Ip(ip, Some("sdkms-0"))).unwrap();
         let roots = {
             let mut r = rustls::RootCertStore::empty();
             r.add(pki.ca_der().clone()).unwrap();
@@ -163,7 +178,22 @@ mod tests {
                 .verify_server_cert(&cert, &[], &other, &[], now)
                 .is_err()
         );
-        pki.server_config(ip, None).unwrap();
+        pki.server_config(CertNames::Ip(ip, None)).unwrap();
         pki.client_config().unwrap();
+
+        // A certificate that names only the cluster verifies by that name, not by IP.
+        let (cert, _) = pki
+            .server_cert(CertNames::DnsOnly("dsm.sim.internal"))
+            .unwrap();
+        let dsm = rustls::pki_types::ServerName::try_from("dsm.sim.internal").unwrap();
+        verifier
+            .verify_server_cert(&cert, &[], &dsm, &[], now)
+            .unwrap();
+        let by_ip = rustls::pki_types::ServerName::try_from("127.9.9.9").unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(&cert, &[], &by_ip, &[], now)
+                .is_err()
+        );
     }
 }

@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec, StatefulSetStatus,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use serde_json::Value;
 
 /// The workload's name (and the pods' name prefix).
@@ -27,6 +28,8 @@ pub(crate) struct Workload {
     pub current_revision: String,
     /// The revision new pods are created with.
     pub update_revision: String,
+    /// When the workload was created (its age in `kubectl get`).
+    pub created: k8s_openapi::jiff::Timestamp,
 }
 
 /// The counts the status needs, from the pod slots.
@@ -46,6 +49,7 @@ impl Workload {
             annotations: BTreeMap::new(),
             current_revision: revision(1),
             update_revision: revision(1),
+            created: crate::now(),
         }
     }
 
@@ -151,9 +155,15 @@ impl Workload {
                 uid: Some(self.uid.clone()),
                 generation: Some(self.generation),
                 resource_version: Some(resource_version.to_string()),
+                creation_timestamp: Some(Time(self.created)),
                 ..ObjectMeta::default()
             },
             spec: Some(StatefulSetSpec {
+                // What `kubectl rollout status` requires of a StatefulSet.
+                update_strategy: Some(StatefulSetUpdateStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: None,
+                }),
                 replicas: Some(n(pods)),
                 selector: LabelSelector {
                     match_labels: Some(labels.clone()),

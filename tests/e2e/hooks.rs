@@ -2,10 +2,15 @@
 //! components (`[[hooks]]`) against the simulated cluster. The example hooks run
 //! around the steps in order; a veto, a trap, a spin and an untrusted signature each
 //! stop the run before the step they guard, which the oracle proves (no propose).
+//!
+//! The host's guards hold whatever the procedure does: a hostile procedure
+//! (`tests/guests/hostile`, attacks `post` and `restart`) that skips its hooks, lies
+//! about its step or ignores a veto is denied every mutating call, and so is one
+//! facing a cluster with another number of pods than `[cluster] expect_pods`.
 
 use cmk_tests::{
-    Cluster, HOOK_DR_REJOIN_WASM, HOOK_HOSTILE_WASM, HOOK_QUORUM_WASM, Outcome, ROTATE_WASM,
-    Signer, assert_rotated_once, run,
+    Cluster, HELLO_WASM, HOOK_DR_REJOIN_WASM, HOOK_HOSTILE_WASM, HOOK_QUORUM_WASM, HOSTILE_WASM,
+    Outcome, ROTATE_WASM, STATUS_WASM, Signer, assert_rotated_once, run,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
@@ -233,4 +238,289 @@ async fn a_hook_that_refuses_its_params_stops_the_run_before_any_step() {
     assert!(out.stderr.contains("hook hook-quorum"), "{out}");
     assert!(out.stderr.contains("min_pods is required"), "{out}");
     assert!(cluster.oracle().calls.is_empty(), "no pod contacted");
+}
+
+/// The hostile procedure (signed by "ops") with `params`, against `site`.
+async fn hostile_procedure(cluster: &Cluster, site: &std::path::Path, params: &[&str]) -> Outcome {
+    let component = cluster.signed(HOSTILE_WASM);
+    let site = site.to_str().unwrap().to_string();
+    let mut args = vec!["run", component.as_str(), "--site", site.as_str(), "--yes"];
+    for p in params {
+        args.extend(["--param", p]);
+    }
+    run(BIN, &args).await
+}
+
+/// The `hooks` records of the audit trail, as (target, outcome).
+fn hook_records(cluster: &Cluster) -> Vec<(String, String)> {
+    let trail = std::fs::read_to_string(cluster.dir().join("state/audit/sim.jsonl"))
+        .expect("the audit trail");
+    trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["capability"] == "hooks")
+        .map(|r| {
+            (
+                r["target"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+const QUORUM_REFUSAL: &str =
+    "a site hook's guard refused it: hook-quorum: quorum not met: 3 of 3 pods Ready, min_pods is 4";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quorum_guard_refuses_a_propose_from_a_procedure_that_never_calls_its_hooks() {
+    let cluster = Cluster::pods(3).await;
+    quorum(&cluster, 4);
+
+    // A propose, then a fetch (which the guard itself would allow).
+    let out = hostile_procedure(
+        &cluster,
+        cluster.site(),
+        &[
+            "attack=post",
+            "path=/cluster/v1/key/propose,/cluster/v1/key/fetch",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains(QUORUM_REFUSAL), "{out}");
+    // The refusal stopped the run at the gate: the fetch is refused too.
+    assert!(
+        out.stdout.contains(
+            "/cluster/v1/key/fetch denied: a site hook's guard refused POST /cluster/v1/key/propose"
+        ),
+        "{out}"
+    );
+    assert_no_propose(&cluster, &out);
+    // The host asked the guard itself; no step hook was called.
+    assert_eq!(
+        hook_records(&cluster),
+        [(
+            "hook-quorum guard POST /cluster/v1/key/propose".to_string(),
+            "refused".to_string()
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quorum_guard_refuses_a_propose_in_a_batch_and_the_stopped_gate_the_rest() {
+    let cluster = Cluster::pods(3).await;
+    quorum(&cluster, 4);
+
+    let out = hostile_procedure(
+        &cluster,
+        cluster.site(),
+        &[
+            "attack=post",
+            "batch=true",
+            "path=/cluster/v1/key/propose,/cluster/v1/key/fetch,/cluster/v1/key/fetch",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains(QUORUM_REFUSAL), "{out}");
+    assert_eq!(
+        out.stdout.matches("/cluster/v1/key/fetch denied").count(),
+        2,
+        "{out}"
+    );
+    assert_no_propose(&cluster, &out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quorum_guard_refuses_a_propose_from_a_procedure_that_calls_its_hooks() {
+    let cluster = Cluster::pods(3).await;
+    quorum(&cluster, 4);
+
+    // It calls its hooks, for a step the quorum hook allows, then proposes.
+    let out = hostile_procedure(
+        &cluster,
+        cluster.site(),
+        &["attack=post", "hooks_step=preflight"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains(QUORUM_REFUSAL), "{out}");
+    assert_no_propose(&cluster, &out);
+    let records = hook_records(&cluster);
+    assert_eq!(records[0].0, "hook-quorum before preflight", "{records:?}");
+    assert_eq!(records[0].1, "allowed", "{records:?}");
+    assert!(
+        records.contains(&(
+            "hook-quorum guard POST /cluster/v1/key/propose".to_string(),
+            "refused".to_string()
+        )),
+        "{records:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quorum_guard_lets_the_rotation_through_at_quorum() {
+    let cluster = Cluster::pods(3).await;
+    quorum(&cluster, 3);
+
+    let out = rotate(&cluster).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_rotated_once(&cluster.oracle(), 3);
+    let records = hook_records(&cluster);
+    assert!(
+        records.contains(&(
+            "hook-quorum guard POST /cluster/v1/key/propose".to_string(),
+            "allowed".to_string()
+        )),
+        "{records:?}"
+    );
+    assert!(
+        records.contains(&(
+            "hook-quorum guard rolling-restart".to_string(),
+            "allowed".to_string()
+        )),
+        "{records:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guard_that_traps_denies_the_call() {
+    let cluster = Cluster::pods(3).await;
+    hostile(&cluster, "guard-trap", "");
+
+    let out = rotate(&cluster).await;
+    assert_eq!(out.code, 1, "{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("a site hook's guard refused it: hostile-hook failed: it trapped"),
+        "{out}"
+    );
+    assert!(
+        all.contains("hostile guard: trap at POST /cluster/v1/key/propose"),
+        "{out}"
+    );
+    assert_no_propose(&cluster, &out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guard_that_spins_is_stopped_by_its_time_limit_and_denies_the_call() {
+    let cluster = Cluster::pods(3).await;
+    hostile(&cluster, "guard-spin", "timeout_secs = 1");
+
+    let out = rotate(&cluster).await;
+    assert_eq!(out.code, 1, "{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains(
+            "a site hook's guard refused it: hostile-hook failed: stopped: it ran past its time limit of 1s"
+        ),
+        "{out}"
+    );
+    assert_no_propose(&cluster, &out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_veto_every_mutating_call_is_refused_even_when_the_procedure_ignores_it() {
+    let cluster = Cluster::pods(3).await;
+    // A hook with no guard that vetoes propose: only the veto can stop the calls.
+    hostile(&cluster, "veto", "");
+
+    let out = hostile_procedure(
+        &cluster,
+        cluster.site(),
+        &["attack=post", "hooks_step=propose"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains(
+            "denied: a site hook vetoed propose: hostile-hook: hostile hook: veto at propose: not sent"
+        ),
+        "{out}"
+    );
+    assert_no_propose(&cluster, &out);
+
+    let out = hostile_procedure(
+        &cluster,
+        cluster.site(),
+        &["attack=restart", "hooks_step=propose"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains("a site hook vetoed propose: hostile-hook: hostile hook: veto at propose"),
+        "{out}"
+    );
+    let oracle = cluster.oracle();
+    assert!(oracle.restarts.is_empty(), "no restart: {oracle:#?}");
+    assert_eq!(oracle.restarts_started, 0, "no restart started");
+    assert!(
+        oracle.mutations().is_empty(),
+        "nothing changed: {oracle:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_procedure_that_does_not_import_hooks_is_refused_when_the_site_has_hooks() {
+    let cluster = Cluster::pods(3).await;
+    quorum(&cluster, 1);
+
+    // guest-status is read-only: it has no steps for a hook to see.
+    let component = cluster.signed(STATUS_WASM);
+    let site = cluster.site().to_str().unwrap().to_string();
+    let out = run(BIN, &["run", &component, "--site", &site]).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("[[hooks]] (hook-quorum)"), "{out}");
+    assert!(
+        out.stderr
+            .contains("does not import cmk:procedure/hooks@0.1.0"),
+        "{out}"
+    );
+    let oracle = cluster.oracle();
+    assert!(oracle.calls.is_empty(), "no pod contacted: {oracle:#?}");
+}
+
+/// The generated site file with `[cluster] expect_pods = n`.
+fn expecting(cluster: &Cluster, n: usize) -> std::path::PathBuf {
+    cluster.site_with(&format!("expect-{n}.toml"), |t| {
+        t.replace(
+            "port = 4444\n",
+            &format!("port = 4444\nexpect_pods = {n}\n"),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_pods_refuses_every_mutating_call_of_a_procedure_that_ignores_it() {
+    let cluster = Cluster::pods(3).await;
+    let site = expecting(&cluster, 4);
+    let counts = "expected 4 pods ([cluster] expect_pods), the selector matches 3: sdkms-0, sdkms-1, sdkms-2";
+
+    let out = hostile_procedure(&cluster, &site, &["attack=post"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("denied"), "{out}");
+    assert!(out.stdout.contains(counts), "{out}");
+
+    let out = hostile_procedure(&cluster, &site, &["attack=restart"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains(counts), "{out}");
+
+    let oracle = cluster.oracle();
+    assert!(oracle.mutations().is_empty(), "no POST: {oracle:#?}");
+    assert_eq!(oracle.restarts_started, 0, "no restart: {oracle:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_with_expect_pods_runs_procedures_that_do_not_know_it() {
+    let cluster = Cluster::pods(3).await;
+    let site = expecting(&cluster, 3);
+    // Both refuse parameters they do not know: the host passes them no `expect_pods`.
+    for wasm in [STATUS_WASM, HELLO_WASM] {
+        let component = cluster.signed(wasm);
+        let out = run(BIN, &["run", &component, "--site", site.to_str().unwrap()]).await;
+        assert_eq!(out.code, 0, "{wasm}: {out}");
+        assert!(!out.stdout.contains("expect_pods"), "{out}");
+    }
+    assert!(cluster.oracle().mutations().is_empty());
 }

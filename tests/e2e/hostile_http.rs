@@ -383,6 +383,14 @@ async fn a_pod_certificate_from_another_ca_is_a_typed_tls_error() {
         detail.starts_with("tls: ") && detail.contains("invalid peer certificate"),
         "{detail}"
     );
+    // The host says which key is at fault and what to do.
+    assert!(
+        detail.contains(&format!(
+            "[tls] ca: invalid peer certificate: the certificate of pod {pod_ip} is not issued by the CA in {}",
+            other_ca.display()
+        )) && detail.contains("[tls] pins"),
+        "{detail}"
+    );
     assert!(cluster.oracle().calls.is_empty(), "no request was sent");
 }
 

@@ -273,3 +273,122 @@ async fn on_a_terminal_the_default_is_steps_and_summary_and_v_q_log_file_adjust_
     );
     assert_eq!(cluster.oracle().version, 4);
 }
+
+/// A cluster whose pods listen on 4445: the site's `[cluster] port` is what the
+/// procedure is given, so the rotation reaches the pods there without `--param`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_site_port_reaches_the_procedure() {
+    let cluster = cmk_tests::Cluster::start(cmk_sim::SimConfig {
+        port: 4445,
+        ..cmk_sim::SimConfig::pods(3)
+    })
+    .await;
+    let text = std::fs::read_to_string(cluster.site()).unwrap();
+    assert!(text.contains("port = 4445"), "{text}");
+    assert!(!text.contains("[params]"), "no port parameter: {text}");
+    let site = cluster.site().to_str().unwrap().to_string();
+    let component = cluster.signed(ROTATE_WASM);
+    let out = run(
+        BIN,
+        &["run", &component, "--site", &site, "--json", "--yes"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.json()["denials"].as_array().unwrap().is_empty(),
+        "{out}"
+    );
+    let oracle = cluster.oracle();
+    let proposer = &oracle.proposes()[0].ip;
+    let fetches = oracle.fetches();
+    assert_eq!(fetches.len(), 2, "{oracle:#?}");
+    for fetch in fetches {
+        assert_eq!(
+            fetch.body.as_ref().unwrap()["target"],
+            format!("{proposer}:4445"),
+            "the proposer at the site's port"
+        );
+    }
+    assert_eq!(oracle.version, 2);
+    assert!(oracle.pods.iter().all(|p| p.running_version == 2));
+    assert!(oracle.broken_pods().is_empty());
+}
+
+/// `--param port=` (and `[params] port`) still override the site's port: here to
+/// one the allow-list does not permit, so the host denies every request and the
+/// cluster receives nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_parameter_still_overrides_the_site_port() {
+    let cluster = cmk_tests::Cluster::start(cmk_sim::SimConfig {
+        port: 4445,
+        ..cmk_sim::SimConfig::pods(3)
+    })
+    .await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let component = cluster.signed(ROTATE_WASM);
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &component,
+            "--site",
+            &site,
+            "--json",
+            "--yes",
+            "--param",
+            "port=4446",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    let denials = out.json()["denials"].clone();
+    assert!(
+        denials
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["target"].as_str().unwrap().contains(":4446/")),
+        "{out}"
+    );
+    assert!(cluster.oracle().calls.is_empty(), "nothing reached a pod");
+}
+
+/// Every string of `value` that names a file on this machine: an absolute path whose
+/// first component exists here (`/tmp/...`), unlike the oracle's URL paths
+/// (`/cluster/v1/key`).
+fn file_paths(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) => {
+            let path = std::path::Path::new(s);
+            let first = path
+                .components()
+                .nth(1)
+                .map(|c| std::path::Path::new("/").join(c));
+            if path.is_absolute() && first.is_some_and(|f| f.exists()) {
+                out.push(s.clone());
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| file_paths(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| file_paths(v, out)),
+        _ => {}
+    }
+}
+
+/// `demo --json` deletes its simulator's directory when it ends: the document names
+/// none of the files that were in it (the site file, the audit trail).
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_json_names_only_files_that_exist() {
+    let out = run(BIN, &["demo", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let json = out.json();
+    let mut paths = Vec::new();
+    file_paths(&json, &mut paths);
+    for path in &paths {
+        assert!(
+            std::path::Path::new(path).exists(),
+            "the demo's JSON names {path}, which does not exist:\n{json:#}"
+        );
+    }
+    assert!(json["report"].get("audit_path").is_none(), "{json:#}");
+    assert_eq!(json["report"]["outcome"], "done");
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cmk_sim::{Oracle, SimConfig};
 use cmk_tests::{
-    Cluster, ROTATE_WASM, assert_completed_once, assert_rotated_once, interrupt_when, run,
-    run_on_a_terminal, settle, spawn,
+    Cluster, ROTATE_WASM, assert_completed_once, assert_no_restart_no_activate,
+    assert_rotated_once, interrupt_when, run, run_on_a_terminal, settle, spawn,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
@@ -373,8 +373,12 @@ async fn plan_is_enforced_by_the_host_even_for_a_component_that_ignores_it() {
     );
 }
 
+/// `[cluster] expect_pods` is the host's check (the gate refuses every mutating call
+/// while the latest pod list has another count), no longer a parameter injected into
+/// the procedure: the rotation reads the pods at preflight, and its first change is
+/// refused, with both counts.
 #[tokio::test(flavor = "multi_thread")]
-async fn preflight_stops_when_the_cluster_has_another_number_of_pods() {
+async fn a_cluster_with_another_number_of_pods_than_expect_pods_is_not_changed() {
     let cluster = Cluster::pods(3).await;
     let site = cluster.site_with("expect-4.toml", |t| {
         t.replace("port = 4444\n", "port = 4444\nexpect_pods = 4\n")
@@ -396,7 +400,9 @@ async fn preflight_stops_when_the_cluster_has_another_number_of_pods() {
             .contains("expected 4 pods ([cluster] expect_pods), the selector matches 3"),
         "{out}"
     );
-    assert!(cluster.oracle().calls.is_empty(), "no pod contacted");
+    let oracle = cluster.oracle();
+    assert!(oracle.mutations().is_empty(), "no POST: {oracle:#?}");
+    assert_no_restart_no_activate(&oracle);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -466,39 +466,166 @@ pub fn assert_completed_once(oracle: &Oracle, pods: usize) {
     }
 }
 
-/// Runs `bin` on a pseudo-terminal (util-linux `script`), typing `answer`; the
-/// exit code and everything the terminal showed.
+/// Runs `bin` with `args` and `env` on a real pseudo-terminal (120x40), as an
+/// operator's shell would, and waits for it (bounded). Returns the exit code and
+/// everything the terminal received, escape sequences included (stdout and stderr
+/// interleaved, as on a screen).
+pub async fn run_on_terminal(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let session = TerminalSession::start_with_env(bin, args, env);
+    tokio::task::spawn_blocking(move || session.wait())
+        .await
+        .expect("the terminal session")
+}
+
+/// Runs `bin` on a pseudo-terminal, typing `answer` at once (the line waits in the
+/// terminal until the program reads it); the exit code and the whole screen.
 pub async fn run_on_a_terminal(bin: &str, args: &[&str], answer: &str) -> (i32, String) {
-    use tokio::io::AsyncWriteExt;
-    let quoted: Vec<String> = std::iter::once(bin)
-        .chain(args.iter().copied())
-        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
-        .collect();
-    let mut child = tokio::process::Command::new("script")
-        .args(["-q", "-e", "-c", &quoted.join(" "), "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("script(1) from util-linux");
-    let mut stdin = child.stdin.take().unwrap();
-    let answer = answer.to_string();
-    // Typed once the question is up; the line waits in the terminal until read.
-    tokio::spawn(async move {
-        let _ = stdin.write_all(answer.as_bytes()).await;
-        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
-        drop(stdin);
-    });
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(180),
-        child.wait_with_output(),
-    )
-    .await
-    .expect("bounded")
-    .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let mut session = TerminalSession::start(bin, args);
+    session.type_text(answer);
+    tokio::task::spawn_blocking(move || session.wait())
+        .await
+        .expect("the terminal session")
+}
+
+/// `bin` running on a pseudo-terminal as an operator's interactive shell runs it:
+/// stdin, stdout and stderr on the terminal, which is its controlling terminal (so
+/// typing Ctrl-C, `\x03`, sends it SIGINT). [`TerminalSession::type_text`] types,
+/// [`TerminalSession::wait_for`] reads the screen.
+pub struct TerminalSession {
+    master: std::fs::File,
+    screen: Arc<std::sync::Mutex<String>>,
+    child: std::process::Child,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TerminalSession {
+    pub fn start(bin: &str, args: &[&str]) -> TerminalSession {
+        TerminalSession::start_with_env(bin, args, &[])
+    }
+
+    /// [`TerminalSession::start`] with `env` set (and `NO_COLOR`, `CLICOLOR_FORCE`
+    /// cleared unless `env` sets them).
+    pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> TerminalSession {
+        use std::io::Read;
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+
+        let (mut master, mut slave) = (-1, -1);
+        let size = libc::winsize {
+            ws_row: 40,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two new descriptors; name and termios are optional.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and are owned here alone.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args)
+            .env("XDG_CACHE_HOME", CACHE_HOME)
+            .env("TERM", "xterm-256color")
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .envs(env.iter().copied())
+            .stdin(Stdio::from(slave.try_clone().expect("dup the terminal")))
+            .stdout(Stdio::from(slave.try_clone().expect("dup the terminal")))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec: a new session
+        // whose controlling terminal is the pseudo-terminal (stdin, already in place).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start cmk-host on a terminal");
+        drop(cmd);
+        let screen = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut output = std::fs::File::from(master.try_clone().expect("dup the master"));
+        let shown = screen.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = output.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        TerminalSession {
+            master: std::fs::File::from(master),
+            screen,
+            child,
+            reader: Some(reader),
+        }
+    }
+
+    /// Everything the terminal has received so far.
+    pub fn screen(&self) -> String {
+        self.screen.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the screen shows `text`.
+    pub fn wait_for(&self, text: &str) {
+        let deadline = std::time::Instant::now() + RUN_LIMIT;
+        while !self.screen().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the terminal never showed {text:?}:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Types `text` (`"\x03"` is Ctrl-C).
+    pub fn type_text(&mut self, text: &str) {
+        use std::io::Write;
+        self.master
+            .write_all(text.as_bytes())
+            .expect("type on the terminal");
+    }
+
+    /// Waits (bounded) for the program to exit: its exit code and the whole screen.
+    pub fn wait(mut self) -> (i32, String) {
+        let deadline = std::time::Instant::now() + RUN_LIMIT;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("poll cmk-host") {
+                break status.code().unwrap_or(-1);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("cmk-host did not exit:\n{}", self.screen());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // The reader ends when the program has closed the terminal (EIO).
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let screen = self.screen.lock().unwrap().clone();
+        (code, screen)
+    }
+}
+
+impl Drop for TerminalSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
 }

@@ -109,13 +109,16 @@ pub fn hello(host: &mut dyn Read, state: &mut State) -> Result<String, String> {
 
 /// The text of the `hello` step for these pod names, or why there is none.
 ///
-/// Parameters (the site's `[params]`, then `--param K=V`; later entries win):
-/// `greeting` (default `hello`). Any other name is an error, so a typo is caught.
+/// Parameters (the site's port, its `[params]`, then `--param K=V`; later entries
+/// win): `greeting` (default `hello`). `port` (the site's `[cluster] port`, which the
+/// host passes to every procedure) is accepted and unused: this procedure sends no
+/// request. Any other name is an error, so a typo is caught.
 pub fn greet(params: &[(String, String)], pods: &[String]) -> Result<String, String> {
     let mut greeting = "hello".to_string();
     for (key, value) in params {
         match key.as_str() {
             "greeting" => greeting = value.trim().to_string(),
+            "port" => {}
             other => return Err(guest_kit::params::unknown(other, &["greeting"])),
         }
     }

@@ -5,11 +5,20 @@
 //! (`pods`, `http`, `log` at most), memory limit and per-call time limit. The
 //! rotation's `hooks` import is this capability: it calls every hook in order.
 //! `before` stops at the first veto; a hook that traps or runs past its time limit
-//! vetoes too. `after` cannot change the run: its failures are logged. With no hook
+//! vetoes too, and a veto stops the run at the gate: every later mutating call is
+//! refused. `after` cannot change the run: its failures are logged. With no hook
 //! configured, every step is allowed.
+//!
+//! [`Guards`] is what the host checks itself, before every mutating call of the
+//! procedure, whether or not the procedure calls its hooks: `[cluster] expect_pods`
+//! against the latest pod list, then the `guard` of every hook that exports one
+//! (the `guarded-hook` world). A guard's refusal, trap or timeout denies the call
+//! and stops the run at the gate.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -17,16 +26,22 @@ use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::caps::Denials;
+use crate::caps::gate::{Guard, Mutating};
 use crate::caps::http::HttpCap;
 use crate::caps::log::{LogCap, outcome_name};
-use crate::caps::pods::PodsCap;
+use crate::caps::pods::{PodLister, PodView, PodsCap};
 use crate::frame::{SiteError, SiteFile};
 use crate::grants::{Capability, Grants};
 use crate::limits::Enforcer;
 use crate::limits::LimitHit;
+use crate::stop::Stop;
 use crate::wasi::CapturedOutput;
 use crate::wit::cmk::procedure::hooks::Host;
 use crate::wit::cmk::procedure::types::Outcome;
+use crate::wit::guarded_hook::exports::cmk::procedure::guard::{
+    Guest as GuardExport, MutatingCall,
+};
 use crate::wit::hook::Hook;
 
 /// A hook's time limit per call when `[[hooks]] timeout_secs` is not set.
@@ -37,8 +52,26 @@ const MAX_TIMEOUT_SECS: u64 = 600;
 pub const HOOK_CAPABILITIES: [Capability; 3] =
     [Capability::Pods, Capability::Http, Capability::Log];
 
-/// The export a hook must have (besides `init`).
+/// The export a hook must have (besides `init`); the import a procedure must have
+/// when the site configures hooks.
 pub const HOOKS_EXPORT: &str = "cmk:procedure/hooks@0.1.0";
+
+/// The export of a hook with a guard (the `guarded-hook` world).
+pub const GUARD_EXPORT: &str = "cmk:procedure/guard@0.1.0";
+
+/// With `[[hooks]]` configured, a procedure must import `hooks`: one that does not
+/// could never let the site's hooks see its steps. `Err` (exit 3) names `[[hooks]]`.
+pub fn require_hooks_import(hooks: &[&HookConfig], imports: &[String]) -> Result<(), String> {
+    if hooks.is_empty() || imports.iter().any(|i| i == HOOKS_EXPORT) {
+        return Ok(());
+    }
+    let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
+    Err(format!(
+        "refused: the site file configures [[hooks]] ({}), and the component does not import \
+         {HOOKS_EXPORT}: a procedure run with site hooks must call them",
+        names.join(", ")
+    ))
+}
 
 /// One `[[hooks]]` entry as written.
 #[derive(Deserialize)]
@@ -149,6 +182,8 @@ pub struct HookInstance {
     pub output: CapturedOutput,
     /// Set when a call trapped or timed out: the instance is not entered again.
     pub failed: Option<String>,
+    /// Its `guard` export, when it has one (the `guarded-hook` world).
+    pub guard: Option<GuardExport>,
 }
 
 /// The host's epoch tick (see `runtime`): a hook's deadline is counted in these.
@@ -180,6 +215,21 @@ impl HookInstance {
             .hook
             .cmk_procedure_hooks()
             .call_before(&mut self.store, step, observed);
+        let answer = tokio::time::timeout(self.timeout + GRACE, call).await;
+        self.settle(answer.map(|r| r.map(|r| r.map_err(|e| format!("{}: {e}", self.name)))))
+    }
+
+    /// Asks the hook's guard about `call`; `Ok` when it has none.
+    async fn guard(&mut self, call: &MutatingCall) -> Result<(), String> {
+        if self.guard.is_none() {
+            return Ok(());
+        }
+        if let Some(why) = &self.failed {
+            return Err(format!("{} failed earlier: {why}", self.name));
+        }
+        self.arm();
+        let guard = self.guard.as_ref().expect("checked above");
+        let call = guard.call_check(&mut self.store, call);
         let answer = tokio::time::timeout(self.timeout + GRACE, call).await;
         self.settle(answer.map(|r| r.map(|r| r.map_err(|e| format!("{}: {e}", self.name)))))
     }
@@ -248,17 +298,24 @@ impl HookInstance {
     }
 }
 
+/// The hooks of one run, shared by the `hooks` capability (the procedure's step
+/// calls) and the run's [`Guards`] (the host's own calls). One call at a time.
+pub type SharedHooks = Arc<tokio::sync::Mutex<Vec<HookInstance>>>;
+
 /// The `hooks` capability of one run: the site's hooks, in the site file's order.
 #[derive(Default)]
 pub struct HooksCap {
-    hooks: Vec<HookInstance>,
+    hooks: SharedHooks,
+    /// A veto stops the run at the gate.
+    stop: Stop,
     audit: crate::audit::Audit,
 }
 
 impl HooksCap {
-    pub fn new(hooks: Vec<HookInstance>) -> Self {
+    pub fn new(hooks: SharedHooks, stop: Stop) -> Self {
         HooksCap {
             hooks,
+            stop,
             audit: crate::audit::Audit::default(),
         }
     }
@@ -277,16 +334,27 @@ impl HooksCap {
         started: Instant,
         detail: Option<String>,
     ) {
-        let target = format!("{hook} {call}");
-        let mut entry = crate::audit::Entry::call(
-            "hooks",
-            &target,
-            outcome,
-            started.elapsed().as_millis() as u64,
-        );
-        entry.detail = detail;
-        self.audit.record(entry);
+        record(&self.audit, hook, call, outcome, started, detail);
     }
+}
+
+fn record(
+    audit: &crate::audit::Audit,
+    hook: &str,
+    call: &str,
+    outcome: &str,
+    started: Instant,
+    detail: Option<String>,
+) {
+    let target = format!("{hook} {call}");
+    let mut entry = crate::audit::Entry::call(
+        "hooks",
+        &target,
+        outcome,
+        started.elapsed().as_millis() as u64,
+    );
+    entry.detail = detail;
+    audit.record(entry);
 }
 
 impl Host for HooksCap {
@@ -295,10 +363,12 @@ impl Host for HooksCap {
         step: String,
         observed: Vec<(String, String)>,
     ) -> Result<(), String> {
-        for i in 0..self.hooks.len() {
+        let hooks = self.hooks.clone();
+        let mut hooks = hooks.lock().await;
+        for hook in hooks.iter_mut() {
             let started = Instant::now();
-            let answer = self.hooks[i].before(&step, &observed).await;
-            let name = self.hooks[i].name.clone();
+            let answer = hook.before(&step, &observed).await;
+            let name = hook.name.clone();
             // The step is the procedure's words, the reason the hook's: both escaped.
             let call = format!("before {}", crate::text::escape(&step));
             match answer.map_err(|r| crate::text::ComponentText::new(&r).into_string()) {
@@ -307,6 +377,10 @@ impl Host for HooksCap {
                     let step = crate::text::escape(&step);
                     tracing::warn!(hook = %name, %step, "vetoed: {reason}");
                     self.record(&name, &call, "vetoed", started, Some(reason.clone()));
+                    // Whether or not the procedure heeds the veto, nothing more
+                    // changes the cluster in this run.
+                    self.stop
+                        .request(format!("a site hook vetoed {step}: {reason}"));
                     return Err(reason);
                 }
             }
@@ -315,10 +389,12 @@ impl Host for HooksCap {
     }
 
     async fn after(&mut self, step: String, outcome: Outcome, observed: Vec<(String, String)>) {
-        for i in 0..self.hooks.len() {
+        let hooks = self.hooks.clone();
+        let mut hooks = hooks.lock().await;
+        for hook in hooks.iter_mut() {
             let started = Instant::now();
-            let answer = self.hooks[i].after(&step, outcome, &observed).await;
-            let name = self.hooks[i].name.clone();
+            let answer = hook.after(&step, outcome, &observed).await;
+            let name = hook.name.clone();
             let call = format!(
                 "after {} {}",
                 crate::text::escape(&step),
@@ -333,6 +409,149 @@ impl Host for HooksCap {
                 }
             }
         }
+    }
+}
+
+/// The host's own checks before every mutating call of a run ([`Guard`]):
+/// `[cluster] expect_pods` against the procedure's latest pod list, then, in the
+/// site file's order, every hook's `guard`. A denial is recorded and returned as
+/// the procedure's `denied` error; a guard's refusal also stops the run.
+#[derive(Clone)]
+pub struct Guards {
+    hooks: SharedHooks,
+    pods: PodView,
+    lister: PodLister,
+    stop: Stop,
+    denials: Denials,
+    audit: crate::audit::Audit,
+    /// False for a hook's own calls: a guard is not asked about them (that could
+    /// re-enter the very hook that is making the call).
+    ask_hooks: bool,
+}
+
+impl Guards {
+    pub fn new(
+        hooks: SharedHooks,
+        pods: PodView,
+        lister: PodLister,
+        stop: Stop,
+        denials: Denials,
+        audit: crate::audit::Audit,
+    ) -> Guards {
+        Guards {
+            hooks,
+            pods,
+            lister,
+            stop,
+            denials,
+            audit,
+            ask_hooks: true,
+        }
+    }
+
+    /// The checks of a hook's own mutating calls: `expect_pods`, no guard.
+    pub fn for_hook_calls(&self) -> Guards {
+        Guards {
+            ask_hooks: false,
+            ..self.clone()
+        }
+    }
+
+    fn deny(&self, call: &Mutating<'_>, rule: String) -> String {
+        self.denials.deny(call.capability, call.target, rule)
+    }
+
+    async fn check_call(&self, call: &Mutating<'_>) -> Result<(), String> {
+        self.check_unstopped(call).await?;
+        // A call of a batch that passed the gate's stop check while another call's
+        // guard was refusing (and stopping the run) is refused now.
+        match self.stop.reason() {
+            Some(why) => Err(format!("{why}: not sent")),
+            None => Ok(()),
+        }
+    }
+
+    async fn check_unstopped(&self, call: &Mutating<'_>) -> Result<(), String> {
+        let hooks = self.hooks.clone();
+        let mut hooks = if self.ask_hooks {
+            Some(hooks.lock().await)
+        } else {
+            None
+        };
+        let guarded = hooks
+            .as_ref()
+            .is_some_and(|h| h.iter().any(|h| h.guard.is_some()));
+        if !guarded && self.pods.expect().is_none() {
+            return Ok(());
+        }
+        let pods = match self.pods.latest() {
+            Some(pods) => pods,
+            // Before the procedure's first list (a restart first): the host's own.
+            None => self.lister.list().await.map_err(|e| {
+                self.deny(
+                    call,
+                    format!("the host could not list the pods to check it: {e}"),
+                )
+            })?,
+        };
+        self.pods
+            .check_expected(&pods)
+            .map_err(|rule| self.deny(call, rule))?;
+        let Some(hooks) = hooks.as_mut().filter(|_| guarded) else {
+            return Ok(());
+        };
+        let target_pod = call.ip.and_then(|ip| {
+            pods.iter()
+                .find(|p| p.ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok()) == Some(ip))
+                .cloned()
+        });
+        let ready = pods.iter().filter(|p| p.ready).count() as u32;
+        let asked = MutatingCall {
+            call: call.call.clone(),
+            target_pod,
+            pods,
+            ready,
+        };
+        for hook in hooks.iter_mut().filter(|h| h.guard.is_some()) {
+            let started = Instant::now();
+            let what = format!("guard {}", call.call);
+            // The reason is the hook's words: escaped and bounded.
+            match hook
+                .guard(&asked)
+                .await
+                .map_err(|r| crate::text::ComponentText::new(&r).into_string())
+            {
+                Ok(()) => record(&self.audit, &hook.name, &what, "allowed", started, None),
+                Err(reason) => {
+                    tracing::warn!(hook = %hook.name, call = %call.target, "a site hook's guard refused: {reason}");
+                    record(
+                        &self.audit,
+                        &hook.name,
+                        &what,
+                        "refused",
+                        started,
+                        Some(reason.clone()),
+                    );
+                    self.stop.request(format!(
+                        "a site hook's guard refused {}: {reason}",
+                        call.call
+                    ));
+                    return Err(
+                        self.deny(call, format!("a site hook's guard refused it: {reason}"))
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Guard for Guards {
+    fn check<'a>(
+        &'a self,
+        call: &'a Mutating<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.check_call(call))
     }
 }
 
@@ -383,6 +602,19 @@ mod tests {
         let e =
             parse("[[hooks]]\npath = \"a.wasm\"\n[[hooks]]\npath = \"b/a.wasm\"\n").unwrap_err();
         assert!(e.message.contains("listed twice"), "{}", e.message);
+    }
+
+    #[test]
+    fn with_hooks_configured_a_procedure_must_import_hooks() {
+        let hooks = parse("[[hooks]]\npath = \"hook-quorum.wasm\"\n").unwrap();
+        let refs: Vec<&HookConfig> = hooks.iter().collect();
+        let imports = vec!["cmk:procedure/http@0.1.0".to_string()];
+        let e = require_hooks_import(&refs, &imports).unwrap_err();
+        assert!(e.contains("[[hooks]] (hook-quorum)"), "{e}");
+        assert!(e.contains(HOOKS_EXPORT), "{e}");
+        assert_eq!(require_hooks_import(&[], &imports), Ok(()));
+        let with = vec![HOOKS_EXPORT.to_string()];
+        assert_eq!(require_hooks_import(&refs, &with), Ok(()));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Denials;
+use super::gate::{Call, Gate, Permit};
 use crate::frame::{SiteError, SiteFile};
 use crate::wit::cmk::procedure::journal::{Host, JournalError};
 
@@ -133,8 +134,10 @@ impl Journal {
     }
 
     /// Applies `change` and persists it (unless `dry`); on error nothing changes.
+    /// Only with the gate's [`Permit`].
     fn update(
         &mut self,
+        _permit: Permit,
         dry: bool,
         change: impl FnOnce(&mut BTreeMap<String, String>),
     ) -> Result<(), UpdateError> {
@@ -194,18 +197,18 @@ pub struct JournalCap {
     journal: Journal,
     /// Plan mode: writes are kept for this run only.
     dry: bool,
-    /// Without the grant, the journal reads empty and writes are denied.
-    granted: bool,
+    /// The grant: without it the journal reads empty and writes are denied.
+    gate: Gate,
     denials: Denials,
     audit: crate::audit::Audit,
 }
 
 impl JournalCap {
-    pub fn new(journal: Journal, dry: bool, granted: bool, denials: Denials) -> Self {
+    pub fn new(journal: Journal, dry: bool, gate: Gate, denials: Denials) -> Self {
         JournalCap {
             journal,
             dry,
-            granted,
+            gate,
             denials,
             audit: crate::audit::Audit::default(),
         }
@@ -231,16 +234,13 @@ impl JournalCap {
             .record(crate::audit::Entry::call("journal", &target, outcome, 0).body(body));
     }
 
-    /// Every call, reads and writes alike, is checked against the grant first.
-    fn check_grant(&self, what: &str) -> Result<(), JournalError> {
-        if !self.granted {
-            return Err(JournalError::Denied(self.denials.deny(
-                "journal",
-                what.to_string(),
-                "journal is not granted to this component",
-            )));
-        }
-        Ok(())
+    /// Every call, reads and writes alike, passes the gate first (the grant); a write
+    /// needs the permit it returns.
+    async fn permit(&self, function: &'static str, key: &str) -> Result<Permit, JournalError> {
+        self.gate
+            .decide(Call::Journal { function, key })
+            .await
+            .map_err(|refusal| JournalError::Denied(refusal.into_message()))
     }
 
     fn check_key(&self, key: &str) -> Result<(), JournalError> {
@@ -268,7 +268,6 @@ impl JournalCap {
     }
 
     fn check(&self, key: &str, value: &str) -> Result<(), JournalError> {
-        self.check_grant(&truncate(key))?;
         self.check_key(key)?;
         if value.len() > MAX_VALUE {
             return Err(JournalError::TooLarge(self.denials.deny(
@@ -287,12 +286,7 @@ fn truncate(s: &str) -> String {
 
 impl Host for JournalCap {
     async fn entries(&mut self) -> Vec<(String, String)> {
-        if !self.granted {
-            self.denials.deny(
-                "journal",
-                "entries",
-                "journal is not granted to this component",
-            );
+        if self.permit("entries", "entries").await.is_err() {
             return Vec::new();
         }
         self.journal
@@ -303,34 +297,35 @@ impl Host for JournalCap {
     }
 
     async fn set(&mut self, key: String, value: String) -> Result<(), JournalError> {
-        let result = self.set_unaudited(&key, &value);
+        let result = self.set_unaudited(&key, &value).await;
         self.audited("set", &key, Some(&value), &result);
         result
     }
 
     async fn remove(&mut self, key: String) -> Result<(), JournalError> {
-        let result = self.remove_unaudited(&key);
+        let result = self.remove_unaudited(&key).await;
         self.audited("remove", &key, None, &result);
         result
     }
 }
 
 impl JournalCap {
-    fn set_unaudited(&mut self, key: &str, value: &str) -> Result<(), JournalError> {
+    async fn set_unaudited(&mut self, key: &str, value: &str) -> Result<(), JournalError> {
         let (key, value) = (key.to_string(), value.to_string());
+        let permit = self.permit("set", &key).await?;
         self.check(&key, &value)?;
         tracing::debug!(key = %crate::text::escape(&key), dry = self.dry, "journal set");
-        let result = self.journal.update(self.dry, |e| {
+        let result = self.journal.update(permit, self.dry, |e| {
             e.insert(key.clone(), value);
         });
         result.map_err(|e| self.update_error(&key, e))
     }
 
-    fn remove_unaudited(&mut self, key: &str) -> Result<(), JournalError> {
-        self.check_grant(&truncate(key))?;
+    async fn remove_unaudited(&mut self, key: &str) -> Result<(), JournalError> {
+        let permit = self.permit("remove", key).await?;
         self.check_key(key)?;
         tracing::debug!(key = %crate::text::escape(key), dry = self.dry, "journal remove");
-        let result = self.journal.update(self.dry, |e| {
+        let result = self.journal.update(permit, self.dry, |e| {
             e.remove(key);
         });
         result.map_err(|e| self.update_error(key, e))
@@ -345,7 +340,7 @@ mod tests {
     fn survives_a_reopen_and_keeps_clusters_apart() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "prod/eu").unwrap();
-        j.update(false, |e| {
+        j.update(Permit::for_tests(), false, |e| {
             e.insert("k".into(), "v".into());
         })
         .unwrap();
@@ -360,7 +355,7 @@ mod tests {
     fn dry_writes_stay_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "c").unwrap();
-        j.update(true, |e| {
+        j.update(Permit::for_tests(), true, |e| {
             e.insert("k".into(), "v".into());
         })
         .unwrap();
@@ -373,7 +368,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "c").unwrap();
         let err = j
-            .update(false, |e| {
+            .update(Permit::for_tests(), false, |e| {
                 for i in 0..=MAX_ENTRIES {
                     e.insert(i.to_string(), String::new());
                 }
@@ -386,33 +381,36 @@ mod tests {
         assert!(j.entries().is_empty());
     }
 
-    #[test]
-    fn remove_needs_the_grant_and_a_full_journal_is_too_large_not_io() {
+    #[tokio::test]
+    async fn remove_needs_the_grant_and_a_full_journal_is_too_large_not_io() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "c").unwrap();
-        j.update(false, |e| {
+        j.update(Permit::for_tests(), false, |e| {
             e.insert("k".into(), "v".into());
         })
         .unwrap();
         let denials = Denials::default();
-        let mut cap = JournalCap::new(j.clone(), false, false, denials.clone());
+        let gate = Gate::for_tests(crate::grants::Grants::none(), denials.clone());
+        let mut cap = JournalCap::new(j.clone(), false, gate, denials.clone());
         assert!(matches!(
-            cap.remove_unaudited("k"),
+            cap.remove_unaudited("k").await,
             Err(JournalError::Denied(m)) if m.contains("not granted")
         ));
         let on_disk = Journal::open(dir.path(), "c").unwrap();
         assert_eq!(on_disk.entries().get("k").map(String::as_str), Some("v"));
         assert_eq!(denials.snapshot().len(), 1);
 
-        let mut cap = JournalCap::new(j, false, true, Denials::default());
+        let journal = crate::grants::Grants::none().allow(crate::grants::Capability::Journal);
+        let gate = Gate::for_tests(journal, Denials::default());
+        let mut cap = JournalCap::new(j, false, gate, Denials::default());
         for i in 1..MAX_ENTRIES {
-            cap.set_unaudited(&i.to_string(), "").unwrap();
+            cap.set_unaudited(&i.to_string(), "").await.unwrap();
         }
         assert!(matches!(
-            cap.set_unaudited("one-too-many", ""),
+            cap.set_unaudited("one-too-many", "").await,
             Err(JournalError::TooLarge(m)) if m.contains("entries")
         ));
-        assert!(cap.remove_unaudited("k").is_ok(), "granted: removed");
+        assert!(cap.remove_unaudited("k").await.is_ok(), "granted: removed");
     }
 
     #[test]

@@ -12,12 +12,15 @@ pub mod http;
 pub mod journal;
 pub mod log;
 pub mod pods;
+pub mod registry;
 pub mod restart;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+
+use crate::wit::cmk::procedure::pods::Pod;
 
 /// One refused capability call.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -73,5 +76,29 @@ impl PodAddresses {
 
     pub fn contains(&self, ip: &IpAddr) -> bool {
         self.0.lock().expect("pod addresses lock").contains(ip)
+    }
+}
+
+/// The run's latest pod list, as the host itself read it (the procedure's `pods.list`,
+/// or the wait for Ready pods after a restart), and how many lists came before it: a
+/// confirmation given before the latest list no longer counts. The one record of it:
+/// the guards (`pods::PodView`), the confirmations and the gate read it here.
+#[derive(Debug, Clone, Default)]
+pub struct LatestPods(Arc<Mutex<(u64, Vec<Pod>)>>);
+
+impl LatestPods {
+    pub fn observe(&self, pods: Vec<Pod>) {
+        let mut latest = self.0.lock().expect("latest pods lock");
+        latest.0 += 1;
+        latest.1 = pods;
+    }
+
+    /// How many lists were observed so far (0: none yet).
+    pub fn generation(&self) -> u64 {
+        self.0.lock().expect("latest pods lock").0
+    }
+
+    pub fn pods(&self) -> Vec<Pod> {
+        self.0.lock().expect("latest pods lock").1.clone()
     }
 }

@@ -2,7 +2,9 @@
 //! them, read through the Kubernetes API with the `kube` client.
 //!
 //! The guest cannot choose the namespace or the selector: the site fixes both. Each
-//! list becomes the run's [`PodAddresses`], the allow-list of `http`.
+//! list becomes the run's [`PodAddresses`], the allow-list of `http`, and the
+//! procedure's latest list in [`PodView`]: what the host's guards see, and what
+//! `[cluster] expect_pods` is checked against before every mutating call.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,8 @@ use kube::{Api, Client, Config};
 
 use serde::Deserialize;
 
-use super::{Denials, PodAddresses};
+use super::gate::{Call, Gate};
+use super::{LatestPods, PodAddresses};
 use crate::frame::{SiteError, SiteFile, is_dns_label};
 use crate::wit::cmk::procedure::pods::{Host, Pod, PodsError};
 
@@ -28,8 +31,8 @@ pub struct Cluster {
     pub selector: String,
     /// The port every pod serves the DSM cluster API on (used by `http`).
     pub port: u16,
-    /// How many pods the cluster must have; the procedure stops at preflight when
-    /// the selector matches another number (passed to it as `expect_pods`).
+    /// How many pods the cluster must have: while the latest pod list has another
+    /// number, the host refuses every mutating call ([`PodView::check_expected`]).
     pub expect_pods: Option<u32>,
 }
 
@@ -225,12 +228,70 @@ fn to_wit(pod: KubePod) -> Pod {
     }
 }
 
+/// The procedure's latest pod list, as the host keeps it for its guards, and the
+/// count the site expects (`[cluster] expect_pods`). Written by the procedure's
+/// `pods.list` (a hook's lists do not count); cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct PodView {
+    latest: LatestPods,
+    expect: Option<u32>,
+}
+
+impl PodView {
+    pub fn new(expect: Option<u32>) -> PodView {
+        PodView {
+            latest: LatestPods::default(),
+            expect,
+        }
+    }
+
+    fn record(&self, pods: &[Pod]) {
+        self.latest.observe(pods.to_vec());
+    }
+
+    /// The record the view reads: shared with the gate and the confirmations (a
+    /// restart's final list is recorded there too).
+    pub fn latest_pods(&self) -> LatestPods {
+        self.latest.clone()
+    }
+
+    /// `[cluster] expect_pods`.
+    pub fn expect(&self) -> Option<u32> {
+        self.expect
+    }
+
+    /// The latest list; `None` before the procedure's first.
+    pub fn latest(&self) -> Option<Vec<Pod>> {
+        (self.latest.generation() > 0).then(|| self.latest.pods())
+    }
+
+    /// `Err`, with both counts and the pods listed, when `pods` is not the number
+    /// the site expects: no mutating call goes out to a cluster other than the one
+    /// the site describes.
+    pub fn check_expected(&self, pods: &[Pod]) -> Result<(), String> {
+        match self.expect {
+            Some(n) if pods.len() != n as usize => {
+                let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+                Err(format!(
+                    "expected {n} pods ([cluster] expect_pods), the selector matches {}{}{}",
+                    pods.len(),
+                    if names.is_empty() { "" } else { ": " },
+                    names.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The `pods` capability of one run.
 pub struct PodsCap {
     lister: PodLister,
     addresses: PodAddresses,
-    granted: bool,
-    denials: Denials,
+    /// The grant.
+    gate: Gate,
+    /// The procedure's lists are the guards' view; a hook's `PodsCap` has none.
+    view: Option<PodView>,
     audit: crate::audit::Audit,
     /// Pods in the latest successful list: the report's count when a procedure
     /// fails before it can report one.
@@ -242,23 +303,24 @@ impl PodsCap {
         self.last_count
     }
 
+    /// Every successful list becomes `view`'s latest (the procedure's pods only).
+    pub fn with_view(mut self, view: PodView) -> Self {
+        self.view = Some(view);
+        self
+    }
+
     /// Every list is recorded in `audit`.
     pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
         self.audit = audit;
         self
     }
 
-    pub fn new(
-        lister: PodLister,
-        addresses: PodAddresses,
-        granted: bool,
-        denials: Denials,
-    ) -> Self {
+    pub fn new(lister: PodLister, addresses: PodAddresses, gate: Gate) -> Self {
         PodsCap {
             lister,
             addresses,
-            granted,
-            denials,
+            gate,
+            view: None,
             audit: crate::audit::Audit::default(),
             last_count: None,
         }
@@ -290,12 +352,8 @@ impl Host for PodsCap {
 
 impl PodsCap {
     async fn list_unaudited(&mut self) -> Result<Vec<Pod>, PodsError> {
-        if !self.granted {
-            return Err(PodsError::Denied(self.denials.deny(
-                "pods",
-                "list",
-                "pods is not granted",
-            )));
+        if let Err(refusal) = self.gate.decide(Call::ListPods).await {
+            return Err(PodsError::Denied(refusal.into_message()));
         }
         let pods = self.lister.list().await.map_err(PodsError::Unavailable)?;
         let ips = pods
@@ -303,6 +361,9 @@ impl PodsCap {
             .filter_map(|p| p.ip.as_deref()?.parse::<IpAddr>().ok())
             .collect();
         self.addresses.replace(ips);
+        if let Some(view) = &self.view {
+            view.record(&pods);
+        }
         tracing::debug!(pods = pods.len(), "listed pods");
         Ok(pods)
     }
@@ -419,6 +480,30 @@ fn is_label_chars(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(name: &str) -> Pod {
+        Pod {
+            name: name.into(),
+            ip: Some("10.0.0.1".into()),
+            ready: true,
+            phase: "Running".into(),
+        }
+    }
+
+    #[test]
+    fn expect_pods_is_checked_with_both_counts() {
+        let pods = [pod("sdkms-0"), pod("sdkms-1"), pod("sdkms-2")];
+        assert_eq!(PodView::new(None).check_expected(&pods), Ok(()));
+        assert_eq!(PodView::new(Some(3)).check_expected(&pods), Ok(()));
+        assert_eq!(
+            PodView::new(Some(4)).check_expected(&pods).unwrap_err(),
+            "expected 4 pods ([cluster] expect_pods), the selector matches 3: sdkms-0, sdkms-1, sdkms-2"
+        );
+        assert_eq!(
+            PodView::new(Some(2)).check_expected(&[]).unwrap_err(),
+            "expected 2 pods ([cluster] expect_pods), the selector matches 0"
+        );
+    }
 
     #[test]
     fn selectors() {

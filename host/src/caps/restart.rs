@@ -19,9 +19,11 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::Denials;
+use super::gate::{Call, Gate, Permit};
 use super::pods::PodLister;
+use super::{Denials, LatestPods};
 use crate::frame::{SiteError, SiteFile, is_dns_label, is_executable};
+use crate::wit::cmk::procedure::pods::Pod;
 use crate::wit::cmk::procedure::restart::{Host, RestartError};
 pub use kubernetes::{Workload, WorkloadKind};
 
@@ -39,7 +41,13 @@ pub struct Restart {
     pub mechanism: Mechanism,
     /// The whole restart: the command or rollout, and the wait for Ready pods.
     pub timeout: Duration,
+    /// Rolling restarts one run may make (the gate counts them).
+    pub max_per_run: u32,
 }
+
+/// What a rotation needs: one restart to load the proposal, one to run the new key.
+pub const DEFAULT_MAX_PER_RUN: u32 = 2;
+const MAX_MAX_PER_RUN: u32 = 100;
 
 /// The two ways a site can restart its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +76,7 @@ pub struct RawRestart {
     workload: Option<String>,
     #[serde(default = "default_restart_timeout")]
     timeout_secs: u64,
+    max_per_run: Option<u32>,
 }
 
 fn default_restart_timeout() -> u64 {
@@ -80,6 +89,13 @@ impl RawRestart {
             return Err(file.error("[restart] timeout_secs", "must be at least 1"));
         }
         let timeout = Duration::from_secs(self.timeout_secs);
+        let max_per_run = self.max_per_run.unwrap_or(DEFAULT_MAX_PER_RUN);
+        if !(1..=MAX_MAX_PER_RUN).contains(&max_per_run) {
+            return Err(file.error(
+                "[restart] max_per_run",
+                format!("must be 1..={MAX_MAX_PER_RUN}, not {max_per_run}"),
+            ));
+        }
         let kind = match (self.kind.as_deref(), &self.command, &self.workload) {
             (Some(kind), _, _) => kind,
             (None, Some(_), _) => "command",
@@ -122,7 +138,11 @@ impl RawRestart {
                 ));
             }
         };
-        Ok(Restart { mechanism, timeout })
+        Ok(Restart {
+            mechanism,
+            timeout,
+            max_per_run,
+        })
     }
 
     fn command_mechanism(&self, file: &SiteFile<'_>) -> Result<Mechanism, SiteError> {
@@ -190,28 +210,22 @@ pub(crate) fn is_object_name(name: &str) -> bool {
 pub struct RestartCap {
     config: Option<Restart>,
     lister: PodLister,
-    granted: bool,
     denials: Denials,
     count: u32,
-    /// Plan mode and stop requests: a restart passes it before it starts.
-    gate: super::gate::Gate,
+    /// The grant, the per-run limit, plan mode, stop requests, the Lease fence and
+    /// the guards: a restart passes it before it starts.
+    gate: Gate,
     audit: crate::audit::Audit,
 }
 
 impl RestartCap {
-    pub fn new(
-        config: Option<Restart>,
-        lister: PodLister,
-        granted: bool,
-        denials: Denials,
-    ) -> Self {
+    pub fn new(config: Option<Restart>, lister: PodLister, gate: Gate, denials: Denials) -> Self {
         RestartCap {
             config,
             lister,
-            granted,
             denials,
             count: 0,
-            gate: super::gate::Gate::default(),
+            gate,
             audit: crate::audit::Audit::default(),
         }
     }
@@ -222,13 +236,8 @@ impl RestartCap {
         self
     }
 
-    /// Every restart passes `gate` (plan mode, stop requests) before it starts.
-    pub fn with_gate(mut self, gate: super::gate::Gate) -> Self {
-        self.gate = gate;
-        self
-    }
-
-    async fn run(&mut self, config: Restart) -> Result<(), RestartError> {
+    /// Runs the restart: only with the gate's [`Permit`].
+    async fn run(&mut self, _permit: Permit, config: Restart) -> Result<(), RestartError> {
         self.count += 1;
         let n = self.count;
         let deadline = Instant::now() + config.timeout;
@@ -253,17 +262,31 @@ impl RestartCap {
                 .await?;
             }
         }
-        self.wait_ready(deadline, config.timeout).await?;
+        let result = self.wait_ready(deadline, config.timeout).await;
+        // The cluster changed under any confirmation given before: the host's view is
+        // the list it waited on (or the next one the procedure reads).
+        self.latest().observe(result.clone().unwrap_or_default());
+        result?;
         tracing::info!(restart = n, "rolling restart done: every pod Ready");
         Ok(())
     }
-    /// Waits until the selector matches at least one pod and every one is Ready with an IP.
-    async fn wait_ready(&self, deadline: Instant, timeout: Duration) -> Result<(), RestartError> {
+
+    fn latest(&self) -> &LatestPods {
+        self.gate.latest_pods()
+    }
+
+    /// Waits until the selector matches at least one pod and every one is Ready with
+    /// an IP; returns that list.
+    async fn wait_ready(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<Pod>, RestartError> {
         let mut last: String;
         loop {
             match self.lister.list().await {
                 Ok(pods) if !pods.is_empty() && pods.iter().all(|p| p.ready && p.ip.is_some()) => {
-                    return Ok(());
+                    return Ok(pods);
                 }
                 Ok(pods) => {
                     let waiting: Vec<_> = pods
@@ -400,23 +423,20 @@ impl Host for RestartCap {
 
 impl RestartCap {
     async fn rolling_restart_unaudited(&mut self) -> Result<(), RestartError> {
-        match self.config.clone() {
-            Some(config) if self.granted => {
-                self.gate
-                    .check("rolling-restart")
-                    .map_err(RestartError::Denied)?;
-                self.run(config).await
-            }
-            Some(_) => Err(RestartError::Denied(self.denials.deny(
-                "restart",
-                "rolling-restart",
-                "restart is not granted to this component",
-            ))),
-            None => Err(RestartError::Denied(self.denials.deny(
+        let Some(config) = self.config.clone() else {
+            return Err(RestartError::Denied(self.denials.deny(
                 "restart",
                 "rolling-restart",
                 "the site file grants no restart (no [restart] section)",
-            ))),
-        }
+            )));
+        };
+        let permit = self
+            .gate
+            .decide(Call::Restart {
+                target: "rolling-restart",
+            })
+            .await
+            .map_err(|refusal| RestartError::Denied(refusal.into_message()))?;
+        self.run(permit, config).await
     }
 }

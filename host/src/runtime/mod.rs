@@ -16,17 +16,17 @@ use wasmtime::{CallHook, Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::audit::{Audit, Entry, RunContext};
-use crate::caps::confirm::{Answerer, ConfirmCap};
-use crate::caps::gate::Gate;
-use crate::caps::hooks::{HookConfig, HookInstance, HookState, HooksCap};
+use crate::caps::confirm::{Answerer, ConfirmCap, Confirmations};
+use crate::caps::gate::{Gate, GateConfig};
+use crate::caps::hooks::{Guards, HookConfig, HookInstance, HookState, HooksCap, SharedHooks};
 use crate::caps::http::{HttpCap, HttpPolicy};
 use crate::caps::journal::{Journal, JournalCap};
 use crate::caps::log::{LogCap, Progress, StepRecord, outcome_name};
-use crate::caps::pods::{PodLister, PodsCap};
+use crate::caps::pods::{PodLister, PodView, PodsCap};
 use crate::caps::restart::RestartCap;
 use crate::caps::{Denials, PodAddresses};
 use crate::grants::{Capability, Grants};
-use crate::lease::HeldLease;
+use crate::lease::{Fence, HeldLease};
 use crate::limits::{self, LimitHit, Limits};
 use crate::report::{FailureInfo, RunOutcome, RunReport};
 use crate::site::Site;
@@ -212,6 +212,9 @@ impl Runtime {
         options: RunOptions,
     ) -> Result<RunReport, RunError> {
         let started = Instant::now();
+        let configs: Vec<&HookConfig> = options.hooks.iter().map(|h| &h.config).collect();
+        crate::caps::hooks::require_hooks_import(&configs, &self.interfaces(loaded).imports)
+            .map_err(RunError::Refused)?;
         let lister = PodLister::connect(&site.cluster)
             .await
             .map_err(|e| RunError::Setup(format!("cannot use the Kubernetes API: {e}")))?;
@@ -256,23 +259,68 @@ impl Runtime {
             detail: Some(format!("site {}", site.path.display())),
             body: None,
         });
-        let gate = Gate::new(options.plan, options.stop.clone());
         let denials = Denials::default();
+        let grants = &options.grants;
+        // The procedure's latest pod list: what the guards, the confirmations and the
+        // gate know of the cluster.
+        let view = PodView::new(site.cluster.expect_pods);
+        let latest = view.latest_pods();
+        let fence = Fence::default();
+        let enforcer = limits::Enforcer::new(&options.limits);
+        // The run's one decision point, as the procedure's store sees it; each hook's
+        // store gets its own view (`Gate::for_store`) of the same state.
+        let confirmations = Confirmations::new(
+            options.answerer,
+            options.plan,
+            grants.allows(Capability::Confirm),
+            &site.cluster.name,
+            latest.clone(),
+            denials.clone(),
+            audit.clone(),
+            options.stop.clone(),
+        );
+        let gate = Gate::new(
+            GateConfig {
+                plan: options.plan,
+                stop: options.stop.clone(),
+                fence: fence.clone(),
+                denials: denials.clone(),
+                confirmations: Some(confirmations.clone()),
+                pods: latest.clone(),
+                irreversible: site.http.irreversible.clone(),
+                max_restarts: site.restart.as_ref().map_or(0, |r| r.max_per_run),
+            },
+            grants.clone(),
+            enforcer.budget(),
+        );
+        // The host's own checks before every mutating call: `[cluster] expect_pods`
+        // and the hooks' guards (a hook's own calls: expect_pods only).
+        let hooks = SharedHooks::default();
+        let guards = Guards::new(
+            hooks.clone(),
+            view.clone(),
+            lister.clone(),
+            options.stop.clone(),
+            denials.clone(),
+            audit.clone(),
+        );
+        let hook_gate = gate.clone().with_guard(Arc::new(guards.for_hook_calls()));
+        let gate = gate.with_guard(Arc::new(guards));
         // Every hook is instantiated, and has accepted its params, before the run
         // takes the Lease or the rotation is instantiated.
-        let mut hooks = Vec::new();
         for prepared in &options.hooks {
             let shared = HookShared {
                 lister: &lister,
                 client: &client,
                 policy: &policy,
-                gate: &gate,
+                gate: &hook_gate,
                 denials: &denials,
                 audit: &audit,
                 progress: &options.progress,
                 limits: &options.limits,
             };
-            hooks.push(self.instantiate_hook(prepared, shared).await?);
+            let instance = self.instantiate_hook(prepared, shared).await?;
+            hooks.lock().await.push(instance);
         }
         // Plan mode changes nothing, and neither does a run granted no POST and no
         // restart (a status check): neither excludes other runs.
@@ -286,6 +334,7 @@ impl Runtime {
                 &site.lease,
                 &holder,
                 options.stop.clone(),
+                fence,
             )
             .await;
             let outcome = if held.is_ok() { "taken" } else { "refused" };
@@ -306,53 +355,30 @@ impl Runtime {
                 )),
             })?)
         };
-        let grants = &options.grants;
         tracing::info!(grants = %grants, limits = %options.limits, "granted");
         let addresses = PodAddresses::default();
         let (wasi, output) = wasi::deny_all();
         let state = RunState {
             wasi,
             table: ResourceTable::new(),
-            enforcer: limits::Enforcer::new(&options.limits),
-            pods: PodsCap::new(
-                lister.clone(),
-                addresses.clone(),
-                grants.allows(Capability::Pods),
-                denials.clone(),
-            )
-            .with_audit(audit.clone()),
-            http: HttpCap::new(client, policy, grants.clone(), addresses, denials.clone())
-                .with_gate(gate.clone())
+            enforcer,
+            pods: PodsCap::new(lister.clone(), addresses.clone(), gate.clone())
+                .with_view(view)
                 .with_audit(audit.clone()),
-            restart: RestartCap::new(
-                site.restart.clone(),
-                lister,
-                grants.allows(Capability::Restart),
-                denials.clone(),
-            )
-            .with_gate(gate.clone())
-            .with_audit(audit.clone()),
+            http: HttpCap::new(client, policy, gate.clone(), addresses, denials.clone())
+                .with_audit(audit.clone()),
+            restart: RestartCap::new(site.restart.clone(), lister, gate.clone(), denials.clone())
+                .with_audit(audit.clone()),
             log: LogCap::new(
                 options.progress.clone(),
                 grants.allows(Capability::Log),
                 denials.clone(),
             )
             .with_audit(audit.clone()),
-            journal: JournalCap::new(
-                journal,
-                options.plan,
-                grants.allows(Capability::Journal),
-                denials.clone(),
-            )
-            .with_audit(audit.clone()),
-            confirm: ConfirmCap::new(
-                options.answerer,
-                options.plan,
-                grants.allows(Capability::Confirm),
-                denials.clone(),
-            )
-            .with_audit(audit.clone()),
-            hooks: HooksCap::new(hooks).with_audit(audit.clone()),
+            journal: JournalCap::new(journal, options.plan, gate.clone(), denials.clone())
+                .with_audit(audit.clone()),
+            confirm: ConfirmCap::new(confirmations),
+            hooks: HooksCap::new(hooks, options.stop.clone()).with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.enforcer);
@@ -384,10 +410,12 @@ impl Runtime {
                 }
             };
 
-        let mut params = site.params.clone();
-        if let Some(n) = site.cluster.expect_pods {
-            params.push(("expect_pods".into(), n.to_string()));
-        }
+        // The site's port first: the procedure reaches the pods where the allow-list
+        // lets it, and a `[params] port` or `--param port=` still overrides it.
+        // `[cluster] expect_pods` is the host's check (the gate's guards), not a
+        // parameter: a procedure that does not know it must still run.
+        let mut params = vec![("port".to_string(), site.cluster.port.to_string())];
+        params.extend(site.params.iter().cloned());
         params.extend(options.params);
         let context = Context {
             mode: if options.plan {
@@ -419,6 +447,21 @@ impl Runtime {
             "component finished"
         );
         match result {
+            Ok(Ok(Ok(done))) if !options.plan && gate.halted().is_some() => {
+                // The gate refused a change to a stopped run; a procedure that went on
+                // and reported success did not finish what it set out to do.
+                report.set_outcome(RunOutcome::Failed);
+                report.pods = done.pods;
+                report.steps = reported_steps(done.steps, &host_steps);
+                report.failure = Some(FailureInfo::from_host(
+                    "gate",
+                    format!(
+                        "the host stopped the run ({}); the component reported success anyway",
+                        crate::text::escape(&gate.halted().unwrap_or_default())
+                    ),
+                    false,
+                ));
+            }
             Ok(Ok(Ok(done))) => {
                 report.set_outcome(RunOutcome::Succeeded);
                 report.steps = reported_steps(done.steps, &host_steps);
@@ -496,25 +539,21 @@ impl Runtime {
         let addresses = PodAddresses::default();
         let (wasi, output) = wasi::deny_all();
         tracing::info!(hook = %config.name, grants = %grants, timeout_secs = config.timeout.as_secs(), "hook granted");
+        let enforcer = limits::Enforcer::new(shared.limits);
+        let gate = shared.gate.for_store(grants.clone(), enforcer.budget());
         let state = HookState {
             wasi,
             table: ResourceTable::new(),
-            enforcer: limits::Enforcer::new(shared.limits),
-            pods: PodsCap::new(
-                shared.lister.clone(),
-                addresses.clone(),
-                grants.allows(Capability::Pods),
-                shared.denials.clone(),
-            )
-            .with_audit(shared.audit.clone()),
+            enforcer,
+            pods: PodsCap::new(shared.lister.clone(), addresses.clone(), gate.clone())
+                .with_audit(shared.audit.clone()),
             http: HttpCap::new(
                 shared.client.clone(),
                 shared.policy.clone(),
-                grants.clone(),
+                gate,
                 addresses,
                 shared.denials.clone(),
             )
-            .with_gate(shared.gate.clone())
             .with_audit(shared.audit.clone()),
             log: LogCap::new(
                 shared.progress.clone(),
@@ -534,19 +573,26 @@ impl Runtime {
         let ticks = (config.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let hook = crate::wit::hook::Hook::instantiate_async(
-            &mut store,
-            &prepared.loaded.component,
-            &self.hook_linker,
-        )
-        .await
-        .map_err(|e| {
+        let refused = |e: wasmtime::Error| {
             RunError::Refused(format!(
                 "hook {} ({}) cannot be instantiated with the hook world: {e:#}",
                 config.name,
                 config.path.display()
             ))
-        })?;
+        };
+        let pre = self
+            .hook_linker
+            .instantiate_pre(&prepared.loaded.component)
+            .map_err(refused)?;
+        let instance = pre.instantiate_async(&mut store).await.map_err(refused)?;
+        let hook = crate::wit::hook::Hook::new(&mut store, &instance).map_err(refused)?;
+        // The `guard` export is optional: a hook of the plain `hook` world has none.
+        let guard =
+            match crate::wit::guarded_hook::exports::cmk::procedure::guard::GuestIndices::new(&pre)
+            {
+                Ok(indices) => Some(indices.load(&mut store, &instance).map_err(refused)?),
+                Err(_) => None,
+            };
         let mut instance = HookInstance {
             name: config.name.clone(),
             store,
@@ -554,6 +600,7 @@ impl Runtime {
             timeout: config.timeout,
             output,
             failed: None,
+            guard,
         };
         instance.init(&config.params).await.map_err(|e| {
             RunError::Setup(format!(

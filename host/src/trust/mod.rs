@@ -107,7 +107,8 @@ impl RawSigner {
                 file.error(
                     at("capabilities"),
                     of(format!(
-                        "unknown capability {c:?}; expected pods, http, restart or log"
+                        "unknown capability {c:?}; expected one of {}",
+                        Capability::ALL.map(Capability::name).join(", ")
                     )),
                 )
             })?;
@@ -401,6 +402,28 @@ http_paths = ["/"]
         assert_eq!(admitted.signer.as_deref(), Some("ops"));
         assert_eq!(admitted.key_id, Some(secret.id()));
         assert_eq!(admitted.grants, site);
+    }
+
+    #[test]
+    fn an_unknown_capability_is_answered_with_every_capability_there_is() {
+        let dir = tempfile::tempdir().unwrap();
+        key(dir.path(), "ops");
+        let e = trust_in(
+            dir.path(),
+            r#"
+[[signer]]
+name = "ops"
+key = "ops.pub"
+capabilities = ["pods", "htpp"]
+"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.ends_with(
+                "unknown capability \"htpp\"; expected one of pods, http, restart, log, journal, confirm"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,11 +7,14 @@
 pub mod policy;
 pub mod tls;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use futures::StreamExt;
 
+use super::gate::{Call, Gate, Permit, Refusal};
 use super::{Denials, PodAddresses};
 use crate::chain::error_chain;
-use crate::grants::{Grants, HttpMethod};
+use crate::grants::HttpMethod;
 use crate::wit::cmk::procedure::http::{Host, HttpError, Method, Request, Response};
 pub use policy::HttpPolicy;
 pub use tls::client;
@@ -20,29 +23,61 @@ pub use tls::client;
 pub struct HttpCap {
     client: reqwest::Client,
     policy: HttpPolicy,
-    grants: Grants,
     pods: PodAddresses,
     denials: Denials,
-    /// Plan mode and stop requests: POSTs pass it before they leave.
-    gate: super::gate::Gate,
+    /// Every request passes it after the URL checks: grants, host calls, plan mode,
+    /// stop requests, the Lease fence, guards and confirmations.
+    gate: Gate,
     audit: crate::audit::Audit,
+}
+
+/// Response bytes held at once for one call (all of a batch's, until it returns).
+struct Held {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl Held {
+    fn new(limit: usize) -> Held {
+        Held {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reserves `n` more bytes, or says which limit they are over.
+    fn reserve(&self, n: usize) -> Result<(), HttpError> {
+        let before = self.used.fetch_add(n, Ordering::SeqCst);
+        if before + n > self.limit {
+            self.used.fetch_sub(n, Ordering::SeqCst);
+            return Err(HttpError::Protocol(format!(
+                "the responses of this call are over the limit of {} bytes held at once \
+                 ([http] max_held_response_bytes)",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+
+    fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::SeqCst);
+    }
 }
 
 impl HttpCap {
     pub fn new(
         client: reqwest::Client,
         policy: HttpPolicy,
-        grants: Grants,
+        gate: Gate,
         pods: PodAddresses,
         denials: Denials,
     ) -> Self {
         HttpCap {
             client,
             policy,
-            grants,
             pods,
             denials,
-            gate: super::gate::Gate::default(),
+            gate,
             audit: crate::audit::Audit::default(),
         }
     }
@@ -55,17 +90,18 @@ impl HttpCap {
 
     async fn send(
         &self,
-        method: Method,
-        url: String,
-        body: Option<String>,
+        function: &'static str,
+        request: Request,
+        held: &Held,
     ) -> Result<Response, HttpError> {
-        let target = format!("{} {url}", method_name(method));
-        let trail_body = body.as_deref().map(crate::audit::body_for_trail);
+        let target = format!("{} {}", method_name(request.method), request.url);
+        let trail_body = request.body.as_deref().map(crate::audit::body_for_trail);
         let started = std::time::Instant::now();
-        let result = self.send_unaudited(method, url, body).await;
+        let result = self.send_unaudited(function, request, held).await;
         let outcome = match &result {
-            Ok(r) | Err(HttpError::Status(r)) => r.status.to_string(),
-            Err(e) => error_kind(e).to_string(),
+            Ok(r) | Err(Sent::Failed(HttpError::Status(r))) => r.status.to_string(),
+            Err(Sent::Refused(refusal)) => refusal.outcome().to_string(),
+            Err(Sent::Failed(e)) => error_kind(e).to_string(),
         };
         self.audit.record(
             crate::audit::Entry::call(
@@ -76,47 +112,50 @@ impl HttpCap {
             )
             .body(trail_body),
         );
-        result
-    }
-
-    /// Every POST passes `gate` (plan mode, stop requests) after the policy checks.
-    pub fn with_gate(mut self, gate: super::gate::Gate) -> Self {
-        self.gate = gate;
-        self
+        result.map_err(Sent::into_error)
     }
 
     async fn send_unaudited(
         &self,
-        method: Method,
-        url: String,
-        body: Option<String>,
-    ) -> Result<Response, HttpError> {
+        function: &'static str,
+        request: Request,
+        held: &Held,
+    ) -> Result<Response, Sent> {
+        let Request { method, url, body } = request;
         // The URL as the component wrote it: escaped for the log.
         let target = format!("{} {}", method_name(method), crate::text::escape(&url));
-        let checked = self
-            .policy
-            .check(&url, &self.pods)
-            .map_err(|rule| HttpError::Denied(self.denials.deny("http", &target, rule)))?;
+        let denied = |rule: String| {
+            Sent::Failed(HttpError::Denied(self.denials.deny("http", &target, rule)))
+        };
+        let checked = self.policy.check(&url, &self.pods).map_err(denied)?;
+        if let Some(body) = &body
+            && body.len() > self.policy.max_request_bytes
+        {
+            return Err(denied(format!(
+                "request body of {} bytes is over the limit of {}",
+                body.len(),
+                self.policy.max_request_bytes
+            )));
+        }
         let granted_method = match method {
             Method::Get => HttpMethod::Get,
             Method::Post => HttpMethod::Post,
         };
-        self.grants
-            .allows_http(granted_method, checked.path())
-            .map_err(|rule| HttpError::Denied(self.denials.deny("http", &target, rule)))?;
-        if let Some(body) = &body
-            && body.len() > self.policy.max_request_bytes
-        {
-            let rule = format!(
-                "request body of {} bytes is over the limit of {}",
-                body.len(),
-                self.policy.max_request_bytes
-            );
-            return Err(HttpError::Denied(self.denials.deny("http", &target, rule)));
-        }
-        if matches!(method, Method::Post) {
-            self.gate.check(&target).map_err(HttpError::Denied)?;
-        }
+        let permit = self
+            .gate
+            .decide(Call::Http {
+                function,
+                method: granted_method,
+                path: checked.path(),
+                target: &target,
+                ip: match checked.host() {
+                    Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+                    Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+                    _ => None,
+                },
+            })
+            .await
+            .map_err(Sent::Refused)?;
         let request = match method {
             Method::Get => self.client.get(checked),
             Method::Post => {
@@ -128,7 +167,7 @@ impl HttpCap {
             }
         };
         let started = std::time::Instant::now();
-        let result = self.execute(request).await;
+        let result = self.execute(permit, request, held).await;
         tracing::debug!(
             target: "cmk_host::http",
             request = %target,
@@ -136,10 +175,16 @@ impl HttpCap {
             outcome = %match &result { Ok(r) => r.status.to_string(), Err(e) => error_kind(e).to_string() },
             "http"
         );
-        result
+        result.map_err(Sent::Failed)
     }
 
-    async fn execute(&self, request: reqwest::RequestBuilder) -> Result<Response, HttpError> {
+    /// Sends `request`: only with the gate's [`Permit`].
+    async fn execute(
+        &self,
+        _permit: Permit,
+        request: reqwest::RequestBuilder,
+        held: &Held,
+    ) -> Result<Response, HttpError> {
         let mut response = request.send().await.map_err(classify)?;
         let status = response.status().as_u16();
         let limit = self.policy.max_response_bytes;
@@ -149,13 +194,23 @@ impl HttpCap {
             )));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(classify)? {
-            if body.len() + chunk.len() > limit {
-                return Err(HttpError::Protocol(format!(
-                    "response body over the limit of {limit} bytes"
-                )));
+        let read = async {
+            while let Some(chunk) = response.chunk().await.map_err(classify)? {
+                if body.len() + chunk.len() > limit {
+                    return Err(HttpError::Protocol(format!(
+                        "response body over the limit of {limit} bytes"
+                    )));
+                }
+                held.reserve(chunk.len())?;
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
+            Ok(())
+        }
+        .await;
+        if let Err(e) = read {
+            // What was read of a failed response is dropped now.
+            held.release(body.len());
+            return Err(e);
         }
         let response = Response {
             status,
@@ -165,6 +220,21 @@ impl HttpCap {
             Ok(response)
         } else {
             Err(HttpError::Status(response))
+        }
+    }
+}
+
+/// How a request ended before an answer: refused by the gate, or failed.
+enum Sent {
+    Refused(Refusal),
+    Failed(HttpError),
+}
+
+impl Sent {
+    fn into_error(self) -> HttpError {
+        match self {
+            Sent::Refused(r) => HttpError::Denied(r.into_message()),
+            Sent::Failed(e) => e,
         }
     }
 }
@@ -191,6 +261,9 @@ fn error_kind(e: &HttpError) -> &'static str {
 fn classify(e: reqwest::Error) -> HttpError {
     if e.is_timeout() {
         return HttpError::Timeout;
+    }
+    if let Some(explained) = tls::explanation(&e) {
+        return HttpError::Tls(explained);
     }
     let chain = error_chain(&e);
     let tls = has_rustls_error(&e);
@@ -221,19 +294,81 @@ fn has_rustls_error(e: &(dyn std::error::Error + 'static)) -> bool {
 
 impl Host for HttpCap {
     async fn get(&mut self, url: String) -> Result<Response, HttpError> {
-        self.send(Method::Get, url, None).await
+        let request = Request {
+            method: Method::Get,
+            url,
+            body: None,
+        };
+        let held = Held::new(self.policy.max_held_response_bytes);
+        self.send("get", request, &held).await
     }
 
     async fn post(&mut self, url: String, body: Option<String>) -> Result<Response, HttpError> {
-        self.send(Method::Post, url, body).await
+        let request = Request {
+            method: Method::Post,
+            url,
+            body,
+        };
+        let held = Held::new(self.policy.max_held_response_bytes);
+        self.send("post", request, &held).await
     }
 
+    /// Each request counts as a host call and passes the gate as `get` or `post`
+    /// would; a batch over `[http] max_batch` is refused whole, and the responses it
+    /// holds at once stay within `[http] max_held_response_bytes`.
     async fn batch(&mut self, requests: Vec<Request>) -> Vec<Result<Response, HttpError>> {
+        let n = requests.len();
+        if n > self.policy.max_batch {
+            let why = self.denials.deny(
+                "http",
+                format!("batch of {n} requests"),
+                format!(
+                    "over the limit of {} requests per batch ([http] max_batch): nothing sent",
+                    self.policy.max_batch
+                ),
+            );
+            self.audit.record(
+                crate::audit::Entry::call("http", &format!("batch of {n} requests"), "denied", 0)
+                    .detail(why.clone()),
+            );
+            return vec![Err(HttpError::Denied(why)); n];
+        }
+        let allowed = self.gate.charge_batch(n);
+        let over = (allowed < n).then(|| {
+            let budget = self.gate.budget();
+            let why = self.denials.deny(
+                "http",
+                format!("requests {}..{n} of a batch of {n}", allowed + 1),
+                format!(
+                    "over the limit of {} host calls ([limits] host_calls; each request of a \
+                     batch counts): not sent",
+                    budget.limit()
+                ),
+            );
+            self.audit.record(
+                crate::audit::Entry::call("http", &format!("batch of {n} requests"), "denied", 0)
+                    .detail(why.clone()),
+            );
+            why
+        });
+        let held = Held::new(self.policy.max_held_response_bytes);
         let this = &*self;
-        futures::stream::iter(requests)
-            .map(|r| this.send(r.method, r.url, r.body))
-            .buffered(this.policy.max_concurrency)
-            .collect()
-            .await
+        let held = &held;
+        let mut results: Vec<Result<Response, HttpError>> =
+            futures::stream::iter(requests.into_iter().take(allowed))
+                .map(|r| {
+                    let function = match r.method {
+                        Method::Get => "get",
+                        Method::Post => "post",
+                    };
+                    this.send(function, r, held)
+                })
+                .buffered(this.policy.max_concurrency)
+                .collect()
+                .await;
+        if let Some(why) = over {
+            results.resize(n, Err(HttpError::Denied(why)));
+        }
+        results
     }
 }

@@ -29,7 +29,17 @@ pub struct Http {
     pub timeout: Duration,
     /// Requests of one `batch` in flight at once.
     pub max_concurrency: usize,
+    /// Requests in one `batch`; a larger batch is refused whole.
+    pub max_batch: usize,
+    /// Response bytes the host holds at once for one call (a batch's responses are
+    /// all held until the batch returns).
+    pub max_held_response_bytes: usize,
+    /// Requests sent only with the host's own confirmation (`METHOD /path`).
+    pub irreversible: Vec<(HttpMethod, String)>,
 }
+
+/// What the rotation's activate is: the one irreversible request of the DSM API.
+pub const DEFAULT_IRREVERSIBLE: &str = "POST /cluster/v1/key/activate";
 
 impl Default for Http {
     fn default() -> Self {
@@ -40,6 +50,9 @@ impl Default for Http {
             max_response_bytes: 1 << 20,
             timeout: Duration::from_secs(30),
             max_concurrency: 64,
+            max_batch: 512,
+            max_held_response_bytes: 64 << 20,
+            irreversible: vec![(HttpMethod::Post, "/cluster/v1/key/activate".to_string())],
         }
     }
 }
@@ -49,6 +62,9 @@ impl Default for Http {
 const MAX_BODY_BYTES: usize = 64 << 20;
 const MAX_TIMEOUT_SECS: u64 = 3600;
 const MAX_CONCURRENCY: usize = 1024;
+const MAX_BATCH: usize = 100_000;
+/// What a guest's default memory limit could take in at once.
+const MAX_HELD_BYTES: usize = 256 << 20;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +75,9 @@ pub struct RawHttp {
     max_response_bytes: Option<usize>,
     timeout_secs: Option<u64>,
     max_concurrency: Option<usize>,
+    max_batch: Option<usize>,
+    max_held_response_bytes: Option<usize>,
+    irreversible: Option<Vec<String>>,
 }
 
 impl RawHttp {
@@ -134,8 +153,58 @@ impl RawHttp {
             }
             http.max_concurrency = n;
         }
+        if let Some(n) = self.max_batch {
+            if !(1..=MAX_BATCH).contains(&n) {
+                return Err(file.error(
+                    "[http] max_batch",
+                    format!("must be 1..={MAX_BATCH}, not {n}"),
+                ));
+            }
+            http.max_batch = n;
+        }
+        http.max_held_response_bytes = http.max_held_response_bytes.max(http.max_response_bytes);
+        if let Some(n) = self.max_held_response_bytes {
+            if !(http.max_response_bytes..=MAX_HELD_BYTES).contains(&n) {
+                return Err(file.error(
+                    "[http] max_held_response_bytes",
+                    format!(
+                        "must be {}..={MAX_HELD_BYTES} (at least max_response_bytes), not {n}",
+                        http.max_response_bytes
+                    ),
+                ));
+            }
+            http.max_held_response_bytes = n;
+        }
+        if let Some(entries) = self.irreversible {
+            let mut parsed = Vec::new();
+            for entry in &entries {
+                let request =
+                    parse_request(entry).map_err(|e| file.error("[http] irreversible", e))?;
+                parsed.push(request);
+            }
+            http.irreversible = parsed;
+        }
         Ok(http)
     }
+}
+
+/// `METHOD /path` as `[http] irreversible` lists it.
+fn parse_request(entry: &str) -> Result<(HttpMethod, String), String> {
+    let (method, path) = entry.trim().split_once(' ').ok_or_else(|| {
+        format!("{entry:?} is not `METHOD /path` (e.g. {DEFAULT_IRREVERSIBLE:?})")
+    })?;
+    let method = match method {
+        "GET" => HttpMethod::Get,
+        "POST" => HttpMethod::Post,
+        other => {
+            return Err(format!(
+                "{entry:?}: {other:?} is not a method `http` has: \"GET\" or \"POST\""
+            ));
+        }
+    };
+    let path = path.trim();
+    check_prefix(path).map_err(|e| format!("{entry:?}: {e}"))?;
+    Ok((method, path.to_string()))
 }
 
 /// A path prefix as the site may write it: absolute, no dot segments, no query or
@@ -165,6 +234,8 @@ pub struct HttpPolicy {
     pub max_request_bytes: usize,
     pub timeout: Duration,
     pub max_concurrency: usize,
+    pub max_batch: usize,
+    pub max_held_response_bytes: usize,
 }
 
 impl HttpPolicy {
@@ -176,6 +247,8 @@ impl HttpPolicy {
             max_request_bytes: http.max_request_bytes,
             timeout: http.timeout,
             max_concurrency: http.max_concurrency,
+            max_batch: http.max_batch,
+            max_held_response_bytes: http.max_held_response_bytes,
         }
     }
 
@@ -289,6 +362,8 @@ mod tests {
             max_request_bytes: 1024,
             timeout: Duration::from_secs(1),
             max_concurrency: 4,
+            max_batch: 8,
+            max_held_response_bytes: 4096,
         }
     }
 
@@ -382,9 +457,43 @@ max_concurrency = 2"#,
             ),
             ("timeout_secs = 0", "[http] timeout_secs"),
             ("max_concurrency = 0", "[http] max_concurrency"),
+            ("max_batch = 0", "[http] max_batch"),
+            (
+                "max_held_response_bytes = 10",
+                "[http] max_held_response_bytes",
+            ),
+            ("irreversible = [\"activate\"]", "[http] irreversible"),
+            ("irreversible = [\"PUT /a\"]", "[http] irreversible"),
+            ("irreversible = [\"POST a\"]", "[http] irreversible"),
         ] {
             assert_eq!(http(text).unwrap_err().key, key, "{text}");
         }
+    }
+
+    #[test]
+    fn batch_held_bytes_and_irreversible_have_defaults_and_overrides() {
+        let h = http("").unwrap();
+        assert_eq!((h.max_batch, h.max_held_response_bytes), (512, 64 << 20));
+        assert_eq!(
+            h.irreversible,
+            [(HttpMethod::Post, "/cluster/v1/key/activate".to_string())]
+        );
+        let h = http(
+            "max_batch = 5000\nmax_held_response_bytes = 2097152\nirreversible = [\"POST /a/b\", \"GET /c\"]",
+        )
+        .unwrap();
+        assert_eq!((h.max_batch, h.max_held_response_bytes), (5000, 2 << 20));
+        assert_eq!(
+            h.irreversible,
+            [
+                (HttpMethod::Post, "/a/b".to_string()),
+                (HttpMethod::Get, "/c".to_string())
+            ]
+        );
+        assert!(http("irreversible = []").unwrap().irreversible.is_empty());
+        // A larger response limit raises the default of what is held with it.
+        let h = http("max_response_bytes = 67108864").unwrap();
+        assert_eq!(h.max_held_response_bytes, 64 << 20);
     }
 
     #[test]

@@ -20,10 +20,27 @@
 //!   `fail` (a forged failure reason) or `panic` (a forged panic message);
 //! - `journal-remove`: `journal.remove(key)` (default `k`);
 //! - `long-url`: lists the pods, then one GET of a URL whose path is `bytes` long
-//!   (default 300000) to the first pod on `port` (default 4444).
+//!   (default 300000) to the first pod on `port` (default 4444);
+//! - `post`: lists the pods and POSTs each of `path` (comma-separated, default
+//!   `/cluster/v1/key/propose`) to the first one on `port` (default 4444), in order,
+//!   whatever the host answered before (`batch=true`: all in one `http.batch`) and
+//!   whatever the site's hooks say: when `hooks_step` is given it calls
+//!   `hooks.before(hooks_step)` first and ignores the answer (a veto included);
+//!   without it, it never calls its hooks;
+//! - `restart`: the same, with a rolling restart instead of the POST.
 //!
-//! `read-file`, `read-env`, `connect`, `journal-remove` and `long-url` report what
-//! they got as the detail of one step, and succeed.
+//! - `activate`: lists the pods, asks `confirm.ask` first when `ask=true` (and lists
+//!   again after it when `relist=true`), then POSTs `/cluster/v1/key/activate` on the
+//!   first pod `times` times (default 2), ignoring every answer;
+//! - `batch`: one `http.batch` of `count` (default 5000) GETs of the first pod's status;
+//! - `restart-loop`: calls `restart.rolling-restart` `times` times (default 6);
+//! - `post-loop`: POSTs `path` (default `/cluster/v1/key/nothing`) on the first pod
+//!   up to `times` times (default 2000), until one is denied.
+//!
+//! `read-file`, `read-env`, `connect`, `journal-remove`, `long-url`, `activate`,
+//! `batch`, `restart-loop` and `post-loop` report what they got as the detail of one
+//! step per call, and succeed; `post` and `restart` fail with the error of their call
+//! (a denial), or succeed when it went out.
 
 /// What `forge` writes wherever it can: a screen clear, a window title, a carriage
 /// return and a newline, then a line in the host's voice, a backspace, a right-to-left
@@ -109,9 +126,10 @@ pub fn connect(addr: &str) -> String {
 mod component {
     wit_bindgen::generate!({ path: "../../../wit", world: "rotation" });
 
+    use self::cmk::procedure::http::{self, HttpError, Method, Request};
     use self::cmk::procedure::log::{self, Level};
     use self::cmk::procedure::types::Outcome;
-    use self::cmk::procedure::{confirm, http, journal, pods};
+    use self::cmk::procedure::{confirm, hooks, journal, pods, restart};
     use self::exports::cmk::procedure::procedure::{Context, Failure, Guest, Report, Step};
     use super::FORGED;
 
@@ -128,6 +146,134 @@ mod component {
             version_after: None,
             pods: 0,
         })
+    }
+
+    fn step(name: String, detail: String) -> Step {
+        Step {
+            name,
+            outcome: Outcome::Done,
+            detail,
+        }
+    }
+
+    fn steps(steps: Vec<Step>) -> Result<Report, Failure> {
+        Ok(Report {
+            steps,
+            version_before: None,
+            version_after: None,
+            pods: 0,
+        })
+    }
+
+    fn render(result: &Result<http::Response, HttpError>) -> String {
+        match result {
+            Ok(r) => format!("ok {}", r.status),
+            Err(HttpError::Denied(m)) => format!("denied: {m}"),
+            Err(HttpError::Status(r)) => format!("status {}", r.status),
+            Err(HttpError::Timeout) => "timeout".to_string(),
+            Err(HttpError::Connect(m)) => format!("connect: {m}"),
+            Err(HttpError::Tls(m)) => format!("tls: {m}"),
+            Err(HttpError::Protocol(m)) => format!("protocol: {m}"),
+        }
+    }
+
+    /// The first listed pod's base URL, `https://IP:PORT`.
+    fn first_pod(port: &str) -> Result<String, Failure> {
+        let listed = pods::list().map_err(|e| Failure {
+            step: "pods".to_string(),
+            reason: format!("{e:?}"),
+            safe_to_resume: true,
+            steps: Vec::new(),
+        })?;
+        let ip = listed
+            .iter()
+            .find_map(|p| p.ip.clone())
+            .unwrap_or_else(|| "0.0.0.0".to_string());
+        Ok(format!("https://{ip}:{port}"))
+    }
+
+    fn count(p: Option<&str>, default: usize) -> usize {
+        p.and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+
+    fn failed(step: &str, reason: String) -> Result<Report, Failure> {
+        Err(Failure {
+            step: step.to_string(),
+            reason,
+            safe_to_resume: true,
+            steps: Vec::new(),
+        })
+    }
+
+    /// Calls `hooks.before(step)` when `step` is given, logs its answer, and goes
+    /// on whatever it was.
+    fn ignore_hooks(step: Option<&str>) {
+        if let Some(step) = step {
+            let answer = hooks::before(step, &[]);
+            log::log(
+                Level::Warn,
+                &format!("hooks.before({step}) answered {answer:?}; going on anyway"),
+                &[],
+            );
+        }
+    }
+
+    fn post(ctx: &Context) -> Result<Report, Failure> {
+        let p = |k| super::param(&ctx.params, k);
+        ignore_hooks(p("hooks_step"));
+        let pods = match pods::list() {
+            Ok(pods) => pods,
+            Err(e) => return failed("post", format!("cannot list the pods: {e:?}")),
+        };
+        let Some(ip) = pods.iter().find_map(|pod| pod.ip.clone()) else {
+            return failed("post", "no pod has an IP".into());
+        };
+        let urls: Vec<String> = p("path")
+            .unwrap_or("/cluster/v1/key/propose")
+            .split(',')
+            .map(|path| format!("https://{ip}:{}{path}", p("port").unwrap_or("4444")))
+            .collect();
+        let results = if p("batch") == Some("true") {
+            let requests: Vec<Request> = urls
+                .iter()
+                .map(|url| Request {
+                    method: Method::Post,
+                    url: url.clone(),
+                    body: None,
+                })
+                .collect();
+            http::batch(&requests)
+        } else {
+            urls.iter().map(|url| http::post(url, None)).collect()
+        };
+        let mut answers = Vec::new();
+        let mut refused = false;
+        for (url, result) in urls.iter().zip(results) {
+            answers.push(match result {
+                Ok(r) => format!("POST {url} sent: {}", r.status),
+                Err(HttpError::Denied(why)) => {
+                    refused = true;
+                    format!("POST {url} denied: {why}")
+                }
+                Err(e) => {
+                    refused = true;
+                    format!("POST {url} failed: {e:?}")
+                }
+            });
+        }
+        if refused {
+            failed("post", answers.join("; "))
+        } else {
+            report("post", answers.join("; "))
+        }
+    }
+
+    fn restart(ctx: &Context) -> Result<Report, Failure> {
+        ignore_hooks(super::param(&ctx.params, "hooks_step"));
+        match restart::rolling_restart() {
+            Ok(()) => report("restart", "restarted".into()),
+            Err(e) => failed("restart", format!("rolling restart: {e:?}")),
+        }
     }
 
     impl Guest for Hostile {
@@ -157,6 +303,80 @@ mod component {
                     "connect",
                     super::connect(p("addr").unwrap_or("127.0.0.1:22")),
                 ),
+                "activate" => {
+                    let base = first_pod(p("port").unwrap_or("4444"))?;
+                    let mut out = Vec::new();
+                    if p("ask") == Some("true") {
+                        let answer = confirm::ask(
+                            "activate \u{1b}[2Jthe new key",
+                            &[("proposal hash".to_string(), "h".to_string())],
+                        );
+                        out.push(step("ask".into(), format!("{answer:?}")));
+                        if p("relist") == Some("true") {
+                            let _ = pods::list();
+                        }
+                    }
+                    for i in 1..=count(p("times"), 2) {
+                        let r = http::post(&format!("{base}/cluster/v1/key/activate"), None);
+                        out.push(step(format!("activate {i}"), render(&r)));
+                    }
+                    steps(out)
+                }
+                "batch" => {
+                    let base = first_pod(p("port").unwrap_or("4444"))?;
+                    let n = count(p("count"), 5000);
+                    let requests: Vec<Request> = (0..n)
+                        .map(|_| Request {
+                            method: Method::Get,
+                            url: format!("{base}/cluster/v1/key"),
+                            body: None,
+                        })
+                        .collect();
+                    let results = http::batch(&requests);
+                    let ok = results.iter().filter(|r| r.is_ok()).count();
+                    let denied: Vec<String> = results
+                        .iter()
+                        .filter(|r| matches!(r, Err(HttpError::Denied(_))))
+                        .map(render)
+                        .collect();
+                    steps(vec![step(
+                        "batch".into(),
+                        format!(
+                            "{} results, {ok} ok, {} denied: {}",
+                            results.len(),
+                            denied.len(),
+                            denied.first().cloned().unwrap_or_default()
+                        ),
+                    )])
+                }
+                "restart-loop" => {
+                    let mut out = Vec::new();
+                    for i in 1..=count(p("times"), 6) {
+                        let r = restart::rolling_restart();
+                        out.push(step(format!("restart {i}"), format!("{r:?}")));
+                    }
+                    steps(out)
+                }
+                "post-loop" => {
+                    let base = first_pod(p("port").unwrap_or("4444"))?;
+                    let path = p("path").unwrap_or("/cluster/v1/key/nothing");
+                    let mut sent = 0;
+                    let mut last = String::new();
+                    for _ in 0..count(p("times"), 2000) {
+                        let r = http::post(&format!("{base}{path}"), None);
+                        last = render(&r);
+                        if matches!(r, Err(HttpError::Denied(_))) {
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    steps(vec![step(
+                        "post-loop".into(),
+                        format!("{sent} sent; last: {last}"),
+                    )])
+                }
+                "post" => post(&ctx),
+                "restart" => restart(&ctx),
                 "forge" => forge(p("end").unwrap_or("report")),
                 "journal-remove" => {
                     let detail = match journal::remove(p("key").unwrap_or("k")) {
