@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+pub use crate::grants::Grants;
+
 /// A pod, as `pods.list` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pod {
@@ -56,6 +58,40 @@ impl fmt::Display for HttpError {
     }
 }
 
+/// Why `pods.list` failed (the world's `pods-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodsError {
+    Denied(String),
+    Unavailable(String),
+}
+
+impl fmt::Display for PodsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PodsError::Denied(m) => write!(f, "denied: {m}"),
+            PodsError::Unavailable(m) => write!(f, "unavailable: {m}"),
+        }
+    }
+}
+
+/// Why the rolling restart failed (the world's `restart-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartError {
+    Denied(String),
+    Failed(String),
+    Timeout(String),
+}
+
+impl fmt::Display for RestartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartError::Denied(m) => write!(f, "denied: {m}"),
+            RestartError::Failed(m) => write!(f, "failed: {m}"),
+            RestartError::Timeout(m) => write!(f, "timeout: {m}"),
+        }
+    }
+}
+
 /// The world's log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -73,6 +109,8 @@ pub enum Outcome {
     Skipped,
     Planned,
     Failed,
+    /// Plan mode: the run's grants would refuse the step.
+    Refused,
 }
 
 /// A step of the run, as the report lists it.
@@ -81,6 +119,45 @@ pub struct Step {
     pub name: String,
     pub outcome: Outcome,
     pub detail: String,
+}
+
+/// Apply carries the procedure out; plan reads and reports, changing nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    Plan,
+}
+
+/// What `procedure.run` receives (the world's `context`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub mode: Mode,
+    /// The site's `[params]` then the run's `--param K=V`.
+    pub params: Vec<(String, String)>,
+    /// The site's `[cluster] name`.
+    pub cluster: String,
+    pub grants: Grants,
+}
+
+/// What a run that ended well returns (the world's `report`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub steps: Vec<Step>,
+    pub version_before: Option<i64>,
+    pub version_after: Option<i64>,
+    pub pods: u32,
+}
+
+/// What a run that stopped returns (the world's `failure`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The step that failed.
+    pub step: String,
+    pub reason: String,
+    /// A rerun can safely continue from where the cluster stands.
+    pub safe_to_resume: bool,
+    /// The steps that ended before the failure.
+    pub steps: Vec<Step>,
 }
 
 /// Borrowed `(key, value)` pairs as the owned `list<tuple<string, string>>` the

@@ -1,21 +1,15 @@
-//! An in-memory cluster behind [`Host`], with the documented DSM semantics and fault
-//! injection, so the procedure's steps are tested natively. It records every
-//! mutating call: tests assert on what happened to the cluster.
+//! An in-memory cluster behind the host traits, for the unit tests: the DSM rules are
+//! the simulator's own ([`cmk_dsm::Db`]), so a rule changes in one place; this file
+//! adds only what the simulator's servers add (addresses that change at every
+//! restart, HTTP answers) and fault injection. It records every mutating call:
+//! tests assert on what happened to the cluster.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::host::*;
-
-pub struct FakePod {
-    pub name: String,
-    pub ip: String,
-    pub version: i64,
-    pub hash: Option<String>,
-    /// The proposal loaded from the database at the last restart.
-    pub loaded: Option<String>,
-    /// Restarted after activation without the activated proposal: answers 500.
-    pub broken: bool,
-}
+use cmk_dsm::{Db, DbError};
+use guest_kit::host::{Act, Clock, Read};
+use guest_kit::types::*;
 
 /// An injected http error for `times` requests `METHOD path` to `pod`.
 pub struct Fault {
@@ -27,10 +21,9 @@ pub struct Fault {
 }
 
 pub struct Fake {
-    pub pods: Vec<FakePod>,
-    pub db_version: i64,
-    pub proposal: Option<String>,
-    pub activated: Option<String>,
+    pub db: Db,
+    /// Pod names, in order, and their current IPs (`10.0.<restarts>.<index + 1>`).
+    pub pods: Vec<(String, String)>,
     /// `propose sdkms-0`, `fetch sdkms-1 from 10.0.0.1:4444`, `activate sdkms-0`, `restart`.
     pub mutations: Vec<String>,
     /// Every request: `GET sdkms-0 /cluster/v1/key`.
@@ -38,7 +31,8 @@ pub struct Fake {
     pub faults: Vec<Fault>,
     /// A pod whose fetch stores a different hash.
     pub fetch_wrong: Option<String>,
-    /// A pod that silently fails to load the proposal on restart.
+    /// A pod the first rolling restart skips: it never loads the proposal, yet
+    /// reports it (the fetched hash is persisted), and breaks after activation.
     pub load_fails: Option<String>,
     /// The n-th restart (1-based) fails with this error.
     pub restart_error: Option<(usize, RestartError)>,
@@ -48,7 +42,7 @@ pub struct Fake {
     /// `begin <name>` / `end <name> <outcome>`.
     pub progress: Vec<String>,
     /// The host's journal (kept across runs on the same fake).
-    pub journal: std::collections::BTreeMap<String, String>,
+    pub journal: BTreeMap<String, String>,
     /// Journal writes fail with this message.
     pub journal_broken: Option<String>,
     /// The answer to every confirmation (`Ok`: yes).
@@ -67,20 +61,14 @@ pub struct Fake {
 impl Fake {
     /// `n` pods at version 1, nothing proposed.
     pub fn new(n: usize) -> Fake {
+        let mut db = Db::new("hash-0".into());
+        let names: Vec<String> = (0..n).map(|i| format!("sdkms-{i}")).collect();
+        for name in &names {
+            db.start_pod(name);
+        }
         let mut fake = Fake {
-            pods: (0..n)
-                .map(|i| FakePod {
-                    name: format!("sdkms-{i}"),
-                    ip: String::new(),
-                    version: 1,
-                    hash: None,
-                    loaded: None,
-                    broken: false,
-                })
-                .collect(),
-            db_version: 1,
-            proposal: None,
-            activated: None,
+            db,
+            pods: names.into_iter().map(|n| (n, String::new())).collect(),
             mutations: Vec::new(),
             requests: Vec::new(),
             faults: Vec::new(),
@@ -91,7 +79,7 @@ impl Fake {
             now: Duration::ZERO,
             sleeps: Vec::new(),
             progress: Vec::new(),
-            journal: Default::default(),
+            journal: BTreeMap::new(),
             journal_broken: None,
             confirm_answer: Ok(()),
             asked: Vec::new(),
@@ -102,6 +90,38 @@ impl Fake {
         };
         fake.assign_ips();
         fake
+    }
+
+    /// As an interrupted earlier run left it: `hash` proposed on `proposer` and
+    /// fetched by `fetchers`, without any call recorded.
+    pub fn proposed(&mut self, hash: &str, proposer: &str, fetchers: &[&str]) {
+        self.db.propose(proposer, hash.into()).expect("a live pod");
+        for pod in fetchers {
+            self.db
+                .fetch(pod, Some(proposer), "setup", None)
+                .expect("a live holder");
+        }
+    }
+
+    /// Every pod runs `version`, none broken.
+    pub fn all_on(&self, version: i64) -> bool {
+        self.pods.iter().all(|(name, _)| {
+            self.db.status(name).is_ok_and(|s| s.version == version)
+                && !self.db.pod(name).is_some_and(|p| p.broken)
+        })
+    }
+
+    /// How many mutating calls begin with `prefix` (`activate`, `fetch sdkms-2`).
+    pub fn mutated(&self, prefix: &str) -> usize {
+        self.mutations
+            .iter()
+            .filter(|m| m.starts_with(prefix))
+            .count()
+    }
+
+    /// How many requests went to a path ending in `suffix` (`/propose`).
+    pub fn requested(&self, suffix: &str) -> usize {
+        self.requests.iter().filter(|r| r.ends_with(suffix)).count()
     }
 
     pub fn fault(
@@ -122,9 +142,16 @@ impl Fake {
     }
 
     fn assign_ips(&mut self) {
-        for (i, pod) in self.pods.iter_mut().enumerate() {
-            pod.ip = format!("10.0.{}.{}", self.restarts, i + 1);
+        for (i, (_, ip)) in self.pods.iter_mut().enumerate() {
+            *ip = format!("10.0.{}.{}", self.restarts, i + 1);
         }
+    }
+
+    fn name_at(&self, ip: &str) -> Option<String> {
+        self.pods
+            .iter()
+            .find(|(_, at)| at == ip)
+            .map(|(n, _)| n.clone())
     }
 
     fn request(
@@ -136,10 +163,9 @@ impl Fake {
         let rest = url.strip_prefix("https://").expect("https url");
         let (authority, path) = rest.split_at(rest.find('/').expect("a path"));
         let ip = authority.rsplit_once(':').expect("a port").0;
-        let Some(index) = self.pods.iter().position(|p| p.ip == ip) else {
+        let Some(name) = self.name_at(ip) else {
             return Err(HttpError::Connect(format!("no pod at {ip}")));
         };
-        let name = self.pods[index].name.clone();
         self.requests.push(format!(
             "{} {name} {path}",
             if method == Method::Get { "GET" } else { "POST" }
@@ -152,77 +178,72 @@ impl Fake {
             fault.times -= 1;
             return Err(fault.error.clone());
         }
-        let ok = |status: u16, body: String| Ok(Response { status, body });
-        if self.pods[index].broken {
-            return Err(HttpError::Status(Response {
-                status: 500,
-                body: "cannot unwrap the database".into(),
-            }));
+        if let Err(e @ DbError::Broken(_)) = self.db.check_usable(&name) {
+            return Err(status(500, e.to_string()));
         }
-        match (method, path) {
+        let answer = match (method, path) {
             (Method::Get, "/cluster/v1/key") => {
-                let pod = &self.pods[index];
-                ok(
-                    200,
-                    serde_json::json!({
-                        "version": pod.version,
-                        "fetched_proposal_hash": pod.hash,
-                        "other": {"x": 1},
-                    })
-                    .to_string(),
-                )
+                let s = self
+                    .db
+                    .status(&name)
+                    .map_err(|e| status(503, e.to_string()))?;
+                let body = serde_json::json!({
+                    "version": s.version,
+                    "fetched_proposal_hash": s.fetched_hash,
+                    "other": {"x": 1},
+                });
+                return Ok(Response {
+                    status: 200,
+                    body: body.to_string(),
+                });
             }
             (Method::Post, "/cluster/v1/key/propose") => {
                 self.proposals += 1;
                 let hash = format!("hash-{}", self.proposals);
-                self.proposal = Some(hash.clone());
-                self.pods[index].hash = Some(hash);
                 self.mutations.push(format!("propose {name}"));
-                ok(204, String::new())
+                self.db.propose(&name, hash)
             }
             (Method::Post, "/cluster/v1/key/fetch") => {
                 let body: serde_json::Value =
                     serde_json::from_str(body.expect("a body")).expect("json");
                 let target = body["target"].as_str().expect("target").to_string();
-                let source_ip = target.rsplit_once(':').expect("ip:port").0;
-                let source = self
-                    .pods
-                    .iter()
-                    .find(|p| p.ip == source_ip)
-                    .expect("a source pod");
-                let mut hash = source.hash.clone();
-                if self.fetch_wrong.as_deref() == Some(name.as_str()) {
-                    hash = Some("hash-wrong".into());
-                }
-                self.pods[index].hash = hash;
+                let source = self.name_at(target.rsplit_once(':').expect("ip:port").0);
+                let diverge = (self.fetch_wrong.as_deref() == Some(name.as_str()))
+                    .then(|| "hash-wrong".to_string());
                 self.mutations.push(format!("fetch {name} from {target}"));
-                ok(204, String::new())
+                self.db.fetch(&name, source.as_deref(), &target, diverge)
             }
             (Method::Post, "/cluster/v1/key/activate") => {
-                self.db_version += 1;
-                self.activated = self.proposal.take();
                 self.mutations.push(format!("activate {name}"));
-                if std::mem::take(&mut self.activate_answer_lost) {
+                let activated = self.db.activate(&name).map(|_| ());
+                if activated.is_ok() && std::mem::take(&mut self.activate_answer_lost) {
                     return Err(HttpError::Timeout);
                 }
-                ok(204, String::new())
+                activated
             }
-            _ => Err(HttpError::Status(Response {
-                status: 404,
+            _ => return Err(status(404, String::new())),
+        };
+        answer
+            .map(|()| Response {
+                status: 204,
                 body: String::new(),
-            })),
-        }
+            })
+            .map_err(|e| status(409, e.to_string()))
     }
 }
 
-impl Host for Fake {
+fn status(code: u16, body: String) -> HttpError {
+    HttpError::Status(Response { status: code, body })
+}
+
+impl Read for Fake {
     fn list_pods(&mut self) -> Result<Vec<Pod>, PodsError> {
         Ok(self
             .pods
             .iter()
-            .map(|p| Pod {
-                name: p.name.clone(),
-                ip: Some(p.ip.clone()),
+            .map(|(name, ip)| Pod {
+                name: name.clone(),
+                ip: Some(ip.clone()),
                 ready: true,
                 phase: "Running".into(),
             })
@@ -233,6 +254,24 @@ impl Host for Fake {
         self.request(Method::Get, url, None)
     }
 
+    fn get_all(&mut self, urls: &[String]) -> Vec<Result<Response, HttpError>> {
+        urls.iter()
+            .map(|u| self.request(Method::Get, u, None))
+            .collect()
+    }
+
+    fn log(&mut self, _level: Level, _message: &str, _fields: &[(&str, &str)]) {}
+
+    fn step_begin(&mut self, name: &str, _detail: &str) {
+        self.progress.push(format!("begin {name}"));
+    }
+
+    fn step_end(&mut self, name: &str, outcome: Outcome, _detail: &str) {
+        self.progress.push(format!("end {name} {outcome:?}"));
+    }
+}
+
+impl Act for Fake {
     fn post(&mut self, url: &str, body: Option<&str>) -> Result<Response, HttpError> {
         self.request(Method::Post, url, body)
     }
@@ -252,37 +291,15 @@ impl Host for Fake {
         {
             return Err(e.clone());
         }
-        let activated = self.activated.take();
-        for pod in &mut self.pods {
-            match &activated {
-                Some(key) if pod.loaded.as_ref() == Some(key) => {
-                    pod.version = self.db_version;
-                    pod.hash = None;
-                    pod.loaded = None;
-                }
-                Some(_) => pod.broken = true,
-                None => {
-                    let fails = self.load_fails.as_deref() == Some(pod.name.as_str());
-                    pod.loaded = if !fails && pod.hash.is_some() && pod.hash == self.proposal {
-                        pod.hash.clone()
-                    } else {
-                        None
-                    };
-                }
+        for (name, _) in &self.pods {
+            if self.restarts == 1 && self.load_fails.as_deref() == Some(name.as_str()) {
+                continue;
             }
+            self.db.stop_pod(name);
+            self.db.start_pod(name);
         }
         self.assign_ips();
         Ok(())
-    }
-
-    fn log(&mut self, _level: Level, _message: &str, _fields: &[(&str, &str)]) {}
-
-    fn step_begin(&mut self, name: &str, _detail: &str) {
-        self.progress.push(format!("begin {name}"));
-    }
-
-    fn step_end(&mut self, name: &str, outcome: Outcome, _detail: &str) {
-        self.progress.push(format!("end {name} {outcome:?}"));
     }
 
     fn journal_entries(&mut self) -> Vec<(String, String)> {

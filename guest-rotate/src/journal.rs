@@ -10,7 +10,7 @@
 
 use crate::logic::{self, Baseline, Phase};
 use crate::params::Params;
-use crate::status::KeyStatus;
+use guest_kit::status::KeyStatus;
 
 /// `<stage> <from-version> <hash>`: the rotation in progress. One key, so that one
 /// atomic write of the host changes all three together.

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::host::Pod;
+use guest_kit::status::KeyStatus;
+use guest_kit::types::Pod;
+
 use crate::params::Params;
-use crate::status::KeyStatus;
 
 /// A pod that can be reached: Ready, with an IP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,20 +92,6 @@ pub fn ready_targets(pods: &[Pod]) -> Result<Vec<Target>, String> {
             ip: pod.ip.clone().unwrap_or_default(),
         })
         .collect())
-}
-
-/// Checks what the pods reported before anything changes, and derives the phase.
-///
-/// `statuses` holds, per pod name, the parsed key status or why there is none. The
-/// rule: never propose while any pod holds a proposal, and never continue from
-/// proposals that differ.
-pub fn preflight(
-    pods: &[Pod],
-    statuses: &[(String, Result<KeyStatus, String>)],
-    params: &Params,
-) -> Result<Baseline, String> {
-    let observed = observe(pods, statuses)?;
-    baseline(&observed, params)
 }
 
 /// Every Ready pod's key status, by name; the error names the pods that gave none.
@@ -311,6 +298,15 @@ mod tests {
             version,
             hash: hash.map(Into::into),
         }
+    }
+
+    /// What preflight decides from these pods and answers (without the journal).
+    fn preflight(
+        pods: &[Pod],
+        statuses: &[(String, Result<KeyStatus, String>)],
+        params: &Params,
+    ) -> Result<Baseline, String> {
+        baseline(&observe(pods, statuses)?, params)
     }
 
     fn answers(list: &[(&str, KeyStatus)]) -> Vec<(String, Result<KeyStatus, String>)> {

@@ -1,20 +1,23 @@
-//! An in-memory cluster behind [`Host`] for the unit tests: pods, their status,
+//! An in-memory cluster behind [`Read`] for the unit tests: pods as `pods.list`
+//! shows them, their key status from the simulator's DSM rules ([`cmk_dsm::Db`]),
 //! injected read errors, and a clock that only moves when the procedure sleeps.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::host::*;
+use cmk_dsm::Db;
+use guest_kit::host::{Clock, Read};
+use guest_kit::types::*;
 
 pub struct Fake {
     pub pods: Vec<Pod>,
-    pub versions: Vec<i64>,
-    pub hashes: Vec<Option<String>>,
+    /// The cluster's key state, by pod name.
+    pub db: Db,
     /// Answer with `kv`/`ph` instead of the documented field names.
     pub renamed: bool,
     /// Per pod index: errors returned by its next reads, in order.
     pub errors: HashMap<usize, Vec<HttpError>>,
-    pub list_error: Option<String>,
+    pub list_error: Option<PodsError>,
     pub batches: usize,
     pub batch_sizes: Vec<usize>,
     pub urls: Vec<String>,
@@ -26,17 +29,21 @@ pub struct Fake {
 impl Fake {
     /// `n` Ready pods at version 1, nothing proposed.
     pub fn new(n: usize) -> Fake {
+        let pods: Vec<Pod> = (0..n)
+            .map(|i| Pod {
+                name: format!("sdkms-{i}"),
+                ip: Some(format!("10.0.0.{}", i + 1)),
+                ready: true,
+                phase: "Running".into(),
+            })
+            .collect();
+        let mut db = Db::new("k1".into());
+        for pod in &pods {
+            db.start_pod(&pod.name);
+        }
         Fake {
-            pods: (0..n)
-                .map(|i| Pod {
-                    name: format!("sdkms-{i}"),
-                    ip: Some(format!("10.0.0.{}", i + 1)),
-                    ready: true,
-                    phase: "Running".into(),
-                })
-                .collect(),
-            versions: vec![1; n],
-            hashes: vec![None; n],
+            pods,
+            db,
             renamed: false,
             errors: HashMap::new(),
             list_error: None,
@@ -64,6 +71,7 @@ impl Fake {
         {
             return Err(errors.remove(0));
         }
+        let status = self.db.status(&self.pods[i].name).expect("a running pod");
         let (vf, hf) = if self.renamed {
             ("kv", "ph")
         } else {
@@ -71,18 +79,22 @@ impl Fake {
         };
         Ok(Response {
             status: 200,
-            body: serde_json::json!({ vf: self.versions[i], hf: self.hashes[i], "node": "x" })
+            body: serde_json::json!({ vf: status.version, hf: status.fetched_hash, "node": "x" })
                 .to_string(),
         })
     }
 }
 
-impl Host for Fake {
-    fn list_pods(&mut self) -> Result<Vec<Pod>, String> {
+impl Read for Fake {
+    fn list_pods(&mut self) -> Result<Vec<Pod>, PodsError> {
         match &self.list_error {
             Some(e) => Err(e.clone()),
             None => Ok(self.pods.clone()),
         }
+    }
+
+    fn get(&mut self, url: &str) -> Result<Response, HttpError> {
+        self.read(url)
     }
 
     fn get_all(&mut self, urls: &[String]) -> Vec<Result<Response, HttpError>> {

@@ -3,8 +3,9 @@
 //! reports each pod's key version, fetched proposal hash and readiness, flagging the
 //! pods that disagree with the others.
 //!
-//! Read-only by construction: the [`host::Host`] the procedure is written against
-//! has no POST and no restart, so no code path here can change the cluster.
+//! Read-only by construction: the procedure is written against
+//! [`guest_kit::host::Read`], which has no POST and no restart, so no code path here
+//! can change the cluster.
 //!
 //! The run succeeds (exit 0) only when every pod is Ready, answered, and reports the
 //! same version and the same proposal hash. Otherwise it returns a failure at the
@@ -17,19 +18,15 @@
 //!
 //! Rooms:
 //! - [`params`]: the site's parameters (the rotation's names, so one site serves both);
-//! - [`reads`]: the batch of status reads, retried while pods warm up, and the body's
-//!   fields;
 //! - [`survey`]: the pure judgement (who disagrees with whom) and the rows' text;
-//! - [`procedure`]: the steps, against [`host::Host`];
-//! - `component` (wasm32 only): the WIT bindings, a thin adapter onto [`host::Host`].
+//! - [`procedure`]: the steps, against [`guest_kit::host::Read`];
+//! - `component` (wasm32 only): the export, on the bindings of [`guest_kit::wasm`].
 //!
-//! What this procedure shares with `guest-rotate` (the world's types, the common
-//! parameters, the status body, the read-retry loop) lives in [`guest_kit`].
+//! The glue it shares with `guest-rotate` (the world's bindings and types, the common
+//! parameters, the status reader with retries, the step ledger) is [`guest_kit`].
 
-pub mod host;
 pub mod params;
 pub mod procedure;
-pub mod reads;
 pub mod survey;
 
 #[cfg(test)]

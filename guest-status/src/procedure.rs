@@ -1,82 +1,73 @@
 //! The steps: `params`, `pods` (list them), `read` (one batch of status reads), one
 //! step per pod (its row), and `verdict` (do they agree?). Nothing is changed, in
-//! apply and plan mode alike.
+//! apply and plan mode alike: the procedure is written against [`Read`] alone.
 
-use crate::host::{Failure, Host, Level, Outcome, Report, Step};
+use std::time::Duration;
+
+use guest_kit::host::Read;
+use guest_kit::ledger::Ledger;
+use guest_kit::reads;
+use guest_kit::retry::Backoff;
+use guest_kit::types::{Context, Failure, Level, Outcome, Report};
+
 use crate::params::{self, Params};
-use crate::reads::{self, STATUS_PATH};
 use crate::survey::{self, Row};
 
-/// Records steps as they end, for the report and the failure.
-struct Steps<'h, H: Host> {
-    host: &'h mut H,
-    done: Vec<Step>,
+/// Reads retry after 200 ms, doubling up to 2 s: a status check should answer quickly.
+pub const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(200),
+    max: Duration::from_secs(2),
+};
+
+/// The run, as the component hands it over: plan and apply are the same, a status
+/// read changes nothing, so running again is always safe.
+pub fn run(host: &mut impl Read, ctx: &Context) -> Result<Report, Failure> {
+    check(host, &ctx.params)
 }
 
-impl<H: Host> Steps<'_, H> {
-    fn end(&mut self, name: &str, outcome: Outcome, detail: String) {
-        self.host.step_end(name, outcome, &detail);
-        self.done.push(Step {
-            name: name.to_string(),
-            outcome,
-            detail,
-        });
-    }
-
-    fn fail(mut self, step: &str, reason: String) -> Failure {
-        self.end(step, Outcome::Failed, reason.clone());
-        Failure {
-            step: step.to_string(),
-            reason,
-            steps: self.done,
-        }
-    }
-}
-
-pub fn run(host: &mut impl Host, params: &[(String, String)]) -> Result<Report, Failure> {
-    let mut steps = Steps {
-        host,
-        done: Vec::new(),
+/// Lists the pods, reads every pod's status, and judges whether they agree.
+pub fn check(host: &mut impl Read, params: &[(String, String)]) -> Result<Report, Failure> {
+    let mut steps = Ledger::default();
+    let fail = |host: &mut _, steps: &Ledger, step: &str, reason: String| {
+        steps.fail(host, step, reason, true)
     };
     let params = match Params::parse(params) {
         Ok(p) => p,
         Err(reason) => {
-            steps.host.step_begin(params::STEP, "");
-            return Err(steps.fail(params::STEP, reason));
+            steps.begin(host, params::STEP, "");
+            return Err(fail(host, &steps, params::STEP, reason));
         }
     };
 
-    steps.host.step_begin("pods", "listing the pods");
-    let pods = match steps.host.list_pods() {
+    steps.begin(host, "pods", "listing the pods");
+    let pods = match host.list_pods() {
         Ok(pods) => pods,
-        Err(e) => return Err(steps.fail("pods", format!("cannot list the pods: {e}"))),
+        Err(e) => {
+            return Err(fail(
+                host,
+                &steps,
+                "pods",
+                format!("cannot list the pods: {e}"),
+            ));
+        }
     };
-    steps.end("pods", Outcome::Done, format!("{} pods", pods.len()));
+    steps.end(host, "pods", Outcome::Done, format!("{} pods", pods.len()));
 
-    steps
-        .host
-        .step_begin("read", "GET /cluster/v1/key on every pod");
-    let readable: Vec<usize> = (0..pods.len()).filter(|&i| pods[i].ip.is_some()).collect();
-    let urls: Vec<String> = readable
+    steps.begin(host, "read", "GET /cluster/v1/key on every pod");
+    let readable: Vec<(&str, &str)> = pods
         .iter()
-        .map(|&i| {
-            let ip = pods[i].ip.as_deref().unwrap_or_default();
-            format!("https://{ip}:{}{STATUS_PATH}", params.common.port)
-        })
+        .filter_map(|p| Some((p.name.as_str(), p.ip.as_deref()?)))
         .collect();
-    let mut answers = reads::get_all(steps.host, &urls, params.common.read_timeout).into_iter();
+    let mut answers = reads::statuses(host, &readable, &params.common, BACKOFF).into_iter();
     let rows: Vec<Row> = pods
         .iter()
-        .enumerate()
-        .map(|(i, pod)| {
-            let status = if readable.contains(&i) {
-                match answers.next() {
-                    Some(Ok(r)) => reads::parse(&r.body, &params),
-                    Some(Err(e)) => Err(e.to_string()),
+        .map(|pod| {
+            let status = match pod.ip {
+                Some(_) => match answers.next() {
+                    Some(answer) => answer.map_err(|e| e.to_string()),
                     None => Err("no answer".into()),
-                }
-            } else {
-                Err(format!("no IP (phase {})", pod.phase))
+                },
+                None => Err(format!("no IP (phase {})", pod.phase)),
             };
             Row {
                 pod: pod.name.clone(),
@@ -92,11 +83,8 @@ pub fn run(host: &mut impl Host, params: &[(String, String)]) -> Result<Report, 
     } else {
         Outcome::Failed
     };
-    steps.end(
-        "read",
-        read_outcome,
-        format!("{answered} of {} pods answered", rows.len()),
-    );
+    let detail = format!("{answered} of {} pods answered", rows.len());
+    steps.end(host, "read", read_outcome, detail);
 
     let verdict = survey::judge(&rows);
     for (row, notes) in rows.iter().zip(&verdict.notes) {
@@ -105,19 +93,18 @@ pub fn run(host: &mut impl Host, params: &[(String, String)]) -> Result<Report, 
         } else {
             Outcome::Failed
         };
-        steps.host.step_begin(&row.pod, "");
-        steps.end(&row.pod, outcome, survey::row_detail(row, notes));
+        steps.note(host, &row.pod, outcome, survey::row_detail(row, notes));
     }
 
-    steps.host.step_begin("verdict", "");
+    steps.begin(host, "verdict", "");
     if !verdict.all_agree() {
         let reason = verdict.problems.join("; ");
-        steps.host.log(
+        host.log(
             Level::Warn,
             "the status check found problems",
             &[("problems", &reason)],
         );
-        return Err(steps.fail("verdict", reason));
+        return Err(fail(host, &steps, "verdict", reason));
     }
     let hash = rows
         .first()
@@ -131,11 +118,12 @@ pub fn run(host: &mut impl Host, params: &[(String, String)]) -> Result<Report, 
         ),
         (None, _) => format!("all {} pods agree", rows.len()),
     };
-    steps.host.log(Level::Info, &detail, &[]);
-    steps.end("verdict", Outcome::Done, detail);
+    host.log(Level::Info, &detail, &[]);
+    steps.end(host, "verdict", Outcome::Done, detail);
     Ok(Report {
-        steps: steps.done,
-        version: verdict.version,
+        steps: steps.into_steps(),
+        version_before: verdict.version,
+        version_after: verdict.version,
         pods: rows.len() as u32,
     })
 }
@@ -144,12 +132,12 @@ pub fn run(host: &mut impl Host, params: &[(String, String)]) -> Result<Report, 
 mod tests {
     use super::*;
     use crate::fake::Fake;
-    use crate::host::{HttpError, Response};
+    use guest_kit::types::{HttpError, PodsError, Response};
 
     #[test]
     fn agreeing_pods_make_a_row_each_and_a_done_verdict() {
         let mut fake = Fake::new(3);
-        let report = run(&mut fake, &[]).unwrap();
+        let report = check(&mut fake, &[]).unwrap();
         let names: Vec<&str> = report.steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -159,7 +147,7 @@ mod tests {
             report.steps[2].detail,
             "version=1 hash=none ready=true phase=Running note=-"
         );
-        assert_eq!(report.version, Some(1));
+        assert_eq!(report.version_after, Some(1));
         assert_eq!(report.pods, 3);
         assert_eq!(fake.batches, 1, "one batch for every pod");
         assert_eq!(fake.progress.len(), 12, "every step begins and ends");
@@ -168,8 +156,12 @@ mod tests {
     #[test]
     fn a_diverging_pod_fails_the_verdict_naming_it() {
         let mut fake = Fake::new(3);
-        fake.hashes = vec![Some("h".into()), Some("h".into()), Some("x".into())];
-        let failure = run(&mut fake, &[]).unwrap_err();
+        fake.db.propose("sdkms-0", "h".into()).unwrap();
+        fake.db.fetch("sdkms-1", Some("sdkms-0"), "", None).unwrap();
+        fake.db
+            .fetch("sdkms-2", Some("sdkms-0"), "", Some("x".into()))
+            .unwrap();
+        let failure = check(&mut fake, &[]).unwrap_err();
         assert_eq!(failure.step, "verdict");
         assert!(
             failure.reason.contains("x on sdkms-2"),
@@ -200,8 +192,8 @@ mod tests {
                 2
             ],
         );
-        let report = run(&mut fake, &[]).unwrap();
-        assert_eq!(report.version, Some(1));
+        let report = check(&mut fake, &[]).unwrap();
+        assert_eq!(report.version_after, Some(1));
         assert_eq!(fake.batches, 3);
         assert_eq!(fake.batch_sizes, [3, 1, 1]);
         assert_eq!(fake.sleeps.len(), 2);
@@ -212,7 +204,7 @@ mod tests {
         let mut fake = Fake::new(2);
         fake.errors
             .insert(0, vec![HttpError::Connect("refused".into()); 1000]);
-        let failure = run(&mut fake, &[("read_timeout_secs".into(), "3".into())]).unwrap_err();
+        let failure = check(&mut fake, &[("read_timeout_secs".into(), "3".into())]).unwrap_err();
         assert!(
             failure
                 .reason
@@ -231,7 +223,7 @@ mod tests {
         let mut fake = Fake::new(1);
         fake.errors
             .insert(0, vec![HttpError::Denied("GET is not granted".into())]);
-        let failure = run(&mut fake, &[]).unwrap_err();
+        let failure = check(&mut fake, &[]).unwrap_err();
         assert_eq!(fake.batches, 1);
         assert!(failure.reason.contains("denied: GET is not granted"));
     }
@@ -242,7 +234,7 @@ mod tests {
         fake.pods[1].ip = None;
         fake.pods[1].ready = false;
         fake.pods[1].phase = "Pending".into();
-        let failure = run(&mut fake, &[]).unwrap_err();
+        let failure = check(&mut fake, &[]).unwrap_err();
         assert_eq!(fake.batch_sizes, [1]);
         assert!(failure.reason.contains("sdkms-1 (no IP (phase Pending))"));
         assert!(
@@ -255,12 +247,12 @@ mod tests {
     #[test]
     fn bad_params_and_pod_list_errors_fail_their_step() {
         let mut fake = Fake::new(1);
-        let failure = run(&mut fake, &[("min_pods".into(), "3".into())]).unwrap_err();
+        let failure = check(&mut fake, &[("min_pods".into(), "3".into())]).unwrap_err();
         assert_eq!(failure.step, "params");
         assert_eq!(fake.batches, 0);
         let mut fake = Fake::new(1);
-        fake.list_error = Some("denied: pods is not granted".into());
-        let failure = run(&mut fake, &[]).unwrap_err();
+        fake.list_error = Some(PodsError::Denied("pods is not granted".into()));
+        let failure = check(&mut fake, &[]).unwrap_err();
         assert_eq!(failure.step, "pods");
         assert!(failure.reason.contains("pods is not granted"));
     }
@@ -274,8 +266,8 @@ mod tests {
             ("hash_field".to_string(), "ph".to_string()),
             ("port".to_string(), "8443".to_string()),
         ];
-        let report = run(&mut fake, &params).unwrap();
-        assert_eq!(report.version, Some(1));
+        let report = check(&mut fake, &params).unwrap();
+        assert_eq!(report.version_after, Some(1));
         assert_eq!(fake.urls[0], "https://10.0.0.1:8443/cluster/v1/key");
     }
 }

@@ -9,7 +9,7 @@
 //! proposal while others hold one disagrees with them: activating then would leave
 //! it unable to load the new key.
 
-use crate::reads::KeyStatus;
+use guest_kit::status::KeyStatus;
 
 /// What one pod reported.
 #[derive(Debug, Clone, PartialEq, Eq)]

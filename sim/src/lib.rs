@@ -15,7 +15,8 @@
 //! StatefulSet, for restarts by rollout). This file ties them
 //! together: the [`Sim`] handle, pod life cycle and the rolling restart.
 
-pub mod db;
+/// The rules, pure, in their own crate so that the guests' unit tests follow them too.
+pub use cmk_dsm as db;
 pub mod faults;
 mod files;
 mod kube_api;

@@ -7,7 +7,7 @@
 //!
 //! One fallback handler serves every request, so that every request (unknown paths
 //! and wrong methods included) is answered and recorded in the oracle in one place.
-//! The rules themselves live in `db.rs`; this file maps them to HTTP and applies the
+//! The rules themselves live in `cmk-dsm` (`sim/dsm`); this file maps them to HTTP and applies the
 //! injected faults.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -209,20 +209,19 @@ fn respond(st: &mut State, ctx: &PodCtx, method: &Method, path: &str, body: &[u8
 }
 
 fn status(st: &State, name: &str) -> Answer {
-    let Ok(inst) = st.db.check_usable(name) else {
+    let Ok(key) = st.db.status(name) else {
         return Answer::error(StatusCode::SERVICE_UNAVAILABLE, "pod is not running");
     };
-    let rec = st.db.pod(name).cloned().unwrap_or_default();
     let key_id = st
         .db
-        .key_of(inst.running_version)
+        .key_of(key.version)
         .map(|k| k.chars().take(16).collect::<String>())
         .unwrap_or_default();
     Answer::json(
         StatusCode::OK,
         json!({
-            "version": inst.running_version,
-            "fetched_proposal_hash": rec.fetched_hash,
+            "version": key.version,
+            "fetched_proposal_hash": key.fetched_hash,
             "node": name,
             "key_id": key_id,
             "cluster_state": "healthy",

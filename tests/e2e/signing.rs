@@ -523,8 +523,9 @@ async fn demo_signs_with_an_ephemeral_key_and_takes_the_verification_path() {
 }
 
 /// The journal is state a later run trusts: a signer not granted it cannot read or
-/// write it, and a rotation that cannot record its progress stops right after its
-/// first (recoverable) step: a proposal, which a rerun adopts from the pods.
+/// write it. The rotation knows its grants from the run's context and stops before
+/// its first request, naming the grant and the site key that gives it; nothing is
+/// proposed (it used to propose and only then find it could not record it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signer_without_the_journal_grant_cannot_rotate() {
     let cluster = Cluster::pods(2).await;
@@ -538,30 +539,114 @@ http_paths = ["/cluster/v1/key"]"#,
     let rotate = vendor.sign(ROTATE_WASM, &cluster.dir().join("vendor-rotate.wasm"));
     let cache = tempfile::tempdir().unwrap();
     let out = run_component(&cluster, &rotate, cache.path(), &["--yes", "--json"]).await;
-    assert_eq!(out.code, 1, "{out}");
+    assert_refused_by_the_procedure(
+        &cluster,
+        &out,
+        "journal is not granted: add \"journal\" to [[trust.signer]] capabilities",
+    );
+}
+
+/// A signer granted only GET: the rotation refuses before its first request, naming
+/// POST and the key that grants it; no POST reaches any pod.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signer_without_post_cannot_rotate_and_sends_nothing() {
+    let cluster = Cluster::pods(2).await;
+    let vendor = Signer::generate(cluster.dir(), "vendor");
+    cluster.trust(
+        &vendor,
+        r#"capabilities = ["pods", "http", "restart", "log", "journal", "confirm"]
+http_methods = ["GET"]
+http_paths = ["/cluster/v1/key"]"#,
+    );
+    let rotate = vendor.sign(ROTATE_WASM, &cluster.dir().join("vendor-rotate.wasm"));
+    let cache = tempfile::tempdir().unwrap();
+    let out = run_component(&cluster, &rotate, cache.path(), &["--yes", "--json"]).await;
+    assert_refused_by_the_procedure(
+        &cluster,
+        &out,
+        "POST is not granted: add \"POST\" to [[trust.signer]] http_methods",
+    );
+
+    // Its plan shows the steps that need POST as refused, not as planned, naming
+    // the grant; the plan itself is a report (exit 0) and sends no POST.
+    let out = run_component(&cluster, &rotate, cache.path(), &["--plan", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
     let report = out.json();
-    assert!(
-        report["denials"]
+    let step = |name: &str| {
+        report["steps"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|d| d["capability"] == "journal"),
-        "{out}"
-    );
-    assert_eq!(report["failure"]["step"], "propose", "{out}");
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name}: {out}"))
+            .clone()
+    };
+    for name in ["propose", "distribute", "activate"] {
+        let s = step(name);
+        assert_eq!(s["outcome"], "refused", "{name}: {out}");
+        let detail = s["detail"].as_str().unwrap();
+        assert!(detail.contains("POST is not granted"), "{name}: {detail}");
+    }
+    for name in ["verify-distributed", "restart-load", "verify-activated"] {
+        assert_eq!(step(name)["outcome"], "planned", "{name}: {out}");
+    }
     assert!(
-        report["failure"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("journal is not granted"),
-        "{out}"
+        cluster.oracle().mutations().is_empty(),
+        "plan sends no POST"
     );
+}
+
+/// The run's context tells the procedure its grants: the site's narrowed to the
+/// signer's, and whether a confirmation can be answered (`confirm` and `--yes`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_context_tells_the_procedure_its_grants() {
+    let cluster = Cluster::pods(1).await;
+    let vendor = Signer::generate(cluster.dir(), "vendor");
+    cluster.trust(
+        &vendor,
+        r#"capabilities = ["pods", "http", "log", "confirm"]
+http_methods = ["GET"]
+http_paths = ["/cluster/v1/key"]"#,
+    );
+    let probe = vendor.sign(PROBE_WASM, &cluster.dir().join("vendor-probe.wasm"));
+    let cache = tempfile::tempdir().unwrap();
+    let grants = |out: &Outcome| {
+        out.json()["steps"][0]["detail"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no grants step: {out}"))
+            .to_string()
+    };
+    let args = ["--param", "grants=true", "--json"];
+    let out = run_component(&cluster, &probe, cache.path(), &args).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        grants(&out),
+        "capabilities=pods,http,log,confirm methods=GET paths=/cluster/v1/key answerable=false",
+        "no terminal and no --yes: a confirmation cannot be answered"
+    );
+    let out = run_component(
+        &cluster,
+        &probe,
+        cache.path(),
+        &[&args[..], &["--yes"]].concat(),
+    )
+    .await;
+    assert!(grants(&out).ends_with("answerable=true"), "{out}");
+}
+
+/// Exit 1 at preflight, before any request reached a pod: the reason names `why`.
+fn assert_refused_by_the_procedure(cluster: &Cluster, out: &Outcome, why: &str) {
+    assert_eq!(out.code, 1, "{out}");
+    let report = out.json();
+    assert_eq!(report["failure"]["step"], "preflight", "{out}");
+    let reason = report["failure"]["reason"].as_str().unwrap();
+    assert!(reason.contains(why), "expected {why:?}: {out}");
     assert_eq!(report["failure"]["safe_to_resume"], true, "{out}");
     let oracle = cluster.oracle();
-    assert!(oracle.proposes().len() <= 1, "{oracle:#?}");
-    assert!(oracle.fetches().is_empty(), "no fetch: {oracle:#?}");
+    assert!(oracle.calls.is_empty(), "no request at all: {oracle:#?}");
+    assert!(oracle.mutations().is_empty(), "no POST: {oracle:#?}");
     assert!(oracle.restarts.is_empty(), "no restart");
-    assert!(oracle.activates().is_empty(), "no activate");
+    assert_eq!(oracle.version, 1);
 }
 
 /// Without the confirm grant every question is answered no: the rotation stops

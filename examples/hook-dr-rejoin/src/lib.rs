@@ -24,7 +24,7 @@ pub fn dr_nodes(params: &[(String, String)]) -> Result<Vec<String>, String> {
                 }
                 nodes = Some(list);
             }
-            other => return Err(format!("unknown parameter `{other}` (known: dr_nodes)")),
+            other => return Err(guest_kit::params::unknown(other, &["dr_nodes"])),
         }
     }
     nodes.ok_or_else(|| "dr_nodes is required (node names, comma-separated)".into())
@@ -45,13 +45,24 @@ pub fn lines(step: &str, done: bool, nodes: &[String]) -> Vec<String> {
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    wit_bindgen::generate!({ path: "../../wit", world: "hook" });
+    // The imports are guest-kit's bindings, generated once for every guest; only
+    // the hook world's exports are generated here.
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "hook",
+        with: {
+            "cmk:procedure/types@0.1.0": guest_kit::wasm::cmk::procedure::types,
+            "cmk:procedure/pods@0.1.0": guest_kit::wasm::cmk::procedure::pods,
+            "cmk:procedure/http@0.1.0": guest_kit::wasm::cmk::procedure::http,
+            "cmk:procedure/log@0.1.0": guest_kit::wasm::cmk::procedure::log,
+        },
+    });
 
     use std::sync::Mutex;
 
-    use self::cmk::procedure::log::{self, Level};
-    use self::cmk::procedure::types::Outcome;
     use self::exports::cmk::procedure::hooks::Guest as Hooks;
+    use guest_kit::wasm::cmk::procedure::log::{self, Level};
+    use guest_kit::wasm::cmk::procedure::types::Outcome;
 
     static NODES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 

@@ -28,7 +28,7 @@ pub fn min_pods(params: &[(String, String)]) -> Result<usize, String> {
                 }
                 min = Some(n);
             }
-            other => return Err(format!("unknown parameter `{other}` (known: min_pods)")),
+            other => return Err(guest_kit::params::unknown(other, &["min_pods"])),
         }
     }
     min.ok_or_else(|| "min_pods is required".into())

@@ -204,6 +204,7 @@ pub fn outcome_name(outcome: Outcome) -> &'static str {
         Outcome::Skipped => "skipped",
         Outcome::Planned => "planned",
         Outcome::Failed => "failed",
+        Outcome::Refused => "refused",
     }
 }
 

@@ -34,7 +34,7 @@ use crate::stop::Stop;
 use crate::wasi;
 use crate::wit::Rotation;
 use crate::wit::cmk::procedure as api;
-use crate::wit::exports::cmk::procedure::procedure::{Context, Mode};
+use crate::wit::exports::cmk::procedure::procedure::{Context, Grants as WitGrants, Mode};
 
 /// How often the engine's epoch advances; the wall-clock limit is counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -423,6 +423,7 @@ impl Runtime {
             },
             params,
             cluster: site.cluster.name.clone(),
+            grants: context_grants(&options.grants, options.answerer),
         };
         // The epoch deadline stops guest code; this also bounds time spent in host calls.
         let grace = Duration::from_secs(5);
@@ -739,4 +740,25 @@ fn new_run_id() -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
     crate::digest::hex(&Sha256::digest(seed.as_bytes())[..8])
+}
+
+/// The run's grants as the procedure's `context` shows them, so that it can refuse
+/// before changing anything. Only a description: every call is still checked by its
+/// capability. A confirmation is answerable when `confirm` is granted and `--yes` or
+/// a terminal will answer it.
+fn context_grants(grants: &Grants, answerer: Answerer) -> WitGrants {
+    WitGrants {
+        capabilities: grants
+            .capabilities
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect(),
+        http_methods: grants
+            .http_methods
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect(),
+        http_paths: grants.http_paths.clone(),
+        confirm_answerable: grants.allows(Capability::Confirm) && answerer != Answerer::Nobody,
+    }
 }

@@ -6,7 +6,9 @@
 //! - `requests = "METHOD URL|METHOD URL|..."`: the http calls, in order;
 //! - `batch = "true"`: make them all in one `http.batch` instead of one by one;
 //! - `restart = "true"`: call `restart.rolling-restart()` last;
-//! - `body_bytes = "N"`: every POST carries a JSON body of exactly N bytes.
+//! - `body_bytes = "N"`: every POST carries a JSON body of exactly N bytes;
+//! - `grants = "true"`: first, a step `grants` whose detail is the run's grants as
+//!   the context told them (`capabilities=... methods=... paths=... answerable=...`).
 //!
 //! The report holds one step per call, named after it, whose detail renders the
 //! result stably (`ok 204`, `denied: ...`, `status 503: ...`) for tests to match.
@@ -112,6 +114,18 @@ mod component {
                     safe_to_resume: true,
                     steps: Vec::new(),
                 })?;
+
+            if super::flag(&ctx.params, "grants") {
+                let g = &ctx.grants;
+                let detail = format!(
+                    "capabilities={} methods={} paths={} answerable={}",
+                    g.capabilities.join(","),
+                    g.http_methods.join(","),
+                    g.http_paths.join(","),
+                    g.confirm_answerable
+                );
+                steps.push(step("grants", true, detail));
+            }
 
             if super::flag(&ctx.params, "list_pods") {
                 steps.push(match pods::list() {

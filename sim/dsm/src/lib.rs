@@ -1,9 +1,10 @@
-//! The shared "database" of the simulated DSM cluster and the rules of the cluster
-//! master key (CMK) life cycle.
+//! `cmk-dsm`: the shared "database" of a DSM cluster and the rules of the cluster
+//! master key (CMK) life cycle, the one model of them in this workspace.
 //!
-//! This module is pure: no sockets, no clocks, no randomness (hashes are passed in),
-//! so every rule is unit-tested directly. The HTTP layer in `pod.rs` and the rolling
-//! restart in `lib.rs` only translate requests and restarts into calls on [`Db`].
+//! Pure: no sockets, no clocks, no randomness (hashes are passed in), so every rule
+//! is unit-tested directly. The simulator (`cmk-sim`: its `pod.rs` HTTP layer and its
+//! rolling restart) and the guests' in-memory test clusters only translate requests
+//! and restarts into calls on [`Db`]; a rule changes here, for all of them.
 //!
 //! The rules, as the documented procedure implies them:
 //! - `propose` creates a new proposal and *replaces* any existing one: pods that fetched
@@ -55,6 +56,13 @@ pub struct PodRecord {
     pub last: Option<Instance>,
     /// Sticky: the pod could not unwrap the database at some start.
     pub broken: bool,
+}
+
+/// A pod's key status, as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyState {
+    pub version: i64,
+    pub fetched_hash: Option<String>,
 }
 
 /// The shared database and the per-pod state.
@@ -168,6 +176,16 @@ impl Db {
         {
             rec.last = Some(old);
         }
+    }
+
+    /// What `GET /cluster/v1/key` on `pod` reports: the version its instance runs and
+    /// the proposal it fetched; the error for a pod that is stopped or broken.
+    pub fn status(&self, pod: &str) -> Result<KeyState, DbError> {
+        let running_version = self.check_usable(pod)?.running_version;
+        Ok(KeyState {
+            version: running_version,
+            fetched_hash: self.pods.get(pod).and_then(|p| p.fetched_hash.clone()),
+        })
     }
 
     /// The error every request to a broken pod gets.
@@ -494,6 +512,19 @@ mod tests {
         assert_ne!(old, new);
         assert!(db.is_current("sdkms-0", new));
         assert!(!db.is_current("sdkms-0", old));
+    }
+
+    #[test]
+    fn status_reports_the_running_version_and_the_fetched_hash() {
+        let mut db = cluster();
+        db.propose("sdkms-0", "h".into()).unwrap();
+        let s = db.status("sdkms-0").unwrap();
+        assert_eq!((s.version, s.fetched_hash.as_deref()), (1, Some("h")));
+        db.stop_pod("sdkms-1");
+        assert_eq!(
+            db.status("sdkms-1"),
+            Err(DbError::UnknownPod("sdkms-1".into()))
+        );
     }
 
     #[test]
