@@ -25,7 +25,9 @@ pub fn build(packages: &[&str], sources: &[&str]) -> Vec<PathBuf> {
     let target_dir = guest_target_dir();
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let wit = wit_digest(&root.join("wit"));
+    forget_guests_built_against_another_wit(&cargo, &root, &target_dir, packages, &wit);
+    let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
         .args(["build", "--release", "--target", TARGET])
         .arg("--target-dir")
@@ -54,6 +56,10 @@ pub fn build(packages: &[&str], sources: &[&str]) -> Vec<PathBuf> {
              If the target is missing, install it with: rustup target add {TARGET}"
         );
     }
+    for package in packages {
+        let _ = std::fs::create_dir_all(target_dir.join("wit-stamps"));
+        let _ = std::fs::write(stamp(&target_dir, package), &wit);
+    }
     packages
         .iter()
         .map(|p| {
@@ -69,6 +75,63 @@ pub fn build(packages: &[&str], sources: &[&str]) -> Vec<PathBuf> {
             path
         })
         .collect()
+}
+
+/// wit-bindgen reads `wit/` while a guest compiles, but cargo does not track those
+/// files: after a WIT change, a guest built against the old one would look fresh
+/// (and fail to link at run time). A stamp per package records the WIT it was built
+/// against; a package whose stamp differs is cleaned, so it is rebuilt.
+fn forget_guests_built_against_another_wit(
+    cargo: &str,
+    root: &Path,
+    target_dir: &Path,
+    packages: &[&str],
+    wit: &str,
+) {
+    let stale: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read_to_string(stamp(target_dir, p))
+                .ok()
+                .as_deref()
+                != Some(wit)
+        })
+        .collect();
+    if stale.is_empty() || !target_dir.join(TARGET).exists() {
+        return;
+    }
+    let mut clean = Command::new(cargo);
+    clean
+        .current_dir(root)
+        .args(["clean", "--release", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for package in &stale {
+        clean.args(["--package", package]);
+    }
+    clean.env_remove("CARGO_TARGET_DIR");
+    // A failed clean leaves a build that may be stale, never a broken one.
+    let _ = clean.status();
+}
+
+fn stamp(target_dir: &Path, package: &str) -> PathBuf {
+    target_dir.join("wit-stamps").join(package)
+}
+
+/// A digest of every file under `wit/` (names and contents), to tell WITs apart.
+fn wit_digest(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in files {
+        file.file_name().hash(&mut hasher);
+        std::fs::read(&file).unwrap_or_default().hash(&mut hasher);
+    }
+    format!("{:016x}", hasher.finish())
 }
 
 fn workspace_root() -> PathBuf {
