@@ -108,7 +108,12 @@ pub fn statuses(
         .collect()
 }
 
-/// [`retry::retrying`] over `urls`, logging each url still pending before a pause.
+/// How often the operator is told, while pods do not answer, that the read goes on
+/// and how long it may still take.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// [`retry::retrying`] over `urls`, logging each url still pending before a pause,
+/// and at most every [`PROGRESS_EVERY`] a warning with the time left.
 fn retrying<H: Read>(
     host: &mut H,
     urls: &[String],
@@ -116,13 +121,14 @@ fn retrying<H: Read>(
     backoff: Backoff,
     attempt: impl FnMut(&mut H, &[usize]) -> Vec<Result<Response, HttpError>>,
 ) -> Vec<Result<Response, HttpError>> {
+    let mut warned: Option<Duration> = None;
     retry::retrying(
         host,
         urls.len(),
         budget,
         backoff,
         attempt,
-        |host, i, error, pause| {
+        |host, i, error, pause, left| {
             host.log(
                 Level::Debug,
                 "read not answered yet; retrying",
@@ -132,6 +138,20 @@ fn retrying<H: Read>(
                     ("retry_in_ms", &pause.as_millis().to_string()),
                 ],
             );
+            let now = host.now();
+            if warned.is_none_or(|at| now >= at + PROGRESS_EVERY) {
+                warned = Some(now);
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "{} does not answer yet ({error}); retrying, giving up in {}s \
+                         (read_timeout_secs)",
+                        urls[i],
+                        left.as_secs().max(1)
+                    ),
+                    &[],
+                );
+            }
         },
     )
 }

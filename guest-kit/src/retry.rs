@@ -38,15 +38,15 @@ pub fn is_retryable(error: &HttpError) -> bool {
 /// Reads `count` things: calls `attempt` with the indices still to read (all of them
 /// first), keeps every final answer, and calls it again with only those that failed
 /// retryably, after a pause, until every answer is final or `budget` is spent.
-/// Before each pause, `waiting` is told each index still pending, its error and the
-/// pause. Results are in index order.
+/// Before each pause, `waiting` is told each index still pending, its error, the
+/// pause and the time left before giving up. Results are in index order.
 pub fn retrying<H: Clock + ?Sized>(
     host: &mut H,
     count: usize,
     budget: Duration,
     backoff: Backoff,
     mut attempt: impl FnMut(&mut H, &[usize]) -> Vec<Result<Response, HttpError>>,
-    mut waiting: impl FnMut(&mut H, usize, &HttpError, Duration),
+    mut waiting: impl FnMut(&mut H, usize, &HttpError, Duration, Duration),
 ) -> Vec<Result<Response, HttpError>> {
     let deadline = host.now() + budget;
     let mut results: Vec<Option<Result<Response, HttpError>>> = vec![None; count];
@@ -70,10 +70,11 @@ pub fn retrying<H: Clock + ?Sized>(
         if pending.is_empty() || now >= deadline {
             break;
         }
-        let pause = delay.min(deadline - now);
+        let left = deadline - now;
+        let pause = delay.min(left);
         for &i in &pending {
             if let Some(Err(e)) = &results[i] {
-                waiting(host, i, e, pause);
+                waiting(host, i, e, pause, left);
             }
         }
         host.sleep(pause);
@@ -159,7 +160,7 @@ mod tests {
                     })
                     .collect()
             },
-            |_, i, e, pause| waited.push((i, e.to_string(), pause)),
+            |_, i, e, pause, _| waited.push((i, e.to_string(), pause)),
         );
         assert_eq!(attempts, vec![vec![0, 1, 2], vec![2], vec![2]]);
         assert!(results[0].is_ok() && results[2].is_ok());
@@ -184,7 +185,7 @@ mod tests {
             Duration::from_secs(5),
             BACKOFF,
             |_, pending| pending.iter().map(|_| Err(HttpError::Timeout)).collect(),
-            |_, _, _, _| {},
+            |_, _, _, _, _| {},
         );
         assert_eq!(results, vec![Err(HttpError::Timeout)]);
         assert_eq!(clock.now, Duration::from_secs(5));
@@ -200,7 +201,7 @@ mod tests {
             Duration::from_secs(1),
             BACKOFF,
             |_, _| vec![ok()],
-            |_, _, _, _| {},
+            |_, _, _, _, _| {},
         );
         assert!(results[0].is_ok());
         assert!(matches!(&results[1], Err(HttpError::Protocol(_))));

@@ -359,3 +359,42 @@ async fn status_on_a_diverging_cluster_is_exit_1_and_never_posts() {
     assert!(out.stdout.contains("sdkms-1"), "{out}");
     assert!(cluster.oracle().mutations().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_pods_do_not_answer_the_check_says_how_long_it_keeps_trying() {
+    let cluster = Cluster::pods(2).await;
+    // Nothing listens on 4445: every read is refused, and retried.
+    let site = cluster.site_with("wrong-port.toml", |t| {
+        match t.find("[[trust.signer]]") {
+            Some(at) => t[..at].to_string(),
+            None => t,
+        }
+        .replace("port = 4444", "port = 4445")
+    });
+    let out = run(
+        BIN,
+        &[
+            "status",
+            "--site",
+            site.to_str().unwrap(),
+            "--param",
+            "read_timeout_secs=3",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    let progress: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("does not answer yet"))
+        .collect();
+    assert!(!progress.is_empty(), "progress while retrying: {out}");
+    assert!(
+        progress[0].contains(":4445") && progress[0].contains("giving up in "),
+        "names the pod and the time left: {out}"
+    );
+    assert!(
+        progress.len() <= 2,
+        "a line every 10 s at most, not one per retry: {out}"
+    );
+}
