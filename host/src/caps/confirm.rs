@@ -420,13 +420,16 @@ fn escape(s: &str) -> String {
 pub struct ConfirmCap {
     confirmations: Confirmations,
     audit: Audit,
+    /// Decides the call (the grant) before the host asks anything.
+    gate: crate::caps::gate::Gate,
 }
 
 impl ConfirmCap {
-    pub fn new(confirmations: Confirmations) -> Self {
+    pub fn new(confirmations: Confirmations, gate: crate::caps::gate::Gate) -> Self {
         ConfirmCap {
             audit: confirmations.0.audit.clone(),
             confirmations,
+            gate,
         }
     }
 
@@ -444,10 +447,19 @@ impl Host for ConfirmCap {
         let details: Vec<(String, String)> =
             details.iter().map(|(k, v)| (text(k), text(v))).collect();
         let started = std::time::Instant::now();
-        let answer = self
-            .confirmations
-            .ask_for_procedure(&action, &details)
-            .await;
+        let call = crate::caps::gate::Call::Plain {
+            interface: "confirm",
+            function: "ask",
+            target: &action,
+        };
+        let answer = match self.gate.decide(call).await {
+            Ok(_) => {
+                self.confirmations
+                    .ask_for_procedure(&action, &details)
+                    .await
+            }
+            Err(refusal) => Err(format!("{}: the answer is no", refusal.message())),
+        };
         let outcome = match (&answer, self.confirmations.answerer()) {
             (Ok(()), Answerer::Yes) => "yes (--yes)",
             (Ok(()), _) => "yes (operator)",

@@ -98,6 +98,13 @@ pub enum Call<'a> {
         function: &'static str,
         key: &'a str,
     },
+    /// Any other function of the registry (`log.*`, `confirm.ask`, `hooks.*`): the
+    /// gate checks its grant; its room does the rest.
+    Plain {
+        interface: &'static str,
+        function: &'static str,
+        target: &'a str,
+    },
 }
 
 impl Call<'_> {
@@ -107,6 +114,11 @@ impl Call<'_> {
             Call::Restart { .. } => registry::row("restart", "rolling-restart"),
             Call::ListPods => registry::row("pods", "list"),
             Call::Journal { function, .. } => registry::row("journal", function),
+            Call::Plain {
+                interface,
+                function,
+                ..
+            } => registry::row(interface, function),
         }
     }
 
@@ -115,6 +127,7 @@ impl Call<'_> {
             Call::Http { target, .. } | Call::Restart { target } => target.to_string(),
             Call::ListPods => "list".into(),
             Call::Journal { key, .. } => key.chars().take(64).collect(),
+            Call::Plain { target, .. } => target.chars().take(64).collect(),
         }
     }
 }

@@ -303,17 +303,19 @@ impl HookInstance {
 pub type SharedHooks = Arc<tokio::sync::Mutex<Vec<HookInstance>>>;
 
 /// The `hooks` capability of one run: the site's hooks, in the site file's order.
-#[derive(Default)]
 pub struct HooksCap {
     hooks: SharedHooks,
     /// A veto stops the run at the gate.
     stop: Stop,
     audit: crate::audit::Audit,
+    /// Passes every call, as every capability call does (the registry's row).
+    gate: crate::caps::gate::Gate,
 }
 
 impl HooksCap {
-    pub fn new(hooks: SharedHooks, stop: Stop) -> Self {
+    pub fn new(hooks: SharedHooks, stop: Stop, gate: crate::caps::gate::Gate) -> Self {
         HooksCap {
+            gate,
             hooks,
             stop,
             audit: crate::audit::Audit::default(),
@@ -363,6 +365,14 @@ impl Host for HooksCap {
         step: String,
         observed: Vec<(String, String)>,
     ) -> Result<(), String> {
+        let call = crate::caps::gate::Call::Plain {
+            interface: "hooks",
+            function: "before",
+            target: &step,
+        };
+        if let Err(refusal) = self.gate.decide(call).await {
+            return Err(refusal.message().to_string());
+        }
         let hooks = self.hooks.clone();
         let mut hooks = hooks.lock().await;
         for hook in hooks.iter_mut() {
@@ -389,6 +399,14 @@ impl Host for HooksCap {
     }
 
     async fn after(&mut self, step: String, outcome: Outcome, observed: Vec<(String, String)>) {
+        let call = crate::caps::gate::Call::Plain {
+            interface: "hooks",
+            function: "after",
+            target: &step,
+        };
+        if self.gate.decide(call).await.is_err() {
+            return;
+        }
         let hooks = self.hooks.clone();
         let mut hooks = hooks.lock().await;
         for hook in hooks.iter_mut() {

@@ -142,8 +142,9 @@ impl Serialize for Fields {
 /// The `log` capability of one run.
 pub struct LogCap {
     progress: Arc<dyn Progress>,
-    /// Without the grant, lines and steps are dropped (one denial is recorded).
-    granted: bool,
+    /// Decides every call (the grant); without it, lines and steps are dropped and
+    /// only the first denial is recorded.
+    gate: crate::caps::gate::Gate,
     denials: Denials,
     denied_once: bool,
     started: HashMap<String, Instant>,
@@ -154,10 +155,14 @@ pub struct LogCap {
 }
 
 impl LogCap {
-    pub fn new(progress: Arc<dyn Progress>, granted: bool, denials: Denials) -> Self {
+    pub fn new(
+        progress: Arc<dyn Progress>,
+        gate: crate::caps::gate::Gate,
+        denials: Denials,
+    ) -> Self {
         LogCap {
             progress,
-            granted,
+            gate,
             denials,
             denied_once: false,
             started: HashMap::new(),
@@ -184,17 +189,24 @@ impl LogCap {
         &self.steps
     }
 
-    /// Whether the call may go on; records the first denial.
-    fn permitted(&mut self, call: &str) -> bool {
-        if !self.granted && !self.denied_once {
-            self.denied_once = true;
-            self.denials.deny(
-                "log",
-                call,
-                "log is not granted (further calls dropped silently)",
-            );
+    /// Whether the gate lets the call go on. A grant cannot change during a run, so
+    /// after the first denial (recorded by the gate) later calls are dropped silently.
+    async fn permitted(&mut self, function: &'static str) -> bool {
+        if self.denied_once {
+            return false;
         }
-        self.granted
+        let call = crate::caps::gate::Call::Plain {
+            interface: "log",
+            function,
+            target: function,
+        };
+        match self.gate.decide(call).await {
+            Ok(_) => true,
+            Err(_) => {
+                self.denied_once = true;
+                false
+            }
+        }
     }
 }
 
@@ -216,7 +228,7 @@ impl crate::wit::cmk::procedure::types::Host for LogCap {}
 
 impl Host for LogCap {
     async fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
-        if !self.permitted("log") {
+        if !self.permitted("log").await {
             return;
         }
         // Attributed: a guest's line never reads as the host's own.
@@ -239,7 +251,7 @@ impl Host for LogCap {
     }
 
     async fn step_begin(&mut self, name: String, detail: String) {
-        if !self.permitted("step-begin") {
+        if !self.permitted("step-begin").await {
             return;
         }
         if let Some(hook) = &self.hook {
@@ -256,7 +268,7 @@ impl Host for LogCap {
     }
 
     async fn step_end(&mut self, name: String, outcome: Outcome, detail: String) {
-        if !self.permitted("step-end") {
+        if !self.permitted("step-end").await {
             return;
         }
         if let Some(hook) = &self.hook {

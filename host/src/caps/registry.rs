@@ -103,7 +103,7 @@ pub const REGISTRY: &[Row] = &[
         grant: Some(Capability::Log),
         counts: ONE,
         effect: Effect::Record,
-        enforced: "caps/log.rs (grant, text bounds)",
+        enforced: "gate::decide (grant); caps/log.rs (text bounds, one denial recorded)",
     },
     Row {
         interface: "log",
@@ -111,7 +111,7 @@ pub const REGISTRY: &[Row] = &[
         grant: Some(Capability::Log),
         counts: ONE,
         effect: Effect::Record,
-        enforced: "caps/log.rs (grant, text bounds)",
+        enforced: "gate::decide (grant); caps/log.rs (text bounds, one denial recorded)",
     },
     Row {
         interface: "log",
@@ -119,7 +119,7 @@ pub const REGISTRY: &[Row] = &[
         grant: Some(Capability::Log),
         counts: ONE,
         effect: Effect::Record,
-        enforced: "caps/log.rs (grant, text bounds)",
+        enforced: "gate::decide (grant); caps/log.rs (text bounds, one denial recorded)",
     },
     Row {
         interface: "journal",
@@ -151,7 +151,7 @@ pub const REGISTRY: &[Row] = &[
         grant: Some(Capability::Confirm),
         counts: "1 host call; a yes authorises one irreversible request",
         effect: Effect::Ask,
-        enforced: "caps/confirm.rs (grant, who answers, the host's question)",
+        enforced: "gate::decide (grant); caps/confirm.rs (who answers, the host's question)",
     },
     Row {
         interface: "hooks",
@@ -159,7 +159,7 @@ pub const REGISTRY: &[Row] = &[
         grant: None,
         counts: "1 host call; each hook's call within its [[hooks]] timeout_secs",
         effect: Effect::Read,
-        enforced: "caps/hooks.rs (the site's hooks, in order; a veto stops the step)",
+        enforced: "gate::decide; caps/hooks.rs (the site's hooks, in order; a veto stops the run at the gate)",
     },
     Row {
         interface: "hooks",
@@ -167,7 +167,7 @@ pub const REGISTRY: &[Row] = &[
         grant: None,
         counts: "1 host call; each hook's call within its [[hooks]] timeout_secs",
         effect: Effect::Read,
-        enforced: "caps/hooks.rs",
+        enforced: "gate::decide; caps/hooks.rs",
     },
     Row {
         interface: "guard",
@@ -305,6 +305,16 @@ mod tests {
         );
         let functions: BTreeSet<_> = wit_functions(wit).into_iter().collect();
         assert!(functions.difference(&table()).any(|(_, f)| f == "delete"));
+    }
+
+    #[test]
+    fn every_function_a_component_imports_passes_the_gate() {
+        for r in REGISTRY
+            .iter()
+            .filter(|r| !matches!(r.effect, Effect::Export))
+        {
+            assert!(r.enforced.contains("gate::decide"), "{r:?}");
+        }
     }
 
     #[test]

@@ -369,16 +369,13 @@ impl Runtime {
                 .with_audit(audit.clone()),
             restart: RestartCap::new(site.restart.clone(), lister, gate.clone(), denials.clone())
                 .with_audit(audit.clone()),
-            log: LogCap::new(
-                options.progress.clone(),
-                grants.allows(Capability::Log),
-                denials.clone(),
-            )
-            .with_audit(audit.clone()),
+            log: LogCap::new(options.progress.clone(), gate.clone(), denials.clone())
+                .with_audit(audit.clone()),
             journal: JournalCap::new(journal, options.plan, gate.clone(), denials.clone())
                 .with_audit(audit.clone()),
-            confirm: ConfirmCap::new(confirmations),
-            hooks: HooksCap::new(hooks, options.stop.clone()).with_audit(audit.clone()),
+            confirm: ConfirmCap::new(confirmations, gate.clone()),
+            hooks: HooksCap::new(hooks, options.stop.clone(), gate.clone())
+                .with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.enforcer);
@@ -563,14 +560,14 @@ impl Runtime {
             http: HttpCap::new(
                 shared.client.clone(),
                 shared.policy.clone(),
-                gate,
+                gate.clone(),
                 addresses,
                 shared.denials.clone(),
             )
             .with_audit(shared.audit.clone()),
             log: LogCap::new(
                 shared.progress.clone(),
-                grants.allows(Capability::Log),
+                gate.clone(),
                 shared.denials.clone(),
             )
             .for_hook(&config.name),
