@@ -184,7 +184,7 @@ impl Confirmations {
                 );
             }
             if held.yeses.pop().is_some() {
-                tracing::warn!(request = target, "irreversible request confirmed");
+                tracing::info!(request = target, "irreversible request confirmed");
                 return Ok(());
             }
         }
