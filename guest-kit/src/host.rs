@@ -41,3 +41,18 @@ pub trait Act: Read {
     /// The site's hooks, after `step` ended.
     fn hook_after(&mut self, step: &str, outcome: Outcome, observed: &[(&str, &str)]);
 }
+
+/// The step progress a test fake records, as `begin NAME` and `end NAME Outcome`
+/// lines: one spelling for every guest's unit tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProgressLog(pub Vec<String>);
+
+impl ProgressLog {
+    pub fn begin(&mut self, name: &str) {
+        self.0.push(format!("begin {name}"));
+    }
+
+    pub fn end(&mut self, name: &str, outcome: Outcome) {
+        self.0.push(format!("end {name} {outcome:?}"));
+    }
+}

@@ -40,7 +40,7 @@ pub struct Fake {
     pub now: Duration,
     pub sleeps: Vec<Duration>,
     /// `begin <name>` / `end <name> <outcome>`.
-    pub progress: Vec<String>,
+    pub progress: guest_kit::host::ProgressLog,
     /// The host's journal (kept across runs on the same fake).
     pub journal: BTreeMap<String, String>,
     /// Journal writes fail with this message.
@@ -78,7 +78,7 @@ impl Fake {
             restarts: 0,
             now: Duration::ZERO,
             sleeps: Vec::new(),
-            progress: Vec::new(),
+            progress: Default::default(),
             journal: BTreeMap::new(),
             journal_broken: None,
             confirm_answer: Ok(()),
@@ -263,11 +263,11 @@ impl Read for Fake {
     fn log(&mut self, _level: Level, _message: &str, _fields: &[(&str, &str)]) {}
 
     fn step_begin(&mut self, name: &str, _detail: &str) {
-        self.progress.push(format!("begin {name}"));
+        self.progress.begin(name);
     }
 
     fn step_end(&mut self, name: &str, outcome: Outcome, _detail: &str) {
-        self.progress.push(format!("end {name} {outcome:?}"));
+        self.progress.end(name, outcome);
     }
 }
 

@@ -23,7 +23,7 @@ pub struct Fake {
     pub urls: Vec<String>,
     pub now: Duration,
     pub sleeps: Vec<Duration>,
-    pub progress: Vec<String>,
+    pub progress: guest_kit::host::ProgressLog,
 }
 
 impl Fake {
@@ -52,7 +52,7 @@ impl Fake {
             urls: Vec::new(),
             now: Duration::ZERO,
             sleeps: Vec::new(),
-            progress: Vec::new(),
+            progress: Default::default(),
         }
     }
 
@@ -106,11 +106,11 @@ impl Read for Fake {
     fn log(&mut self, _: Level, _: &str, _: &[(&str, &str)]) {}
 
     fn step_begin(&mut self, name: &str, _: &str) {
-        self.progress.push(format!("begin {name}"));
+        self.progress.begin(name);
     }
 
     fn step_end(&mut self, name: &str, outcome: Outcome, _: &str) {
-        self.progress.push(format!("end {name} {outcome:?}"));
+        self.progress.end(name, outcome);
     }
 }
 

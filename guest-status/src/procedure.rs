@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(report.version_after, Some(1));
         assert_eq!(report.pods, 3);
         assert_eq!(fake.batches, 1, "one batch for every pod");
-        assert_eq!(fake.progress.len(), 12, "every step begins and ends");
+        assert_eq!(fake.progress.0.len(), 12, "every step begins and ends");
     }
 
     #[test]

@@ -86,7 +86,7 @@ fn rotates_in_the_documented_order() {
         .iter()
         .flat_map(|s| [format!("begin {s}"), format!("end {s} Done")])
         .collect();
-    assert_eq!(fake.progress, expected);
+    assert_eq!(fake.progress.0, expected);
 }
 
 #[test]
