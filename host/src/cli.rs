@@ -253,19 +253,8 @@ pub struct RunArgs {
     /// (`-`: standard error), for tools that follow a run (schema: docs/json.md).
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
-    /// Run a component that is not signed; only when the site file has
-    /// `[trust] allow_unsigned = true`. Warned about on every run.
-    #[arg(long)]
-    pub allow_unsigned: bool,
-    /// A detached signature (from `sign --detached`), for a component without one.
-    #[arg(long, value_name = "FILE")]
-    pub signature: Option<PathBuf>,
-    /// Compile the component every time; neither read nor write the precompile cache.
-    #[arg(long, conflicts_with = "cache_dir")]
-    pub no_cache: bool,
-    /// The precompile cache [default: $XDG_CACHE_HOME/cmk-host or ~/.cache/cmk-host].
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Answer yes to the confirmation before the point of no return (activation),
     /// for automation. Without it, and without a terminal, the run stops before it.
     #[arg(long)]
@@ -326,18 +315,8 @@ pub struct FleetRunArgs {
     /// A procedure parameter for every cluster; overrides each site's [params].
     #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
-    /// Run a component that is not signed (only for sites with allow_unsigned).
-    #[arg(long)]
-    pub allow_unsigned: bool,
-    /// A detached signature for the component.
-    #[arg(long, value_name = "FILE")]
-    pub signature: Option<PathBuf>,
-    /// Compile the component; neither read nor write the precompile cache.
-    #[arg(long, conflicts_with = "cache_dir")]
-    pub no_cache: bool,
-    /// The precompile cache [default: $XDG_CACHE_HOME/cmk-host or ~/.cache/cmk-host].
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
 #[derive(Args, Debug)]
@@ -393,6 +372,45 @@ pub struct JobArgs {
     /// The site files, in the order the shards count them.
     #[arg(value_name = "SITE.toml", required = true)]
     pub sites: Vec<PathBuf>,
+}
+
+/// How `run` and `fleet` admit and load the component.
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Run a component that is not signed; only when the site file has
+    /// `[trust] allow_unsigned = true`. Warned about on every run.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// A detached signature (from `sign --detached`), for a component without one.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// Compile the component every time; neither read nor write the precompile cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+    /// The precompile cache [default: $XDG_CACHE_HOME/cmk-host or ~/.cache/cmk-host].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    /// The detached signature's bytes, read before anything runs.
+    fn detached(&self) -> Result<Option<Vec<u8>>, Failure> {
+        self.signature
+            .as_deref()
+            .map(|path| launch::read_file("signature", path))
+            .transpose()
+    }
+
+    /// How the component is admitted and loaded, given the detached signature.
+    fn launch<'a>(&self, detached: Option<&'a [u8]>) -> Launch<'a> {
+        Launch {
+            trust: trust::Request {
+                allow_unsigned: self.allow_unsigned,
+                detached,
+            },
+            cache: launch::open_cache(self.no_cache, self.cache_dir.clone()),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -623,17 +641,8 @@ async fn run_component(
 ) -> Result<RunReport, Failure> {
     let site = Site::load(&args.site)?;
     let bytes = launch::read_file("component", &args.component)?;
-    let detached = match &args.signature {
-        Some(path) => Some(launch::read_file("signature", path)?),
-        None => None,
-    };
-    let launch = Launch {
-        trust: trust::Request {
-            allow_unsigned: args.allow_unsigned,
-            detached: detached.as_deref(),
-        },
-        cache: launch::open_cache(args.no_cache, args.cache_dir),
-    };
+    let detached = args.load.detached()?;
+    let launch = args.load.launch(detached.as_deref());
     let state_dir = launch::state_dir(&site)?;
     let options = RunOptions {
         plan: args.plan,
@@ -710,17 +719,8 @@ async fn fleet_component(
         .component
         .ok_or_else(|| Failure::Usage("fleet: --component is required".into()))?;
     let bytes = launch::read_file("component", &component)?;
-    let detached = match &args.signature {
-        Some(path) => Some(launch::read_file("signature", path)?),
-        None => None,
-    };
-    let launch = Launch {
-        trust: trust::Request {
-            allow_unsigned: args.allow_unsigned,
-            detached: detached.as_deref(),
-        },
-        cache: launch::open_cache(args.no_cache, args.cache_dir),
-    };
+    let detached = args.load.detached()?;
+    let launch = args.load.launch(detached.as_deref());
     let options = crate::fleet::FleetOptions {
         component,
         sites: args.sites,
