@@ -603,13 +603,30 @@ pub fn main() -> u8 {
 }
 
 async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {
-    let (json, site) = (args.json, args.site.clone());
-    let events = match open_events(args.events.as_deref()) {
+    let (json, site, events) = (args.json, args.site.clone(), args.events.clone());
+    concluded(json, &site, events.as_deref(), |events| {
+        run_component(args, terminal, events)
+    })
+    .await
+}
+
+/// Opens `--events FILE`, runs `body` with it, and concludes: one document on every
+/// exit with `--json`, the closing event last (`launch::conclude`).
+async fn concluded<Fut>(
+    json: bool,
+    site: &Path,
+    events: Option<&Path>,
+    body: impl FnOnce(Events) -> Fut,
+) -> u8
+where
+    Fut: std::future::Future<Output = Result<RunReport, Failure>>,
+{
+    let events = match open_events(events) {
         Ok(events) => events,
-        Err(failure) => return launch::conclude(Err(failure), json, &Events::default(), &site),
+        Err(failure) => return launch::conclude(Err(failure), json, &Events::default(), site),
     };
-    let result = run_component(args, terminal, &events).await;
-    launch::conclude(result, json, &events, &site)
+    let result = body(events.clone()).await;
+    launch::conclude(result, json, &events, site)
 }
 
 /// `--events FILE`, opened before anything runs.
@@ -637,7 +654,7 @@ fn progress(terminal: &ui::Terminal, events: &Events) -> std::sync::Arc<dyn Prog
 async fn run_component(
     args: RunArgs,
     terminal: &ui::Terminal,
-    events: &Events,
+    events: Events,
 ) -> Result<RunReport, Failure> {
     let site = Site::load(&args.site)?;
     let bytes = launch::read_file("component", &args.component)?;
@@ -649,32 +666,30 @@ async fn run_component(
         params: args.params,
         limits: site.limits.clone(),
         grants: site.grants(),
-        progress: progress(terminal, events),
+        progress: progress(terminal, &events),
         state_dir,
         answerer: Answerer::detect(args.yes),
         stop: on_interrupt(),
         hooks: Vec::new(),
         signer: None,
         key_id: None,
-        events: events.clone(),
+        events,
     };
     launch::execute(&bytes, &args.component, &site, &launch, options).await
 }
 
 async fn status(args: StatusArgs, terminal: &ui::Terminal) -> u8 {
-    let (json, site) = (args.json, args.site.clone());
-    let events = match open_events(args.events.as_deref()) {
-        Ok(events) => events,
-        Err(failure) => return launch::conclude(Err(failure), json, &Events::default(), &site),
-    };
-    let result = status_of(args, terminal, &events).await;
-    launch::conclude(result, json, &events, &site)
+    let (json, site, events) = (args.json, args.site.clone(), args.events.clone());
+    concluded(json, &site, events.as_deref(), |events| {
+        status_of(args, terminal, events)
+    })
+    .await
 }
 
 async fn status_of(
     args: StatusArgs,
     terminal: &ui::Terminal,
-    events: &Events,
+    events: Events,
 ) -> Result<RunReport, Failure> {
     let site = Site::load(&args.site)?;
     let options = RunOptions {
@@ -682,14 +697,14 @@ async fn status_of(
         params: args.params,
         limits: site.limits.clone(),
         grants: site.grants(),
-        progress: progress(terminal, events),
+        progress: progress(terminal, &events),
         state_dir: launch::state_dir(&site)?,
         answerer: Answerer::Nobody,
         stop: on_interrupt(),
         hooks: Vec::new(),
         signer: None,
         key_id: None,
-        events: events.clone(),
+        events,
     };
     let origin = Path::new("<bundled guest-status>");
     // Compiled into the binary: the precompile cache would only add a disk write.
