@@ -74,6 +74,9 @@ pub fn serve(
                             continue;
                         }
                     };
+                    // As real servers do (nginx's tcp_nodelay): a response written after the
+                    // TLS session tickets must not wait for the client's delayed ACK.
+                    let _ = stream.set_nodelay(true);
                     let acceptor = acceptor.clone();
                     let service = TowerToHyperService::new(router.clone());
                     let name = name.clone();
