@@ -19,6 +19,13 @@
 //! record is found by reading back from the end, whatever its size, so no record a
 //! run wrote can stop a later run from starting. Every record names the run's
 //! signer and key id. The file is created 0600, its folder 0700.
+//!
+//! Durability: a record of anything that changes the cluster, the Lease, the
+//! journal, or that was refused, is synced to disk before the call it records
+//! returns to the component. A record of a read that succeeded (an HTTP GET, a pod
+//! list) or of a step's progress is written at once but reaches the disk with the
+//! next synced record, at the run's end at the latest: a host killed in between
+//! loses at most the reads since the last change, never a change.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -117,9 +124,24 @@ struct Writer {
     file: std::fs::File,
     /// The hash of the last record this run wrote.
     head: String,
+    /// Where this run's last record ended and its `seq`: while the file is that long,
+    /// nobody appended since, and the chain goes on without reading the file back.
+    end: Option<(u64, u64)>,
+    /// Records written since the last sync.
+    unsynced: bool,
     ctx: RunContext,
     /// `--events`: each record, as it is appended.
     events: crate::events::Events,
+}
+
+impl Drop for Writer {
+    /// Reads recorded after the last synced record reach the disk when the trail
+    /// closes, however the run ended (its last record, `run end`, is synced anyway).
+    fn drop(&mut self) {
+        if self.unsynced {
+            let _ = self.file.sync_data();
+        }
+    }
 }
 
 /// The audit trail of one run; cheap to clone, shared by the capabilities. The
@@ -139,6 +161,19 @@ pub struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
+    /// Whether the record may wait for the next sync (see the module's
+    /// "Durability"): a read that succeeded, or a step's progress.
+    fn may_wait(&self) -> bool {
+        match (self.kind, self.capability) {
+            ("step", _) => true,
+            ("call", "pods") => self.outcome.starts_with("ok"),
+            ("call", "http") => {
+                self.target.starts_with("GET ") && self.outcome.bytes().all(|b| b.is_ascii_digit())
+            }
+            _ => false,
+        }
+    }
+
     pub fn call(capability: &'a str, target: &'a str, outcome: &'a str, duration_ms: u64) -> Self {
         Entry {
             kind: "call",
@@ -244,6 +279,8 @@ impl Audit {
             path: path.to_path_buf(),
             file,
             head,
+            end: None,
+            unsynced: false,
             ctx,
             events: crate::events::Events::default(),
         })))))
@@ -257,10 +294,10 @@ impl Audit {
         self
     }
 
-    /// Appends one record and syncs it. The file is locked while the last record
-    /// is read and the new one appended, so that runs sharing a trail (a plan next
-    /// to a rotation) extend one chain. A failure is logged, never fatal to the
-    /// call being recorded.
+    /// Appends one record, and syncs it unless it may wait (see the module's
+    /// "Durability"). The file is locked while the last record is found and the new
+    /// one appended, so that runs sharing a trail (a plan next to a rotation) extend
+    /// one chain. A failure is logged, never fatal to the call being recorded.
     pub fn record(&self, entry: Entry<'_>) {
         // The sync blocks: the worker's other tasks move meanwhile.
         crate::blocking::off_worker(|| self.record_here(entry))
@@ -270,15 +307,18 @@ impl Audit {
         let Some(w) = &self.0 else { return };
         let mut w = w.lock().expect("audit lock");
         let w = &mut *w;
+        let sync = !entry.may_wait();
         let written = (|| -> std::io::Result<(String, serde_json::Value)> {
             w.file.lock()?;
             let result = (|| {
-                let Tail {
-                    seq,
-                    hash: prev,
-                    needs_newline,
-                    ..
-                } = tail(&mut w.file)?;
+                let len = w.file.metadata()?.len();
+                let (seq, prev, needs_newline) = match w.end {
+                    Some((end, seq)) if end == len => (seq, w.head.clone(), false),
+                    _ => {
+                        let t = tail(&mut w.file)?;
+                        (t.seq, t.hash, t.needs_newline)
+                    }
+                };
                 let mut cut = BTreeMap::new();
                 let (target, c) = bounded(entry.target, MAX_TARGET);
                 cut.extend(c.map(|c| ("target".to_string(), c)));
@@ -312,8 +352,13 @@ impl Audit {
                 };
                 let (line, hash) = seal(&record).map_err(std::io::Error::other)?;
                 let lead = if needs_newline { "\n" } else { "" };
-                w.file.write_all(format!("{lead}{line}\n").as_bytes())?;
-                w.file.sync_data()?;
+                let text = format!("{lead}{line}\n");
+                w.file.write_all(text.as_bytes())?;
+                w.end = Some((len + text.len() as u64, record.seq));
+                if sync {
+                    w.file.sync_data()?;
+                }
+                w.unsynced = !sync;
                 let event = if w.events.is_on() {
                     serde_json::to_value(&record).unwrap_or_default()
                 } else {
@@ -764,6 +809,79 @@ mod tests {
             key_id: None,
         };
         assert!(Audit::open(&path, ctx).is_err());
+    }
+
+    #[test]
+    fn only_successful_reads_and_steps_wait_for_the_next_sync() {
+        let step = Entry {
+            kind: "step",
+            capability: "log",
+            target: "propose",
+            outcome: "done",
+            duration_ms: 0,
+            detail: None,
+            body: None,
+        };
+        assert!(step.may_wait());
+        for (capability, target, outcome) in [
+            ("http", "GET https://10.0.0.1:4444/cluster/v1/key", "200"),
+            ("http", "GET https://10.0.0.1:4444/cluster/v1/key", "503"),
+            ("pods", "sdkms/app=sdkms", "ok: 3 pods"),
+        ] {
+            assert!(
+                Entry::call(capability, target, outcome, 0).may_wait(),
+                "{capability} {target} {outcome}"
+            );
+        }
+        for (capability, target, outcome) in [
+            (
+                "http",
+                "POST https://10.0.0.1:4444/cluster/v1/key/propose",
+                "204",
+            ),
+            ("http", "GET https://10.0.0.9:4444/cluster/v1/key", "denied"),
+            (
+                "http",
+                "GET https://10.0.0.1:4444/cluster/v1/key",
+                "timeout",
+            ),
+            ("pods", "sdkms/app=sdkms", "denied"),
+            ("restart", "/opt/restart.sh", "ok"),
+            ("journal", "set rotation", "ok"),
+            ("lease", "cmk-host-rotation", "taken"),
+            ("confirm", "activate", "yes (--yes)"),
+            ("run", "end", "done"),
+        ] {
+            assert!(
+                !Entry::call(capability, target, outcome, 0).may_wait(),
+                "{capability} {target} {outcome} must be synced at once"
+            );
+        }
+    }
+
+    #[test]
+    fn two_runs_appending_in_turn_extend_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit/c.jsonl");
+        let ctx = |run: &str| RunContext {
+            run_id: run.into(),
+            cluster: "c".into(),
+            component_sha256: "ab".into(),
+            signer: None,
+            key_id: None,
+        };
+        let (a, b) = (
+            Audit::open(&path, ctx("a")).unwrap(),
+            Audit::open(&path, ctx("b")).unwrap(),
+        );
+        for i in 0..3 {
+            a.record(Entry::call("http", &format!("GET a{i}"), "200", 0));
+            a.record(Entry::call("http", &format!("POST a{i}"), "204", 0));
+            b.record(Entry::call("http", &format!("GET b{i}"), "200", 0));
+        }
+        drop((a, b));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(matches!(verify(&text), Verdict::Intact(9, _)), "{text}");
     }
 
     #[test]
