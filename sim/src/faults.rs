@@ -31,6 +31,9 @@ pub struct Faults {
     /// Every write of a Lease (create or replace) answers 500: the host cannot renew
     /// the Lease it holds, and must stop changing the cluster once it expires.
     pub fail_lease_writes: bool,
+    /// Every watch (`?watch=true`) answers 403 Forbidden, as for a Role without the
+    /// `watch` verb: clients must read the objects instead.
+    pub refuse_watch: bool,
 }
 
 impl Faults {

@@ -125,6 +125,13 @@ async fn handle(
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e),
     };
     let table = kubectl::wants_table(&headers);
+    if is_watch(&query) && shared.state().faults.refuse_watch {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("injected fault: the Role has no watch verb ({path})"),
+        );
+    }
     let route = match segments.as_slice() {
         ["api", "v1", "namespaces", ns, "pods"] => Route::ListPods(Some(ns)),
         ["api", "v1", "pods"] => Route::ListPods(None),
@@ -178,6 +185,9 @@ async fn handle(
             "MethodNotAllowed",
             format!("the server does not allow this method on the requested resource ({path})"),
         );
+    }
+    if method == Method::GET && matches!(route, Route::Workload(..) | Route::Deployment(..)) {
+        shared.state().workload_reads += 1;
     }
     match route {
         Route::ListPods(ns) => {
@@ -379,6 +389,11 @@ fn to_values<T: serde::Serialize>(items: &[T]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `?watch=true`.
+fn is_watch(query: &BTreeMap<String, String>) -> bool {
+    query.get("watch").is_some_and(|w| w == "true" || w == "1")
+}
+
 /// A list endpoint's answer: a watch of the list (`?watch=true`), a `Table` of it
 /// (`kubectl get`), or the list itself. `list` reads the current items.
 fn answer_list<T, F>(
@@ -391,7 +406,7 @@ where
     T: k8s_openapi::ListableResource + serde::Serialize,
     F: Fn(&Shared) -> (Vec<T>, u64) + Send + Sync + 'static,
 {
-    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+    if is_watch(query) {
         let request = kubectl::WatchRequest {
             since: query.get("resourceVersion").and_then(|v| v.parse().ok()),
             timeout: query

@@ -170,6 +170,8 @@ pub(crate) struct State {
     pub workload: workload::Workload,
     /// Rolling restarts started so far (for the `fail_restart` fault).
     pub restarts_started: u32,
+    /// GETs of the workload (StatefulSet or Deployment) by name, watches aside.
+    pub workload_reads: u32,
     /// Bumped on every change of the pod list (the list's resourceVersion).
     pub resource_version: u64,
     /// `coordination.k8s.io/v1` Leases.
@@ -474,6 +476,7 @@ impl Shared {
             version: st.db.version(),
             proposal: st.db.proposal().map(str::to_string),
             restarts_started: st.restarts_started,
+            workload_reads: st.workload_reads,
         }
     }
 
@@ -555,6 +558,7 @@ impl Sim {
                 slots: BTreeMap::new(),
                 workload: workload::Workload::new(uuid_like()),
                 restarts_started: 0,
+                workload_reads: 0,
                 resource_version: 1,
                 leases: lease::Leases::default(),
             }),

@@ -62,6 +62,10 @@ pub struct Oracle {
     /// Rolling restarts started so far; more than `restarts.len()` while one runs.
     #[serde(default)]
     pub restarts_started: u32,
+    /// GETs of the workload by name (a client following a rollout by reading it
+    /// rather than watching it).
+    #[serde(default)]
+    pub workload_reads: u32,
 }
 
 pub const PROPOSE: &str = "/cluster/v1/key/propose";
@@ -164,6 +168,7 @@ mod tests {
             version: 2,
             proposal: None,
             restarts_started: 1,
+            workload_reads: 0,
         };
         assert_eq!(o.mutations().len(), 4);
         assert_eq!(o.proposes().len(), 1);

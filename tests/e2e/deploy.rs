@@ -82,7 +82,7 @@ fn the_role_grants_only_what_the_host_uses() {
         verbs,
         [
             "[\"list\"]",
-            "[\"get\", \"patch\"]",
+            "[\"get\", \"patch\", \"watch\"]",
             "[\"create\"]",
             "[\"get\", \"update\"]"
         ]

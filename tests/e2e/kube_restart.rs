@@ -3,7 +3,7 @@
 //! the wait on the workload's status), passing the same oracle checks as the
 //! restart by command.
 
-use cmk_sim::{SimConfig, WorkloadKind};
+use cmk_sim::{Faults, Oracle, SimConfig, WorkloadKind};
 use cmk_tests::{Cluster, ROTATE_WASM, assert_rotated_once, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
@@ -20,8 +20,14 @@ fn rollout_site(cluster: &Cluster, workload: &str) -> String {
 }
 
 async fn rotate_by_rollout(kind: WorkloadKind, workload: &str) {
+    rotate_by_rollout_with(kind, workload, Faults::default()).await;
+}
+
+/// Rotates by rollouts of `workload`; returns the oracle.
+async fn rotate_by_rollout_with(kind: WorkloadKind, workload: &str, faults: Faults) -> Oracle {
     let cluster = Cluster::start(SimConfig {
         workload: kind,
+        faults,
         ..SimConfig::pods(3)
     })
     .await;
@@ -42,6 +48,31 @@ async fn rotate_by_rollout(kind: WorkloadKind, workload: &str) {
     for ((name, old), (_, new)) in before.iter().zip(&after) {
         assert_ne!(old, new, "{name} kept its IP");
     }
+    cluster.oracle()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_is_followed_by_a_watch_not_by_reading_the_workload() {
+    let oracle = rotate_by_rollout_with(
+        WorkloadKind::StatefulSet,
+        "statefulset/sdkms",
+        Faults::default(),
+    )
+    .await;
+    assert_eq!(oracle.workload_reads, 0, "the status came by watch");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_without_watch_still_rotates_by_reading_the_workload() {
+    let faults = Faults {
+        refuse_watch: true,
+        ..Faults::default()
+    };
+    let oracle = rotate_by_rollout_with(WorkloadKind::Deployment, "deployment/sdkms", faults).await;
+    assert!(
+        oracle.workload_reads >= 2,
+        "read each rollout's status: {oracle:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

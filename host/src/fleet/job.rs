@@ -276,7 +276,7 @@ fn in_cluster_rbac(
             "apps",
             resource,
             Some(vec![workload.name.clone()]),
-            &["get", "patch"],
+            &["get", "patch", "watch"],
         ));
     }
     let role = Role {
