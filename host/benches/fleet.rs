@@ -3,16 +3,25 @@
 //!
 //!     cargo bench -p cmk-host --bench fleet --profile dev -- fleet 10 50 100
 //!     cargo bench -p cmk-host --bench fleet --profile dev -- pods 3 30 300
+//!     cargo bench -p cmk-host --bench fleet --profile dev -- --rollout fleet 10 50 100
 //!
 //! `fleet N`: N clusters of 3 pods. One cluster's rotation (`cmk-host run`), then
 //! one `cmk-host fleet --max-parallel N` over all N, then N separate `cmk-host run`
-//! processes at once: wall time of each, and peak RSS (the fleet process's; the sum
-//! of the N processes').
+//! processes at once: wall time of each, peak RSS (the fleet process's; the sum of
+//! the N processes'), and CPU time: the host's (with the restart commands it ran)
+//! and the simulators' (this process's).
 //!
 //! `pods P`: one cluster of P pods whose fetch answers after 50 ms. The host's time
 //! above the simulator's floor (two bare rolling restarts plus one fetch), and what
 //! an ideal parallel client (every pod at once, the host's own TLS client) spends on
 //! the same rounds of requests.
+//!
+//! `--rollout` (before the mode): the site files restart by Kubernetes rollout
+//! (`[restart] kind = "kubernetes"`, the StatefulSet) instead of the simulator's
+//! `restart.sh` (bash and curl, two processes per restart).
+//!
+//! `CMK_BENCH_WRAP="perf record -g -o FILE --"` runs the `fleet` process under that
+//! command (a profile of the fleet alone).
 //!
 //! Without arguments: `fleet 2` and `pods 3` (a smoke run).
 
@@ -32,12 +41,40 @@ struct Measured {
     code: i32,
     wall: Duration,
     max_rss_kib: i64,
+    /// User plus system CPU time of the child.
+    cpu: Duration,
+}
+
+fn cpu_of(usage: &libc::rusage) -> Duration {
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time this process (the simulators) has used so far.
+fn own_cpu() -> Duration {
+    // SAFETY: a zeroed rusage is a valid value for getrusage to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    cpu_of(&usage)
 }
 
 /// Starts `args`, to be reaped by [`reap`].
 fn spawn(args: &[String], cache: &Path) -> (std::process::Child, Instant) {
     // The subcommand, then the cache (before any `--`), then the rest.
-    let child = Command::new(BIN)
+    let wrap = std::env::var("CMK_BENCH_WRAP")
+        .ok()
+        .filter(|_| args[0] == "fleet");
+    let mut cmd = match &wrap {
+        Some(w) => {
+            let mut parts = w.split_whitespace();
+            let mut c = Command::new(parts.next().unwrap());
+            c.args(parts).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let child = cmd
         .arg("--log=warn")
         .args(&args[..1])
         .args(["--cache-dir", cache.to_str().unwrap()])
@@ -69,6 +106,7 @@ fn reap(child: std::process::Child, started: Instant) -> Measured {
         },
         wall,
         max_rss_kib: usage.ru_maxrss,
+        cpu: cpu_of(&usage),
     }
 }
 
@@ -90,6 +128,14 @@ async fn clusters(
         let sim = Sim::start(config.clone()).await.expect("simulator");
         let files = sim.write_files(&dir.join(format!("b{i}"))).expect("files");
         let text = std::fs::read_to_string(&files.site).unwrap();
+        let text = if rollout() {
+            cmk_tests::replace_restart(
+                &text,
+                "[restart]\nkind = \"kubernetes\"\nworkload = \"statefulset/sdkms\"\n\n",
+            )
+        } else {
+            text
+        };
         let text = text.replacen("name = \"sim\"", &format!("name = \"b{i}\""), 1)
             + &cmk_host::trust::signer_entry("bench", &public.display().to_string());
         std::fs::write(&files.site, text).unwrap();
@@ -97,6 +143,13 @@ async fn clusters(
         sims.push(sim);
     }
     (sims, sites)
+}
+
+/// `--rollout` was given.
+static ROLLOUT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn rollout() -> bool {
+    ROLLOUT.get().copied().unwrap_or(false)
 }
 
 fn mib(kib: i64) -> f64 {
@@ -125,7 +178,9 @@ async fn fleet(n: usize, component: &Path, public: &Path, cache: &Path) {
     // Twice: the first also fills the precompile cache; the second is measured.
     let warm = run_one(&rotate_args(component, &one_site[0]), cache);
     assert_eq!(warm.code, 0, "one cluster's rotation");
+    let sim_before = own_cpu();
     let single = run_one(&rotate_args(component, &one_site[0]), cache);
+    let single_sim = own_cpu() - sim_before;
     assert_eq!(single.code, 0, "one cluster's rotation, again");
     drop(one);
 
@@ -144,7 +199,9 @@ async fn fleet(n: usize, component: &Path, public: &Path, cache: &Path) {
     args.push(n.to_string());
     args.push("--".into());
     args.extend(sites.iter().map(|s| s.display().to_string()));
+    let sim_before = own_cpu();
     let fleet = run_one(&args, cache);
+    let fleet_sim = own_cpu() - sim_before;
     assert_eq!(fleet.code, 0, "the fleet run");
     for sim in &sims {
         assert_eq!(sim.oracle().activates().len(), 1, "one activate each");
@@ -160,6 +217,18 @@ async fn fleet(n: usize, component: &Path, public: &Path, cache: &Path) {
     let separate_wall = started.elapsed();
     assert!(separate.iter().all(|m| m.code == 0), "every separate run");
     let separate_rss: i64 = separate.iter().map(|m| m.max_rss_kib).sum();
+    let separate_cpu: Duration = separate.iter().map(|m| m.cpu).sum();
+    println!(
+        "fleet {n:>4}: CPU, host + simulator: one cluster {:.3} s + {:.3} s | fleet {:.3} s + {:.3} s \
+         ({:.1} ms + {:.1} ms per cluster) | {n} processes {:.3} s of host CPU",
+        single.cpu.as_secs_f64(),
+        single_sim.as_secs_f64(),
+        fleet.cpu.as_secs_f64(),
+        fleet_sim.as_secs_f64(),
+        fleet.cpu.as_secs_f64() * 1000.0 / n as f64,
+        fleet_sim.as_secs_f64() * 1000.0 / n as f64,
+        separate_cpu.as_secs_f64(),
+    );
     println!(
         "fleet {n:>4}: one cluster {:>6.2} s | fleet {:>6.2} s ({:.2}x) peak RSS {:>7.1} MiB | \
          {n} processes {:>6.2} s, peak RSS {:>7.1} MiB in all ({:.1} MiB each)",
@@ -237,10 +306,15 @@ async fn pods(p: usize, component: &Path, public: &Path, cache: &Path) {
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args: Vec<String> = std::env::args()
+    let mut args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    let by_rollout = args.first().is_some_and(|a| a == "--rollout");
+    if by_rollout {
+        args.remove(0);
+    }
+    ROLLOUT.set(by_rollout).expect("set once");
     let (mode, sizes): (&str, Vec<usize>) = match args.split_first() {
         Some((mode, sizes)) => (
             mode.as_str(),
@@ -257,8 +331,13 @@ async fn main() {
     let public = dir.path().join("bench.pub");
     let cache = dir.path().join("cache");
     println!(
-        "{} cores available; precompile cache warmed by the first run",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "{} cores available; precompile cache warmed by the first run; restart by {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        if rollout() {
+            "Kubernetes rollout"
+        } else {
+            "the simulator's restart.sh"
+        }
     );
     match mode {
         "fleet" => {
