@@ -15,6 +15,7 @@ use crate::frame::SiteError;
 use crate::report::RunReport;
 use crate::runtime::{Loaded, PreparedHook, RunError, RunOptions, Runtime};
 use crate::site::Site;
+use crate::trust::verify::Verifier;
 use crate::trust::{self, Admitted, Refusal};
 use crate::ui;
 
@@ -157,10 +158,11 @@ pub fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, Failure> {
         .map_err(|e| Failure::Usage(format!("cannot read {what} {}: {e}", path.display())))
 }
 
-/// Admit: verifies `bytes` against the site's trust before anything compiles them.
-/// `site_grants` are narrowed to the grants of the signer that verified them.
+/// Admit: verifies the verifier's bytes against the site's trust before anything
+/// compiles them. `site_grants` are narrowed to the grants of the signer that
+/// verified them.
 pub fn admit(
-    bytes: &[u8],
+    verifier: &Verifier<'_>,
     origin: &Path,
     site: &Site,
     launch: &Launch<'_>,
@@ -179,16 +181,17 @@ pub fn admit(
             );
         }
     }
-    let sha256 = crate::digest::sha256_hex(bytes);
-    let admitted =
-        trust::admit(bytes, &site.trust, site_grants, &launch.trust).map_err(|refusal| {
+    let sha256 = verifier.sha256();
+    let admitted = trust::admit_with(verifier, &site.trust, site_grants, &launch.trust).map_err(
+        |refusal| {
             let hint = match refusal {
                 Refusal::NotSigned => trust::unsigned_hint(&site.trust, &launch.trust),
                 _ => "",
             };
             tracing::debug!(component = %origin.display(), %sha256, "refused: {refusal}");
-            Failure::refusal(origin, &refusal, hint, Some(&sha256))
-        })?;
+            Failure::refusal(origin, &refusal, hint, Some(sha256))
+        },
+    )?;
     match (&admitted.signer, &admitted.key_id) {
         (Some(signer), Some(key_id)) => tracing::info!(
             component = %origin.display(),
@@ -239,7 +242,8 @@ pub async fn execute(
     options: RunOptions,
 ) -> Result<RunReport, Failure> {
     // Verify before compile: wasmtime only ever sees bytes a trusted key signed.
-    let admitted = admit(bytes, origin, site, launch, &options.grants)?;
+    let verifier = Verifier::new(bytes, launch.trust.detached);
+    let admitted = admit(&verifier, origin, site, launch, &options.grants)?;
     let runtime =
         Runtime::new().map_err(|e| Failure::Failed(format!("cannot start wasmtime: {e:#}")))?;
     let (loaded, cache_status) = compile(&runtime, bytes, origin, launch)?;

@@ -27,6 +27,7 @@ use crate::launch::{self, Failure, Launch, Ready};
 use crate::runtime::{Loaded, RunOptions, Runtime};
 use crate::site::Site;
 use crate::stop::Stop;
+use crate::trust::verify::Verifier;
 use crate::ui;
 
 pub use report::{ClusterRecord, FleetReport, Outcome};
@@ -117,8 +118,10 @@ pub async fn execute(
     // does not trust the signer, and no cluster has been contacted.
     let mut admitted = Vec::new();
     let mut refusals = Vec::new();
+    // Sites that trust the same signers verify the component once.
+    let verifier = Verifier::new(bytes, launch.trust.detached);
     for (site, _) in &sites {
-        match launch::admit(bytes, &options.component, site, launch, &site.grants()) {
+        match launch::admit(&verifier, &options.component, site, launch, &site.grants()) {
             Ok(a) => admitted.push(a),
             Err(f) => refusals.push(format!("site file {}: {f}", site.path.display())),
         }

@@ -206,8 +206,24 @@ pub fn admit(
     site_grants: &Grants,
     request: &Request<'_>,
 ) -> Result<Admitted, Refusal> {
+    admit_with(
+        &verify::Verifier::new(bytes, request.detached),
+        trust,
+        site_grants,
+        request,
+    )
+}
+
+/// [`admit`], with a verifier that may already have verified the same bytes with
+/// the same keys (a fleet's other sites). `request.detached` is the verifier's.
+pub fn admit_with(
+    verifier: &verify::Verifier<'_>,
+    trust: &Trust,
+    site_grants: &Grants,
+    request: &Request<'_>,
+) -> Result<Admitted, Refusal> {
     let keys: Vec<&VerifyingKey> = trust.signers.iter().map(|s| &s.key).collect();
-    match verify::verify(bytes, request.detached, &keys) {
+    match verifier.verify(&keys) {
         Ok(verified) => {
             let signer = &trust.signers[verified.key_index];
             Ok(Admitted {

@@ -67,6 +67,47 @@ pub struct Verified {
     pub key_id: KeyId,
 }
 
+/// One component's bytes (and detached signature) and the verifications made of
+/// them, remembered by the keys each was made with: the sites of a fleet that trust
+/// the same signers verify the bytes once. Each entry is keyed by the whole public
+/// keys, in order, so a site with other keys, or the same keys in another order
+/// (the first key that verifies names the signer), verifies afresh.
+pub struct Verifier<'a> {
+    bytes: &'a [u8],
+    detached: Option<&'a [u8]>,
+    done: std::sync::Mutex<Vec<(Vec<Vec<u8>>, Result<Verified, Refusal>)>>,
+    sha256: std::sync::OnceLock<String>,
+}
+
+impl<'a> Verifier<'a> {
+    pub fn new(bytes: &'a [u8], detached: Option<&'a [u8]>) -> Verifier<'a> {
+        Verifier {
+            bytes,
+            detached,
+            done: Default::default(),
+            sha256: Default::default(),
+        }
+    }
+
+    /// The SHA-256 of the bytes, in hex (computed once).
+    pub fn sha256(&self) -> &str {
+        self.sha256
+            .get_or_init(|| crate::digest::sha256_hex(self.bytes))
+    }
+
+    /// [`verify`] of the bytes with `keys`, once for each list of keys.
+    pub fn verify(&self, keys: &[&VerifyingKey]) -> Result<Verified, Refusal> {
+        let id: Vec<Vec<u8>> = keys.iter().map(|k| k.key.to_bytes()).collect();
+        let mut done = self.done.lock().expect("verifier lock");
+        if let Some((_, result)) = done.iter().find(|(k, _)| *k == id) {
+            return result.clone();
+        }
+        let result = verify(self.bytes, self.detached, keys);
+        done.push((id, result.clone()));
+        result
+    }
+}
+
 /// Checks the component preamble.
 fn check_preamble(bytes: &[u8]) -> Result<(), Refusal> {
     match bytes.get(..8) {
@@ -341,6 +382,36 @@ mod tests {
 
     fn component() -> &'static [u8] {
         crate::ROTATE_COMPONENT
+    }
+
+    #[test]
+    fn a_verifier_remembers_each_list_of_keys_apart() {
+        let (a, b) = (SigningKey::generate(), SigningKey::generate());
+        let signed = sign(component(), &a).unwrap();
+        let verifier = Verifier::new(&signed, None);
+        for _ in 0..2 {
+            assert_eq!(verifier.verify(&[a.public()]).unwrap().key_index, 0);
+            assert_eq!(
+                verifier.verify(&[b.public()]),
+                Err(Refusal::Untrusted(vec![a.id()])),
+                "another key is not the remembered one"
+            );
+            assert_eq!(
+                verifier
+                    .verify(&[b.public(), a.public()])
+                    .unwrap()
+                    .key_index,
+                1
+            );
+            assert_eq!(
+                verifier
+                    .verify(&[a.public(), b.public()])
+                    .unwrap()
+                    .key_index,
+                0
+            );
+        }
+        assert_eq!(verifier.sha256(), crate::digest::sha256_hex(&signed));
     }
 
     #[test]
