@@ -4,9 +4,14 @@
 //!
 //! The site's `[state] dir` (default: `$XDG_STATE_HOME/cmk-host`, else
 //! `~/.local/state/cmk-host`) holds one file per cluster name:
-//! `journal/<cluster>.json`. Every write replaces the file atomically (a temporary
-//! file in the same folder, synced, then renamed), so a host killed at any moment
-//! leaves either the old or the new journal, never a torn one. Sizes are limited so
+//! `journal/<cluster>.json`. Every write replaces the file atomically, so a host
+//! killed at any moment leaves either the old or the new journal, never a torn one:
+//! the new content goes to a spare file beside it (`.<cluster>.json.spare`),
+//! synced, and the two names are swapped in one rename (Linux `RENAME_EXCHANGE`),
+//! then the folder is synced. The spare then holds the previous content, and the
+//! next write reuses it: no file is created or deleted per write, which on some
+//! file systems (ext4 without a journal) costs more than the write itself. The
+//! first write, or a file system without the exchange, renames a new file instead. Sizes are limited so
 //! that a hostile guest cannot fill the disk. In plan mode writes stay in memory.
 
 use std::collections::BTreeMap;
@@ -114,9 +119,15 @@ impl Journal {
         &self.entries
     }
 
-    /// Writes the entries atomically: temp file in the same folder, fsync, rename.
+    /// Writes the entries atomically (see the module's doc).
     fn persist(&self, entries: &BTreeMap<String, String>) -> std::io::Result<()> {
         crate::blocking::off_worker(|| self.persist_here(entries))
+    }
+
+    /// The spare file the next content is written to before the swap.
+    fn spare_path(&self) -> PathBuf {
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        self.path.with_file_name(format!(".{name}.spare"))
     }
 
     fn persist_here(&self, entries: &BTreeMap<String, String>) -> std::io::Result<()> {
@@ -126,10 +137,13 @@ impl Journal {
             cluster: self.cluster.clone(),
             entries: entries.clone(),
         };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(&serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
+        let text = serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?;
+        if !self.path.exists() || !swap_in(&self.spare_path(), &self.path, &text)? {
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            tmp.write_all(&text)?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(&self.path).map_err(|e| e.error)?;
+        }
         // The rename itself is durable once the folder is synced.
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -160,6 +174,52 @@ impl Journal {
         self.entries = next;
         Ok(())
     }
+}
+
+/// Writes `text` into `spare` (the owner's alone, never through a symlink), syncs
+/// it, and swaps it with `path` in one rename. `Ok(false)`: the swap was refused
+/// (a file system without it), and nothing was renamed.
+fn swap_in(spare: &Path, path: &Path, text: &[u8]) -> std::io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(spare)?;
+    file.write_all(text)?;
+    file.sync_all()?;
+    exchange(spare, path)
+}
+
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let c =
+        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two NUL-terminated paths, resolved from the current directory.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r != 0 {
+        // Not supported here (EINVAL, ENOSYS; EXDEV on some overlays): the caller
+        // renames a new file instead, as every other file system gets.
+        tracing::debug!(error = %std::io::Error::last_os_error(), "RENAME_EXCHANGE refused");
+    }
+    Ok(r == 0)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<bool> {
+    Ok(false)
 }
 
 /// Why an update was not applied: over a size limit (the guest's doing), or the
@@ -353,6 +413,47 @@ mod tests {
         assert_eq!(again.entries().get("k").map(String::as_str), Some("v"));
         let other = Journal::open(dir.path(), "prod-us").unwrap();
         assert!(other.entries().is_empty());
+    }
+
+    #[test]
+    fn writes_swap_two_files_instead_of_making_a_new_one_each_time() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), "c").unwrap();
+        let mut inodes = std::collections::BTreeSet::new();
+        for i in 0..6 {
+            j.update(Permit::for_tests(), false, |e| {
+                e.insert("k".into(), format!("v{i}"));
+            })
+            .unwrap();
+            inodes.insert(std::fs::metadata(j.path()).unwrap().ino());
+            let again = Journal::open(dir.path(), "c").unwrap();
+            assert_eq!(again.entries()["k"], format!("v{i}"), "the latest write");
+        }
+        // Where the file system cannot swap two names, each write is a new file.
+        let swaps = {
+            let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+            std::fs::write(&x, "x").unwrap();
+            std::fs::write(&y, "y").unwrap();
+            exchange(&x, &y).unwrap()
+        };
+        if swaps {
+            assert_eq!(inodes.len(), 2, "the journal and its spare, swapped");
+        }
+        std::fs::remove_file(dir.path().join("x")).unwrap();
+        std::fs::remove_file(dir.path().join("y")).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [".c.json.spare", "c.json"],
+            "nothing else left behind"
+        );
+        let spare = std::fs::metadata(dir.path().join("journal/.c.json.spare")).unwrap();
+        assert_eq!(spare.permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
