@@ -295,8 +295,8 @@ pub(crate) fn table(
     })
 }
 
-/// How often a watch looks for a change.
-const WATCH_POLL: Duration = Duration::from_millis(20);
+/// The longest a watch waits for a change notice before it looks anyway.
+const WATCH_POLL: Duration = Duration::from_millis(500);
 /// The longest a watch stays open (clients ask for less, then watch again).
 const WATCH_MAX: Duration = Duration::from_secs(600);
 
@@ -358,19 +358,27 @@ pub(crate) fn watch(
                 let chunk: Result<Bytes, std::convert::Infallible> = Ok(Bytes::from(first));
                 return Some((chunk, (shared, seen, list, None)));
             }
-            loop {
+            let current = loop {
                 if tokio::time::Instant::now() >= deadline {
                     return None;
                 }
+                // Registered before the state is read, so no change is missed.
+                let notified = shared.changed.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
                 let current = shared.state().resource_version;
                 if current > seen {
-                    let (objects, rv) = list(&shared);
-                    let lines: String = objects.iter().map(|o| event("MODIFIED", o)).collect();
-                    let chunk: Result<Bytes, std::convert::Infallible> = Ok(Bytes::from(lines));
-                    return Some((chunk, (shared, rv.max(current), list, None)));
+                    break current;
                 }
-                tokio::time::sleep(WATCH_POLL).await;
-            }
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep(WATCH_POLL) => {}
+                }
+            };
+            let (objects, rv) = list(&shared);
+            let lines: String = objects.iter().map(|o| event("MODIFIED", o)).collect();
+            let chunk: Result<Bytes, std::convert::Infallible> = Ok(Bytes::from(lines));
+            Some((chunk, (shared, rv.max(current), list, None)))
         },
     );
     let mut response = Response::new(Body::from_stream(stream));

@@ -219,6 +219,37 @@ pub(crate) struct Shared {
     /// One rolling restart at a time, as with a real StatefulSet.
     restart_lock: tokio::sync::Mutex<()>,
     closed: AtomicBool,
+    /// Woken whenever the state's resourceVersion moves (for watches).
+    pub changed: tokio::sync::Notify,
+}
+
+/// The locked state; when it is let go with a new resourceVersion, every watch
+/// waiting on [`Shared::changed`] wakes, as a real API server pushes the change.
+pub(crate) struct StateGuard<'a> {
+    guard: MutexGuard<'a, State>,
+    seen: u64,
+    changed: &'a tokio::sync::Notify,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if self.guard.resource_version != self.seen {
+            self.changed.notify_waiters();
+        }
+    }
 }
 
 /// Lock a mutex, ignoring poisoning: a panicking handler must not take the whole
@@ -235,8 +266,13 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 }
 
 impl Shared {
-    pub fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+    pub fn state(&self) -> StateGuard<'_> {
+        let guard = lock(&self.state);
+        StateGuard {
+            seen: guard.resource_version,
+            guard,
+            changed: &self.changed,
+        }
     }
 
     fn pod_names(&self) -> Vec<String> {
@@ -566,6 +602,7 @@ impl Sim {
             ips: Mutex::new(IpAlloc::random()),
             restart_lock: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
             config,
         });
         for name in shared.pod_names() {
