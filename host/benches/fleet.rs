@@ -13,7 +13,8 @@
 //! and the simulators' (this process's).
 //!
 //! `pods P`: one cluster of P pods whose fetch answers after 50 ms. The host's time
-//! above the simulator's floor (two bare rolling restarts plus one fetch), and what
+//! above the simulator's floor (two bare rolling restarts plus one fetch; the least
+//! of three rotations against the least of three floors), and what
 //! an ideal parallel client (every pod at once, the host's own TLS client) spends on
 //! the same rounds of requests.
 //!
@@ -36,6 +37,9 @@ use cmk_host::trust::keys::{self, SigningKey};
 use cmk_sim::{Faults, Sim, SimConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
+
+/// `pods P` takes the least of this many floors and of this many rotations.
+const ROUNDS: usize = 3;
 
 /// A finished child: its exit code, wall time and peak RSS (KiB).
 struct Measured {
@@ -258,18 +262,28 @@ async fn pods(p: usize, component: &Path, public: &Path, cache: &Path) {
     };
     // The floor: two bare rolling restarts (on a simulator of its own) plus one fetch.
     let (bare, _) = clusters(1, &config, &dir.path().join("bare"), public).await;
-    let t = Instant::now();
-    bare[0].rolling_restart().await.expect("restart");
-    bare[0].rolling_restart().await.expect("restart");
-    let floor = t.elapsed() + Duration::from_millis(50);
+    // Each the least of three: both vary by a few scheduling delays per pod.
+    let mut floor = Duration::MAX;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        bare[0].rolling_restart().await.expect("restart");
+        bare[0].rolling_restart().await.expect("restart");
+        floor = floor.min(t.elapsed() + Duration::from_millis(50));
+    }
     drop(bare);
 
     let (sims, sites) = clusters(1, &config, &dir.path().join("run"), public).await;
     // Twice: the first also fills the precompile cache; the second is measured.
     let warm = run_one(&rotate_args(component, &sites[0]), cache);
     assert_eq!(warm.code, 0, "the rotation");
-    let rotation = run_one(&rotate_args(component, &sites[0]), cache);
-    assert_eq!(rotation.code, 0, "the rotation, again");
+    let rotation = (0..ROUNDS)
+        .map(|_| {
+            let m = run_one(&rotate_args(component, &sites[0]), cache);
+            assert_eq!(m.code, 0, "the rotation, again");
+            m
+        })
+        .min_by_key(|m| m.wall)
+        .expect("rounds");
     let above = rotation.wall.saturating_sub(floor);
 
     // An ideal parallel client: one round of GETs to every pod at once, the host's
