@@ -12,6 +12,11 @@
 //!
 //! Only verified bytes get here: the signature is checked first, and the key is the
 //! digest of those exact bytes.
+//!
+//! The cache is bounded: it keeps the [`KEEP`] entries used last (a hit renews an
+//! entry's modification time) and removes older ones whenever it stores a new one,
+//! so a machine that runs many differently signed components (every `demo` signs
+//! with a new key) does not fill its disk, a megabyte per component.
 
 use std::fmt;
 use std::fs;
@@ -30,6 +35,9 @@ use crate::runtime::{Loaded, RunError, Runtime};
 
 /// The header of every entry the host writes, followed by the SHA-256 of the rest.
 const MAGIC: &[u8; 16] = b"cmk-host cache 1";
+
+/// Entries kept: the ones used last.
+pub const KEEP: usize = 32;
 
 /// What the cache did for one run (the log's `cache:` and the report's `cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,6 +72,7 @@ impl fmt::Display for CacheStatus {
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
+    keep: usize,
 }
 
 impl Cache {
@@ -98,7 +107,14 @@ impl Cache {
         }
         Ok(Cache {
             dir: dir.to_path_buf(),
+            keep: KEEP,
         })
+    }
+
+    /// Keeps `keep` entries instead of [`KEEP`].
+    pub fn keeping(mut self, keep: usize) -> Cache {
+        self.keep = keep.max(1);
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -131,6 +147,10 @@ impl Cache {
                 match unsafe { Component::deserialize(engine, &compiled) } {
                     Ok(component) => {
                         tracing::debug!(entry = %path.display(), "cache: hit");
+                        // Used now: the last to go when the cache is pruned.
+                        if let Ok(file) = fs::File::open(&path) {
+                            let _ = file.set_modified(std::time::SystemTime::now());
+                        }
                         return Ok((Loaded { component, sha256 }, CacheStatus::Hit));
                     }
                     Err(e) => {
@@ -157,14 +177,53 @@ impl Cache {
         let component = unsafe { Component::deserialize(engine, &compiled) }
             .map_err(|e| RunError::Invalid(format!("cannot load the compiled component: {e:#}")))?;
         let status = match write_entry(&self.dir, &path, &compiled) {
-            Ok(()) if discarded => CacheStatus::Discarded,
-            Ok(()) => CacheStatus::Stored,
+            Ok(()) if discarded => {
+                self.prune();
+                CacheStatus::Discarded
+            }
+            Ok(()) => {
+                self.prune();
+                CacheStatus::Stored
+            }
             Err(e) => {
                 tracing::warn!(entry = %path.display(), "cache: cannot store the compiled component: {e}");
                 CacheStatus::Miss
             }
         };
         Ok((Loaded { component, sha256 }, status))
+    }
+}
+
+impl Cache {
+    /// Removes every entry but the `keep` used last. Only names the host gives its
+    /// entries are touched; a failure is logged, never fatal.
+    fn prune(&self) {
+        let Ok(listing) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut entries: Vec<(std::time::SystemTime, PathBuf)> = listing
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok().filter(fs::Metadata::is_file)?;
+                Some((meta.modified().ok()?, e.path()))
+            })
+            .collect();
+        if entries.len() <= self.keep {
+            return;
+        }
+        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        let old = entries.split_off(self.keep);
+        for (_, path) in &old {
+            if let Err(e) = fs::remove_file(path) {
+                tracing::debug!(entry = %path.display(), "cache: cannot remove an old entry: {e}");
+            }
+        }
+        tracing::debug!(
+            removed = old.len(),
+            kept = self.keep,
+            "cache: removed the entries used least recently"
+        );
     }
 }
 
@@ -292,6 +351,31 @@ mod tests {
             fs::read_dir(&cache_dir).unwrap().count(),
             1,
             "no temp files left"
+        );
+    }
+
+    #[test]
+    fn the_cache_keeps_the_entries_used_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap().keeping(2);
+        let rt = runtime();
+        // Three components: the same code signed by three keys.
+        let [a, b, c] = std::array::from_fn(|_| {
+            let key = crate::trust::keys::SigningKey::generate();
+            crate::trust::verify::sign(crate::ROTATE_COMPONENT, &key).unwrap()
+        });
+        assert_eq!(cache.load(&rt, &a).unwrap().1, CacheStatus::Stored);
+        assert_eq!(cache.load(&rt, &b).unwrap().1, CacheStatus::Stored);
+        // A used again after B: B is now the one used least recently.
+        assert_eq!(cache.load(&rt, &a).unwrap().1, CacheStatus::Hit);
+        assert_eq!(cache.load(&rt, &c).unwrap().1, CacheStatus::Stored);
+        assert_eq!(fs::read_dir(cache.dir()).unwrap().count(), 2);
+        assert_eq!(cache.load(&rt, &a).unwrap().1, CacheStatus::Hit);
+        assert_eq!(cache.load(&rt, &c).unwrap().1, CacheStatus::Hit);
+        assert_eq!(
+            cache.load(&rt, &b).unwrap().1,
+            CacheStatus::Stored,
+            "B was removed"
         );
     }
 
