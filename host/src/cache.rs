@@ -212,7 +212,7 @@ impl Cache {
         if entries.len() <= self.keep {
             return;
         }
-        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
         let old = entries.split_off(self.keep);
         for (_, path) in &old {
             if let Err(e) = fs::remove_file(path) {

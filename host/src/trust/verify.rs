@@ -75,9 +75,12 @@ pub struct Verified {
 pub struct Verifier<'a> {
     bytes: &'a [u8],
     detached: Option<&'a [u8]>,
-    done: std::sync::Mutex<Vec<(Vec<Vec<u8>>, Result<Verified, Refusal>)>>,
+    done: std::sync::Mutex<Vec<Verification>>,
     sha256: std::sync::OnceLock<String>,
 }
+
+/// The public keys (whole, in order) and what verifying with them gave.
+type Verification = (Vec<Vec<u8>>, Result<Verified, Refusal>);
 
 impl<'a> Verifier<'a> {
     pub fn new(bytes: &'a [u8], detached: Option<&'a [u8]>) -> Verifier<'a> {
