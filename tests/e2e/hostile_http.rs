@@ -394,9 +394,10 @@ async fn a_pod_certificate_from_another_ca_is_a_typed_tls_error() {
     assert!(cluster.oracle().calls.is_empty(), "no request was sent");
 }
 
-/// Percent-encoded `/`, `\`, `.` and NUL in a request path, in any case, are
+/// Percent-encoded `/`, `\`, `.`, NUL and `%` in a request path, in any case, are
 /// refused before anything is sent: a pod's router could decode them after the
-/// allow-list read the path (`/cluster/v1/key/..%2f..%2fadmin` is `/cluster/admin`).
+/// allow-list read the path (`/cluster/v1/key/..%2f..%2fadmin` is `/cluster/admin`;
+/// decoded twice, `..%252f` is `../`).
 /// The pod sees the two control reads, nothing else; no other listener sees a thing.
 #[tokio::test(flavor = "multi_thread")]
 async fn encoded_traversal_in_a_path_is_denied_and_never_connects() {
@@ -416,6 +417,8 @@ async fn encoded_traversal_in_a_path_is_denied_and_never_connects() {
         (format!("GET {key}/..%5C..%5Cadmin"), "%5c"),
         (format!("GET {key}%00/admin"), "%00"),
         (format!("POST {key}/activate%00.json"), "%00"),
+        (format!("GET {key}/..%252f..%252fadmin"), "%25"),
+        (format!("POST {key}/%252e%252e/propose"), "%25"),
     ];
     let mut requests = vec![control.clone()];
     requests.extend(cases.iter().map(|(r, _)| r.clone()));
@@ -433,7 +436,7 @@ async fn encoded_traversal_in_a_path_is_denied_and_never_connects() {
             assert!(
                 detail.starts_with("denied: ")
                     && detail.contains(code)
-                    && detail.contains("encoded separators, dots and NUL are refused"),
+                    && detail.contains("encoded separators, dots, NUL and '%' are refused"),
                 "{batch} {request}: {detail}"
             );
         }

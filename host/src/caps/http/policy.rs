@@ -304,7 +304,7 @@ impl HttpPolicy {
         for path in [raw_path(raw), url.path()] {
             if let Some(what) = encoded_escape(path) {
                 return Err(format!(
-                    "path {path:?} holds {what}: encoded separators, dots and NUL are refused"
+                    "path {path:?} holds {what}: encoded separators, dots, NUL and '%' are refused"
                 ));
             }
         }
@@ -313,12 +313,15 @@ impl HttpPolicy {
 }
 
 /// The percent-encodings a pod's router may decode into a path separator, a dot
-/// segment or a string terminator after the allow-list was checked on the raw path.
+/// segment or a string terminator after the allow-list was checked on the raw path,
+/// and the encoded '%' that turns any of them into one more decoding away.
 const ENCODED: &[(&str, &str)] = &[
     ("%2f", "an encoded '/' (%2f)"),
     ("%5c", "an encoded '\\' (%5c)"),
     ("%2e", "an encoded '.' (%2e)"),
     ("%00", "an encoded NUL (%00)"),
+    // Decoded twice (a proxy, then the router), `%252f` is a '/'.
+    ("%25", "an encoded '%' (%25)"),
 ];
 
 /// What forbidden percent-encoding `path` holds, in any case, if one.
@@ -508,6 +511,8 @@ max_concurrency = 2"#,
             ("/..%5c..%5cadmin", "%5c"),
             ("/..%5C..%5Cadmin", "%5c"),
             ("/propose%00.json", "%00"),
+            ("/..%252f..%252fadmin", "%25"),
+            ("/%252E%252E/admin", "%25"),
         ] {
             let url = format!("{key}{suffix}");
             let err = policy().check(&url, &pods()).unwrap_err();
