@@ -830,7 +830,7 @@ fn on_interrupt() -> Stop {
         eprintln!(
             "\ninterrupted: stopping before the next change to the cluster (Ctrl-C again to exit now)"
         );
-        requested.request("interrupted (SIGINT)");
+        requested.interrupt("interrupted (SIGINT)");
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("interrupted twice: exiting now; run again to continue");
             std::process::exit(i32::from(exit::FAILED));

@@ -104,6 +104,9 @@ pub struct RunReport {
     /// Why the run was stopped before its end (SIGINT, a lost Lease).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// The stop was the operator's interrupt (SIGINT), not a reason found in a run.
+    #[serde(skip)]
+    pub interrupted: bool,
     /// What the component wrote to stdout and stderr (escaped: one line of text).
     #[serde(skip_serializing_if = "str::is_empty")]
     pub guest_output: ComponentText,
@@ -137,6 +140,7 @@ impl RunReport {
             audit_path: None,
             audit_head: None,
             stopped: None,
+            interrupted: false,
             guest_output: ComponentText::default(),
             unconfirmed: None,
         }
@@ -151,14 +155,10 @@ impl RunReport {
     /// stopped, and why a confirmation was not given. Every stop short of the end is
     /// exit 1 ("failed or aborted safely").
     pub fn conclude(&mut self) {
-        let interrupted = self
-            .stopped
-            .as_deref()
-            .is_some_and(|why| why.starts_with("interrupted"));
         self.outcome = match (self.ended, self.unconfirmed) {
             (RunOutcome::Succeeded, _) if self.plan => "planned",
             (RunOutcome::Succeeded, _) => "done",
-            _ if interrupted => "interrupted",
+            _ if self.interrupted => "interrupted",
             (_, Some(Unconfirmed::Declined)) => "declined",
             (_, Some(Unconfirmed::NoAnswerer)) => "awaiting-confirmation",
             _ => "failed",

@@ -10,9 +10,16 @@ use std::sync::{Arc, Mutex};
 /// every cluster; one cluster's lost Lease stops only that cluster).
 #[derive(Debug, Clone, Default)]
 pub struct Stop {
-    own: Arc<Mutex<Option<String>>>,
+    own: Arc<Mutex<Option<Request>>>,
     parent: Option<Box<Stop>>,
     hold: Arc<Mutex<Option<Hold>>>,
+}
+
+/// Why a stop was asked for, and whether by the operator's interrupt.
+#[derive(Debug, Clone)]
+struct Request {
+    why: String,
+    interrupt: bool,
 }
 
 /// The run goes up to the point of no return and no further: every confirmation is
@@ -29,16 +36,36 @@ pub struct Hold {
 }
 
 impl Stop {
+    /// A stop for `why` (a lost Lease, a veto, a fleet's failure policy).
     pub fn request(&self, why: impl Into<String>) {
-        let mut reason = self.own.lock().expect("stop lock");
-        if reason.is_none() {
-            *reason = Some(why.into());
+        self.ask(why.into(), false);
+    }
+
+    /// The operator's own stop (SIGINT): the run ends `interrupted`, not failed.
+    pub fn interrupt(&self, why: impl Into<String>) {
+        self.ask(why.into(), true);
+    }
+
+    fn ask(&self, why: String, interrupt: bool) {
+        let mut own = self.own.lock().expect("stop lock");
+        if own.is_none() {
+            *own = Some(Request { why, interrupt });
         }
     }
 
-    pub fn reason(&self) -> Option<String> {
+    /// The request that stands: this stop's own first, else its parent's.
+    fn first(&self) -> Option<Request> {
         let own = self.own.lock().expect("stop lock").clone();
-        own.or_else(|| self.parent.as_ref().and_then(|p| p.reason()))
+        own.or_else(|| self.parent.as_ref().and_then(|p| p.first()))
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.first().map(|r| r.why)
+    }
+
+    /// Whether the stop that stands is the operator's interrupt.
+    pub fn interrupted(&self) -> bool {
+        self.first().is_some_and(|r| r.interrupt)
     }
 
     /// A stop of its own that also follows this one's requests (not its hold).
@@ -95,6 +122,19 @@ mod tests {
             Some("lease lost"),
             "first reason wins"
         );
+    }
+
+    #[test]
+    fn only_an_interrupt_is_an_interrupt_whatever_a_reason_says() {
+        let fleet = Stop::default();
+        let a = fleet.child();
+        a.request("interrupted, says a hook's veto");
+        assert!(!a.interrupted());
+        let b = fleet.child();
+        fleet.interrupt("interrupted (SIGINT)");
+        assert!(b.interrupted(), "a child follows its parent's interrupt");
+        assert!(!a.interrupted(), "its own first request still stands");
+        assert!(fleet.interrupted());
     }
 
     #[test]

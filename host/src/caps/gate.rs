@@ -436,6 +436,11 @@ impl Gate {
         self.shared.stop.reason()
     }
 
+    /// Whether the run was stopped by the operator's interrupt.
+    pub fn interrupted(&self) -> bool {
+        self.shared.stop.interrupted()
+    }
+
     /// The run's latest pod list, as the host saw it.
     pub fn latest_pods(&self) -> &LatestPods {
         &self.shared.pods

@@ -498,6 +498,7 @@ impl Runtime {
         report.run_id = run_id;
         report.planned = gate.planned();
         report.stopped = gate.stopped();
+        report.interrupted = gate.interrupted();
         report.unconfirmed = store.data().confirm.unconfirmed();
         report.conclude();
         record_end(&audit, &report);
