@@ -186,8 +186,17 @@ impl<'a> Entry<'a> {
         }
     }
 
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+    /// A record of the run itself (`start`, `end`, `reminder`).
+    pub fn run(target: &'a str, outcome: &'a str, duration_ms: u64) -> Self {
+        Entry {
+            kind: "run",
+            ..Entry::call("run", target, outcome, duration_ms)
+        }
+    }
+
+    /// With `detail` (a `String`, or an `Option` of one).
+    pub fn detail(mut self, detail: impl Into<Option<String>>) -> Self {
+        self.detail = detail.into();
         self
     }
 

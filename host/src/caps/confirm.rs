@@ -194,17 +194,18 @@ impl Confirmations {
             .await
             .map_err(|why| format!("an irreversible request ([http] irreversible), {why}"));
         let outcome = if answer.is_ok() { "yes" } else { "no" };
-        let mut entry = Entry::call(
-            "confirm",
-            target,
-            outcome,
-            started.elapsed().as_millis() as u64,
+        me.audit.record(
+            Entry::call(
+                "confirm",
+                target,
+                outcome,
+                started.elapsed().as_millis() as u64,
+            )
+            .detail(match &answer {
+                Ok(()) => "asked by the host at the request".to_string(),
+                Err(why) => why.clone(),
+            }),
         );
-        entry.detail = Some(match &answer {
-            Ok(()) => "asked by the host at the request".to_string(),
-            Err(why) => why.clone(),
-        });
-        me.audit.record(entry);
         answer
     }
 
@@ -470,15 +471,16 @@ impl Host for ConfirmCap {
             .take(MAX_DETAILS)
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect();
-        let mut entry = Entry::call(
-            "confirm",
-            &action,
-            outcome,
-            started.elapsed().as_millis() as u64,
-        )
-        .body(Some(serde_json::Value::Object(shown)));
-        entry.detail = answer.as_ref().err().cloned();
-        self.audit.record(entry);
+        self.audit.record(
+            Entry::call(
+                "confirm",
+                &action,
+                outcome,
+                started.elapsed().as_millis() as u64,
+            )
+            .body(Some(serde_json::Value::Object(shown)))
+            .detail(answer.as_ref().err().cloned()),
+        );
         answer
     }
 }

@@ -349,14 +349,15 @@ fn record(
     detail: Option<String>,
 ) {
     let target = format!("{hook} {call}");
-    let mut entry = crate::audit::Entry::call(
-        "hooks",
-        &target,
-        outcome,
-        started.elapsed().as_millis() as u64,
+    audit.record(
+        crate::audit::Entry::call(
+            "hooks",
+            &target,
+            outcome,
+            started.elapsed().as_millis() as u64,
+        )
+        .detail(detail),
     );
-    entry.detail = detail;
-    audit.record(entry);
 }
 
 impl Host for HooksCap {

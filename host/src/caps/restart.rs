@@ -409,14 +409,15 @@ impl Host for RestartCap {
             Some(Mechanism::Command { argv, .. }) => argv.join(" "),
             Some(Mechanism::Kubernetes(workload)) => format!("rollout restart {workload}"),
         };
-        let mut entry = crate::audit::Entry::call(
-            "restart",
-            &target,
-            outcome,
-            started.elapsed().as_millis() as u64,
+        self.audit.record(
+            crate::audit::Entry::call(
+                "restart",
+                &target,
+                outcome,
+                started.elapsed().as_millis() as u64,
+            )
+            .detail(detail),
         );
-        entry.detail = detail;
-        self.audit.record(entry);
         result
     }
 }

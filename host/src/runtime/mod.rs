@@ -250,15 +250,10 @@ impl Runtime {
         )
         .map_err(RunError::Setup)?
         .with_events(options.events.clone());
-        audit.record(Entry {
-            kind: "run",
-            capability: "run",
-            target: if options.plan { "plan" } else { "apply" },
-            outcome: "started",
-            duration_ms: 0,
-            detail: Some(format!("site {}", site.path.display())),
-            body: None,
-        });
+        audit.record(
+            Entry::run(if options.plan { "plan" } else { "apply" }, "started", 0)
+                .detail(format!("site {}", site.path.display())),
+        );
         let denials = Denials::default();
         let grants = &options.grants;
         // The procedure's latest pod list: what the guards, the confirmations and the
@@ -338,12 +333,12 @@ impl Runtime {
             )
             .await;
             let outcome = if held.is_ok() { "taken" } else { "refused" };
-            let mut entry = Entry::call("lease", &site.lease.name, outcome, 0);
-            entry.detail = Some(match &held {
-                Ok(_) => format!("holder {holder}"),
-                Err(e) => e.to_string(),
-            });
-            audit.record(entry);
+            audit.record(
+                Entry::call("lease", &site.lease.name, outcome, 0).detail(match &held {
+                    Ok(_) => format!("holder {holder}"),
+                    Err(e) => e.to_string(),
+                }),
+            );
             Some(held.map_err(|e| match e {
                 crate::lease::LeaseError::Busy { .. } => RunError::Busy(e.to_string()),
                 // The API itself failed: say which API and where it came from.
@@ -629,25 +624,24 @@ impl Runtime {
 /// DR and cold-standby nodes must rejoin.
 fn record_end(audit: &Audit, report: &RunReport) {
     let outcome = report.outcome_text();
-    let mut end = Entry::call("run", "end", &outcome, report.duration_ms);
-    end.kind = "run";
-    end.detail = Some(match &report.failure {
-        Some(f) => format!(
-            "failed at {}: {} (safe to resume: {})",
-            f.step, f.reason, f.safe_to_resume
-        ),
-        None => format!(
-            "version {} -> {}",
-            report.version_before.map_or("?".into(), |v| v.to_string()),
-            report.version_after.map_or("?".into(), |v| v.to_string())
-        ),
-    });
-    audit.record(end);
+    audit.record(
+        Entry::run("end", &outcome, report.duration_ms).detail(match &report.failure {
+            Some(f) => format!(
+                "failed at {}: {} (safe to resume: {})",
+                f.step, f.reason, f.safe_to_resume
+            ),
+            None => format!(
+                "version {} -> {}",
+                report.version_before.map_or("?".into(), |v| v.to_string()),
+                report.version_after.map_or("?".into(), |v| v.to_string())
+            ),
+        }),
+    );
     if report.failure.is_none() && report.version_after > report.version_before {
-        let mut notice = Entry::call("run", "reminder", "notice", 0);
-        notice.kind = "run";
-        notice.detail = Some("DR and cold-standby nodes must now rejoin the cluster".into());
-        audit.record(notice);
+        audit.record(
+            Entry::run("reminder", "notice", 0)
+                .detail("DR and cold-standby nodes must now rejoin the cluster".to_string()),
+        );
     }
 }
 
