@@ -312,6 +312,11 @@ pub struct FleetRunArgs {
     /// One JSON document on stdout with a record per cluster.
     #[arg(long)]
     pub json: bool,
+    /// Write one JSON line per step and capability call of every cluster to FILE as
+    /// it happens (`-`: standard error), each naming its `cluster`; a
+    /// `cluster-end` line as each cluster ends, the fleet's document last.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
     /// A procedure parameter for every cluster; overrides each site's [params].
     #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
@@ -714,12 +719,24 @@ async fn status_of(
 
 async fn fleet(args: FleetRunArgs, terminal: &ui::Terminal) -> u8 {
     let json = args.json;
-    match fleet_component(args, terminal).await {
-        Ok(report) => crate::fleet::finish(&report, json),
+    let (result, events) = match open_events(args.events.as_deref()) {
+        Ok(events) => (
+            fleet_component(args, terminal, events.clone()).await,
+            events,
+        ),
+        Err(failure) => (Err(failure), Events::default()),
+    };
+    match result {
+        Ok(report) => {
+            events.emit_as("report", serde_json::to_value(&report).unwrap_or_default());
+            crate::fleet::finish(&report, json)
+        }
         Err(failure) => {
+            let document = failure.document(None);
+            events.emit_as("report", document.clone());
             // `--json` promises one document on every exit.
             if json {
-                println!("{:#}", failure.document(None));
+                println!("{document:#}");
             }
             failure.report()
         }
@@ -729,6 +746,7 @@ async fn fleet(args: FleetRunArgs, terminal: &ui::Terminal) -> u8 {
 async fn fleet_component(
     args: FleetRunArgs,
     terminal: &ui::Terminal,
+    events: Events,
 ) -> Result<crate::fleet::FleetReport, Failure> {
     let component = args
         .component
@@ -746,6 +764,7 @@ async fn fleet_component(
         yes: args.yes,
         stop_before_activate: args.stop_before.is_some(),
         params: args.params,
+        events,
     };
     crate::fleet::execute(&options, &bytes, &launch, terminal, on_interrupt()).await
 }

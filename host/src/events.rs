@@ -10,13 +10,18 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// Where events go; the default goes nowhere. Cheap to clone, shared by a run.
+/// Where events go; the default goes nowhere. Cheap to clone, shared by a run (or
+/// by every cluster of a fleet, each tagging its events with its name).
 #[derive(Clone, Default)]
-pub struct Events(Option<Arc<Mutex<Box<dyn Write + Send>>>>);
+pub struct Events {
+    sink: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
+    /// A fleet's cluster: every event of this handle says `"cluster": name`.
+    cluster: Option<Arc<str>>,
+}
 
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
+        f.write_str(if self.sink.is_some() {
             "Events(on)"
         } else {
             "Events(off)"
@@ -32,23 +37,38 @@ impl Events {
         } else {
             Box::new(std::fs::File::create(target)?)
         };
-        Ok(Events(Some(Arc::new(Mutex::new(sink)))))
+        Ok(Events {
+            sink: Some(Arc::new(Mutex::new(sink))),
+            cluster: None,
+        })
     }
 
     /// An in-memory sink, for tests.
     pub fn to_writer(sink: impl Write + Send + 'static) -> Events {
-        Events(Some(Arc::new(Mutex::new(Box::new(sink)))))
+        Events {
+            sink: Some(Arc::new(Mutex::new(Box::new(sink)))),
+            cluster: None,
+        }
+    }
+
+    /// The same stream, every event of which names `cluster` (the host's name for
+    /// it, from the site file), for the clusters of one fleet.
+    pub fn for_cluster(&self, cluster: &str) -> Events {
+        Events {
+            sink: self.sink.clone(),
+            cluster: Some(cluster.into()),
+        }
     }
 
     pub fn is_on(&self) -> bool {
-        self.0.is_some()
+        self.sink.is_some()
     }
 
     /// Writes `event` (an object with an `event` field) as one line and flushes
     /// it, so a follower sees it at once. A write error drops the event: the run
     /// never fails for a follower.
     pub fn emit(&self, event: &serde_json::Value) {
-        let Some(sink) = &self.0 else { return };
+        let Some(sink) = &self.sink else { return };
         let Ok(line) = serde_json::to_string(event) else {
             return;
         };
@@ -69,6 +89,9 @@ impl Events {
                     event.insert(k, v);
                 }
             }
+        }
+        if let Some(cluster) = &self.cluster {
+            event.insert("cluster".into(), cluster.as_ref().into());
         }
         self.emit(&serde_json::Value::Object(event));
     }
@@ -106,6 +129,25 @@ mod tests {
         let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(first["event"], "step-begin");
         assert_eq!(first["name"], "propose\n\u{1b}[2J");
+    }
+
+    #[test]
+    fn a_clusters_events_name_it_whatever_their_fields_say() {
+        let out = Shared::default();
+        let fleet = Events::to_writer(out.clone());
+        let a = fleet.for_cluster("eu");
+        a.emit_as(
+            "step-begin",
+            serde_json::json!({ "name": "propose", "cluster": "us" }),
+        );
+        fleet.emit_as("report", serde_json::json!({ "outcome": "done" }));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["cluster"], "eu");
+        assert!(lines[1].get("cluster").is_none(), "the fleet's own events");
     }
 
     #[test]

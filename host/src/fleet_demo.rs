@@ -102,6 +102,7 @@ pub async fn demo(clusters: usize, pods: usize, json: bool, terminal: &ui::Termi
         yes: true,
         stop_before_activate: false,
         params: Vec::new(),
+        events: crate::events::Events::default(),
     };
     let bytes = match std::fs::read(&sims.component) {
         Ok(b) => b,

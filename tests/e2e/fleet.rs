@@ -131,6 +131,60 @@ async fn twelve_clusters_rotate_in_one_fleet_run() {
     }
 }
 
+/// `--events`: every cluster's steps and calls as they happen, each line naming its
+/// cluster, a `cluster-end` per cluster, and the fleet's document last.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_stream_names_each_cluster_and_ends_with_the_fleets_document() {
+    let fleet = Fleet::start(3, |_| Faults::default()).await;
+    let file = fleet.dir.path().join("events.jsonl");
+    let out = fleet
+        .run(&["--yes", "--events", file.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 0, "{out}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let (last, rest) = events.split_last().unwrap();
+    assert_eq!(last["event"], "report");
+    assert_eq!(last["clusters"].as_array().unwrap().len(), 3);
+    for i in 0..3 {
+        let name = format!("c{i}");
+        let of = |kind: &str| {
+            rest.iter()
+                .filter(|e| e["event"] == kind && e["cluster"] == name.as_str())
+                .count()
+        };
+        assert_eq!(of("step-begin"), 9, "{name}");
+        assert_eq!(of("step-end"), 9, "{name}");
+        assert_eq!(of("cluster-end"), 1, "{name}");
+        // The trail's records of that cluster's POSTs, as the oracle saw them.
+        let posts = rest
+            .iter()
+            .filter(|e| {
+                e["event"] == "call"
+                    && e["cluster"] == name.as_str()
+                    && e["target"].as_str().is_some_and(|t| t.starts_with("POST "))
+            })
+            .count();
+        assert_eq!(
+            posts,
+            fleet.clusters[i].oracle().mutations().len(),
+            "{name}"
+        );
+        let end = rest
+            .iter()
+            .find(|e| e["event"] == "cluster-end" && e["cluster"] == name.as_str())
+            .unwrap();
+        assert_eq!(end["outcome"], "done", "{end:#}");
+    }
+    assert!(
+        rest.iter().all(|e| e["cluster"].is_string()),
+        "every event but the last names its cluster"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_restart_stops_that_cluster_before_activate_and_the_others_rotate() {
     const BAD: usize = 4;
@@ -664,6 +718,7 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
             yes: false,
             stop_before_activate: false,
             params: Vec::new(),
+            events: Default::default(),
         };
         let bytes = std::fs::read(&hostile).unwrap();
         let report = cmk_host::fleet::execute(

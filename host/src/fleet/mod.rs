@@ -88,6 +88,9 @@ pub struct FleetOptions {
     pub stop_before_activate: bool,
     /// `--param`s, after each site's `[params]`.
     pub params: Vec<(String, String)>,
+    /// `--events`: every cluster's events, each naming its cluster, then a
+    /// `cluster-end` per cluster (its record) as it ends.
+    pub events: crate::events::Events,
 }
 
 /// One cluster of the fleet, validated, admitted and linked: ready to run.
@@ -185,7 +188,12 @@ pub async fn execute(
         let span = tracing::info_span!("cluster", name = %member.site.cluster.name);
         let task = tokio::spawn(
             async move {
+                let events = options.events.clone();
                 let record = shared.run_one(member, options).await;
+                events.emit_as(
+                    "cluster-end",
+                    serde_json::to_value(&record).unwrap_or_default(),
+                );
                 line.finish(record.outcome.is_ok(), &record.line());
                 if !record.outcome.is_ok() {
                     shared.count_failure();
@@ -277,12 +285,21 @@ fn run_options(
     if options.stop_before_activate {
         stop.hold_before(STOP_BEFORE_ACTIVATE);
     }
+    let events = options.events.for_cluster(&member.site.cluster.name);
+    let progress: Arc<dyn crate::caps::log::Progress> = if events.is_on() {
+        Arc::new(ui::Followed {
+            inner: line,
+            events: events.clone(),
+        })
+    } else {
+        line
+    };
     RunOptions {
         plan: options.plan,
         params: options.params.clone(),
         limits: member.site.limits.clone(),
         grants: member.site.grants(),
-        progress: line,
+        progress,
         state_dir: member.state_dir.clone(),
         // Many clusters cannot share one terminal prompt: --yes, or no.
         answerer: if options.yes {
@@ -292,7 +309,7 @@ fn run_options(
         },
         stop,
         hooks: Vec::new(),
-        events: crate::events::Events::default(),
+        events,
         // Set by `launch::run` from the site's admission.
         signer: None,
         key_id: None,
