@@ -23,6 +23,10 @@ pub fn build(packages: &[&str], sources: &[&str]) -> Vec<PathBuf> {
         println!("cargo:rerun-if-changed={}", root.join(source).display());
     }
     let target_dir = guest_target_dir();
+    // Build scripts of several crates (the host's, the tests') build guests at once:
+    // one at a time, so that one's check of the WIT stamps cannot clean what another
+    // is building, or has just built and not yet stamped.
+    let _lock = lock(&target_dir);
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let wit = wit_digest(&root.join("wit"));
@@ -113,6 +117,22 @@ fn forget_guests_built_against_another_wit(
     clean.env_remove("CARGO_TARGET_DIR");
     // A failed clean leaves a build that may be stale, never a broken one.
     let _ = clean.status();
+}
+
+/// Holds `<guest target dir>/build.lock` (an exclusive `flock`) until dropped.
+fn lock(target_dir: &Path) -> std::fs::File {
+    std::fs::create_dir_all(target_dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", target_dir.display()));
+    let path = target_dir.join("build.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+    file
 }
 
 fn stamp(target_dir: &Path, package: &str) -> PathBuf {
