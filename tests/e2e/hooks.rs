@@ -329,6 +329,28 @@ async fn the_quorum_guard_refuses_a_propose_in_a_batch_and_the_stopped_gate_the_
         "{out}"
     );
     assert_no_propose(&cluster, &out);
+    // The trail says why each was not sent: the stopped gate, not the policy.
+    let trail = std::fs::read_to_string(cluster.dir().join("state/audit/sim.jsonl")).unwrap();
+    let fetches: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| {
+            r["capability"] == "http"
+                && r["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("POST ") && t.ends_with("/cluster/v1/key/fetch"))
+        })
+        .collect();
+    assert_eq!(fetches.len(), 2, "{trail}");
+    for r in &fetches {
+        assert_eq!(r["outcome"], "denied", "{r}");
+        assert!(
+            r["detail"]
+                .as_str()
+                .is_some_and(|d| d.ends_with(": not sent")),
+            "{r}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -103,6 +103,17 @@ impl HttpCap {
             Err(Sent::Refused(refusal)) => refusal.outcome().to_string(),
             Err(Sent::Failed(e)) => error_kind(e).to_string(),
         };
+        // Why it was refused or failed, for the reader of the trail.
+        let detail = match &result {
+            Err(Sent::Refused(refusal)) => Some(refusal.message().to_string()),
+            Err(Sent::Failed(
+                HttpError::Denied(m)
+                | HttpError::Connect(m)
+                | HttpError::Tls(m)
+                | HttpError::Protocol(m),
+            )) => Some(m.clone()),
+            _ => None,
+        };
         self.audit.record(
             crate::audit::Entry::call(
                 "http",
@@ -110,7 +121,8 @@ impl HttpCap {
                 &outcome,
                 started.elapsed().as_millis() as u64,
             )
-            .body(trail_body),
+            .body(trail_body)
+            .detail(detail),
         );
         result.map_err(Sent::into_error)
     }
