@@ -160,9 +160,10 @@ where
         if Instant::now() + ROLLOUT_POLL > deadline {
             return Err(follow.timed_out(timeout));
         }
-        if !follow.watch {
-            tokio::time::sleep(ROLLOUT_POLL).await;
-        }
+        // Also after a watch that ended or failed, so that an API server refusing
+        // watches at once is not asked again in a tight loop; the next watch starts
+        // from the version read, so no change is missed meanwhile.
+        tokio::time::sleep(ROLLOUT_POLL).await;
     }
 }
 
