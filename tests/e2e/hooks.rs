@@ -123,19 +123,7 @@ async fn the_quorum_hook_vetoes_propose_above_the_pod_count() {
     assert_no_propose(&cluster, &out);
 
     // The audit trail records the hook's answers: preflight allowed, propose vetoed.
-    let trail = std::fs::read_to_string(cluster.dir().join("state/audit/sim.jsonl"))
-        .expect("the audit trail");
-    let seen: Vec<(String, String)> = trail
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["capability"] == "hooks")
-        .map(|r| {
-            (
-                r["target"].as_str().unwrap().to_string(),
-                r["outcome"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let seen = hook_records(&cluster);
     let expected = [
         ("hook-quorum before preflight", "allowed"),
         ("hook-quorum after preflight done", "done"),
@@ -144,7 +132,8 @@ async fn the_quorum_hook_vetoes_propose_above_the_pod_count() {
     assert_eq!(
         seen,
         expected.map(|(t, o)| (t.to_string(), o.to_string())),
-        "{trail}"
+        "{:#?}",
+        cluster.audit_records()
     );
 }
 
@@ -253,11 +242,9 @@ async fn hostile_procedure(cluster: &Cluster, site: &std::path::Path, params: &[
 
 /// The `hooks` records of the audit trail, as (target, outcome).
 fn hook_records(cluster: &Cluster) -> Vec<(String, String)> {
-    let trail = std::fs::read_to_string(cluster.dir().join("state/audit/sim.jsonl"))
-        .expect("the audit trail");
-    trail
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    cluster
+        .audit_records()
+        .into_iter()
         .filter(|r| r["capability"] == "hooks")
         .map(|r| {
             (
@@ -330,10 +317,9 @@ async fn the_quorum_guard_refuses_a_propose_in_a_batch_and_the_stopped_gate_the_
     );
     assert_no_propose(&cluster, &out);
     // The trail says why each was not sent: the stopped gate, not the policy.
-    let trail = std::fs::read_to_string(cluster.dir().join("state/audit/sim.jsonl")).unwrap();
-    let fetches: Vec<serde_json::Value> = trail
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let fetches: Vec<serde_json::Value> = cluster
+        .audit_records()
+        .into_iter()
         .filter(|r| {
             r["capability"] == "http"
                 && r["target"]
@@ -341,7 +327,7 @@ async fn the_quorum_guard_refuses_a_propose_in_a_batch_and_the_stopped_gate_the_
                     .is_some_and(|t| t.starts_with("POST ") && t.ends_with("/cluster/v1/key/fetch"))
         })
         .collect();
-    assert_eq!(fetches.len(), 2, "{trail}");
+    assert_eq!(fetches.len(), 2, "{fetches:?}");
     for r in &fetches {
         assert_eq!(r["outcome"], "denied", "{r}");
         assert!(

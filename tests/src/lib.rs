@@ -174,6 +174,16 @@ impl Cluster {
         &self.files.dir
     }
 
+    /// The records of the generated site's audit trail, in order.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let path = self.dir().join("state/audit/sim.jsonl");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("the audit trail {}: {e}", path.display()))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
     pub fn site(&self) -> &Path {
         &self.files.site
     }
