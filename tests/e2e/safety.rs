@@ -714,3 +714,59 @@ async fn a_lease_left_by_a_dead_process_of_this_host_is_taken_over_at_once() {
         "{out}"
     );
 }
+
+/// The restart command outlives a host that is killed (its own process group, so
+/// that no signal stops a restart half-way), and the next run takes the dead run's
+/// Lease over at once. That run must not read the cluster while the orphaned
+/// command may still replace pods: it waits for the command the dead run recorded,
+/// saying so, and only then observes and finishes the rotation. Without the wait a
+/// rerun could report the rotation done while pods were still being replaced (the
+/// occasional failure of `killed_right_after_activate` in CI).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_waits_for_the_restart_command_a_killed_run_left_running() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = cluster(3).await;
+    // The restart takes a while to reach the cluster, as a real script's checks do.
+    let slow = cluster.dir().join("slow-restart.sh");
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\nsleep 3\nexec '{}'\n",
+            cluster.dir().join("restart.sh").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let site = cluster.site_with("slow-restart.toml", |t| {
+        cmk_tests::replace_restart(
+            &t,
+            &format!(
+                "[restart]\ncommand = [\"{}\"]\ntimeout_secs = 120\n\n",
+                slow.display()
+            ),
+        )
+    });
+    let site = site.to_str().unwrap();
+    let component = cluster.signed(ROTATE_WASM);
+    let record = cluster.dir().join("state/restart/sim.pid");
+    let mut child = spawn(BIN, &["run", &component, "--site", site, "--yes"]);
+    // Killed once it activated and started the second restart's command.
+    let (killed, code) = interrupt_when(&mut child, &cluster, "KILL", |o| {
+        !o.activates().is_empty() && record.exists()
+    })
+    .await;
+    assert!(killed, "the run ended (exit {code:?}) before the moment");
+
+    let out = run(BIN, &["run", &component, "--site", site, "--yes", "--json"]).await;
+    assert_eq!(out.code, 0, "the rerun completes: {out}");
+    assert!(
+        out.stderr
+            .contains("a restart command started by an earlier run is still running"),
+        "{out}"
+    );
+    // Done when the rerun says so: no restart still going, every pod on the new key.
+    let oracle = cluster.oracle();
+    assert!(!oracle.restart_in_progress(), "{oracle:#?}");
+    assert_completed_once(&oracle, 3);
+    assert!(!record.exists(), "the record is gone");
+}

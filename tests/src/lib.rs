@@ -347,7 +347,11 @@ pub fn assert_rotated_once(oracle: &Oracle, pods: usize) {
     assert_eq!(oracle.pods.len(), pods);
     assert_eq!(oracle.version, 2, "the database is on version 2");
     for pod in &oracle.pods {
-        assert_eq!(pod.running_version, 2, "{} runs version 2", pod.name);
+        assert_eq!(
+            pod.running_version, 2,
+            "{} runs version 2: {oracle:#?}",
+            pod.name
+        );
         assert!(!pod.broken, "{} is not broken", pod.name);
     }
     assert!(oracle.broken_pods().is_empty());
@@ -472,7 +476,11 @@ pub fn assert_completed_once(oracle: &Oracle, pods: usize) {
     );
     assert_eq!(oracle.version, 2, "the database is on version 2");
     for pod in &oracle.pods {
-        assert_eq!(pod.running_version, 2, "{} runs version 2", pod.name);
+        assert_eq!(
+            pod.running_version, 2,
+            "{} runs version 2: {oracle:#?}",
+            pod.name
+        );
     }
 }
 

@@ -10,6 +10,7 @@
 //! Without a `[restart]` section the call is denied.
 
 pub mod kubernetes;
+pub mod running;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -80,8 +81,11 @@ pub struct RawRestart {
 }
 
 fn default_restart_timeout() -> u64 {
-    1800
+    DEFAULT_TIMEOUT.as_secs()
 }
+
+/// `[restart] timeout_secs` when the site does not set it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 impl RawRestart {
     pub fn validate(self, file: &SiteFile<'_>) -> Result<Restart, SiteError> {
@@ -216,6 +220,8 @@ pub struct RestartCap {
     /// the guards: a restart passes it before it starts.
     gate: Gate,
     audit: crate::audit::Audit,
+    /// Where a restart command records itself while it runs.
+    running: Option<running::Running>,
 }
 
 impl RestartCap {
@@ -227,7 +233,15 @@ impl RestartCap {
             count: 0,
             gate,
             audit: crate::audit::Audit::default(),
+            running: None,
         }
+    }
+
+    /// A restart command records itself in `running` while it runs, for the next
+    /// run should this host die meanwhile.
+    pub fn with_running(mut self, running: running::Running) -> Self {
+        self.running = Some(running);
+        self
     }
 
     /// Every restart, run or refused, is recorded in `audit`.
@@ -248,7 +262,15 @@ impl RestartCap {
                 env,
             } => {
                 tracing::info!(restart = n, command = %argv.join(" "), "rolling restart started");
-                run_command(argv, working_dir.as_deref(), env, deadline, config.timeout).await?;
+                run_command(
+                    argv,
+                    working_dir.as_deref(),
+                    env,
+                    deadline,
+                    config.timeout,
+                    self.running.as_ref(),
+                )
+                .await?;
             }
             Mechanism::Kubernetes(workload) => {
                 tracing::info!(restart = n, %workload, "rollout restart started");
@@ -321,6 +343,7 @@ async fn run_command(
     env: &[String],
     deadline: Instant,
     timeout: Duration,
+    running: Option<&running::Running>,
 ) -> Result<(), RestartError> {
     let line = argv.join(" ");
     let mut cmd = Command::new(&argv[0]);
@@ -340,6 +363,23 @@ async fn run_command(
     let mut child = cmd
         .spawn()
         .map_err(|e| RestartError::Failed(format!("cannot start {line}: {e}")))?;
+    if let (Some(running), Some(pid)) = (running, child.id()) {
+        running.started(pid);
+    }
+    let result = wait_command(&mut child, &line, deadline, timeout).await;
+    if let Some(running) = running {
+        running.ended();
+    }
+    result
+}
+
+/// Forwards the command's output to the log and waits for it, by `deadline`.
+async fn wait_command(
+    child: &mut tokio::process::Child,
+    line: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), RestartError> {
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let forward = async {

@@ -24,6 +24,7 @@ use crate::caps::journal::{Journal, JournalCap};
 use crate::caps::log::{LogCap, Progress, StepRecord, outcome_name};
 use crate::caps::pods::{PodLister, PodView, PodsCap};
 use crate::caps::restart::RestartCap;
+use crate::caps::restart::running::Running;
 use crate::caps::{Denials, PodAddresses};
 use crate::grants::{Capability, Grants};
 use crate::lease::{Fence, HeldLease};
@@ -350,6 +351,19 @@ impl Runtime {
                 )),
             })?)
         };
+        // A restart command of an earlier run on this host that died (its Lease just
+        // taken over) may still be replacing pods: the cluster is read after it ends.
+        let running = Running::at(&options.state_dir, &site.cluster.name);
+        if lease.is_some() {
+            let timeout = site
+                .restart
+                .as_ref()
+                .map_or(crate::caps::restart::DEFAULT_TIMEOUT, |r| r.timeout);
+            running
+                .wait_for_earlier(timeout)
+                .await
+                .map_err(RunError::Busy)?;
+        }
         tracing::info!(grants = %grants, limits = %options.limits, "granted");
         let addresses = PodAddresses::default();
         let (wasi, output) = wasi::deny_all();
@@ -363,7 +377,8 @@ impl Runtime {
             http: HttpCap::new(client, policy, gate.clone(), addresses, denials.clone())
                 .with_audit(audit.clone()),
             restart: RestartCap::new(site.restart.clone(), lister, gate.clone(), denials.clone())
-                .with_audit(audit.clone()),
+                .with_audit(audit.clone())
+                .with_running(running),
             log: LogCap::new(options.progress.clone(), gate.clone(), denials.clone())
                 .with_audit(audit.clone()),
             journal: JournalCap::new(journal, options.plan, gate.clone(), denials.clone())
