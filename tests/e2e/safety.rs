@@ -719,7 +719,9 @@ async fn a_lease_left_by_a_dead_process_of_this_host_is_taken_over_at_once() {
 /// that no signal stops a restart half-way), and the next run takes the dead run's
 /// Lease over at once. That run must not read the cluster while the orphaned
 /// command may still replace pods: it waits for the command the dead run recorded,
-/// saying so, and only then observes and finishes the rotation. Without the wait a
+/// saying so, and only then observes and finishes the rotation, which that command
+/// completed (it writes its output to a file, so the dead host's pipe cannot end it
+/// at its next line). Without the wait a
 /// rerun could report the rotation done while pods were still being replaced (the
 /// occasional failure of `killed_right_after_activate` in CI).
 #[tokio::test(flavor = "multi_thread")]
@@ -769,4 +771,16 @@ async fn a_rerun_waits_for_the_restart_command_a_killed_run_left_running() {
     assert!(!oracle.restart_in_progress(), "{oracle:#?}");
     assert_completed_once(&oracle, 3);
     assert!(!record.exists(), "the record is gone");
+    // The killed run's command outlived it and made the second restart, its output
+    // going on to a file rather than a pipe to the dead host; the rerun made none.
+    assert_eq!(oracle.restarts.len(), 2, "{oracle:#?}");
+    let rerun = out.json()["run_id"].as_str().unwrap().to_string();
+    let rerun_restarts: Vec<_> = cluster
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["run_id"] == rerun.as_str() && r["capability"] == "restart")
+        .collect();
+    assert!(rerun_restarts.is_empty(), "{rerun_restarts:#?}");
+    let output = std::fs::read_to_string(cluster.dir().join("state/restart/sim.out")).unwrap();
+    assert!(output.contains("cmk-sim: rolling restart via"), "{output}");
 }

@@ -17,7 +17,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use super::gate::{Call, Gate, Permit};
@@ -220,12 +219,20 @@ pub struct RestartCap {
     /// the guards: a restart passes it before it starts.
     gate: Gate,
     audit: crate::audit::Audit,
-    /// Where a restart command records itself while it runs.
-    running: Option<running::Running>,
+    /// Where a restart command records itself and its output while it runs.
+    running: running::Running,
 }
 
 impl RestartCap {
-    pub fn new(config: Option<Restart>, lister: PodLister, gate: Gate, denials: Denials) -> Self {
+    /// A restart command records itself and its output in `running` while it runs
+    /// (for the next run, should this host die meanwhile).
+    pub fn new(
+        config: Option<Restart>,
+        lister: PodLister,
+        gate: Gate,
+        denials: Denials,
+        running: running::Running,
+    ) -> Self {
         RestartCap {
             config,
             lister,
@@ -233,15 +240,8 @@ impl RestartCap {
             count: 0,
             gate,
             audit: crate::audit::Audit::default(),
-            running: None,
+            running,
         }
-    }
-
-    /// A restart command records itself in `running` while it runs, for the next
-    /// run should this host die meanwhile.
-    pub fn with_running(mut self, running: running::Running) -> Self {
-        self.running = Some(running);
-        self
     }
 
     /// Every restart, run or refused, is recorded in `audit`.
@@ -268,7 +268,7 @@ impl RestartCap {
                     env,
                     deadline,
                     config.timeout,
-                    self.running.as_ref(),
+                    &self.running,
                 )
                 .await?;
             }
@@ -337,15 +337,21 @@ impl RestartCap {
 
 /// Runs the site's restart command to completion within the deadline: its stdout
 /// and stderr go to the log, a non-zero exit is a failure naming its last error line.
+///
+/// Its output goes to files beside its record (see [`running`]), not to pipes, and
+/// the host follows them: a command writing after the host was killed would get
+/// EPIPE (or SIGPIPE) from a pipe and die half-way through the restart.
 async fn run_command(
     argv: &[String],
     working_dir: Option<&Path>,
     env: &[String],
     deadline: Instant,
     timeout: Duration,
-    running: Option<&running::Running>,
+    running: &running::Running,
 ) -> Result<(), RestartError> {
     let line = argv.join(" ");
+    let cannot = |e: std::io::Error| RestartError::Failed(format!("cannot start {line}: {e}"));
+    let (out, err) = running.output().map_err(cannot)?;
     let mut cmd = Command::new(&argv[0]);
     if let Some(dir) = working_dir {
         cmd.current_dir(dir);
@@ -354,62 +360,33 @@ async fn run_command(
         .env_clear()
         .envs(env.iter().filter_map(|k| Some((k, std::env::var_os(k)?))))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(out.writer)
+        .stderr(err.writer)
         // Its own process group: a Ctrl-C on the terminal stops the host at a
         // safe point, and must not kill a restart half-way.
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RestartError::Failed(format!("cannot start {line}: {e}")))?;
-    if let (Some(running), Some(pid)) = (running, child.id()) {
+    let mut child = cmd.spawn().map_err(cannot)?;
+    if let Some(pid) = child.id() {
         running.started(pid);
     }
-    let result = wait_command(&mut child, &line, deadline, timeout).await;
-    if let Some(running) = running {
-        running.ended();
-    }
-    result
-}
-
-/// Forwards the command's output to the log and waits for it, by `deadline`.
-async fn wait_command(
-    child: &mut tokio::process::Child,
-    line: &str,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<(), RestartError> {
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    let forward = async {
-        let mut out = BufReader::new(stdout).lines();
-        let mut err = BufReader::new(stderr).lines();
-        let (mut out_open, mut err_open) = (true, true);
-        let mut last_err = String::new();
-        while out_open || err_open {
-            tokio::select! {
-                line = out.next_line(), if out_open => match line {
-                    Ok(Some(l)) => tracing::info!(target: "cmk_host::restart", "{l}"),
-                    _ => out_open = false,
-                },
-                line = err.next_line(), if err_open => match line {
-                    Ok(Some(l)) => {
-                        tracing::warn!(target: "cmk_host::restart", "{l}");
-                        last_err = l;
-                    }
-                    _ => err_open = false,
-                },
-            }
-        }
-        last_err
+    let mut follow = Follow {
+        out: out.reader,
+        err: err.reader,
+        last_err: String::new(),
     };
     let waited = tokio::time::timeout_at(deadline.into(), async {
-        let last_err = forward.await;
-        (child.wait().await, last_err)
+        loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                () = tokio::time::sleep(FOLLOW_POLL) => follow.forward(false),
+            }
+        }
     })
     .await;
-    let (status, last_err) = match waited {
+    follow.forward(true);
+    running.ended();
+    let status = match waited {
         Err(_) => {
             // kill_on_drop ends the child; say so explicitly for the log.
             let _ = child.start_kill();
@@ -418,20 +395,44 @@ async fn wait_command(
                 timeout.as_secs()
             )));
         }
-        Ok((status, last_err)) => (status, last_err),
+        Ok(status) => status.map_err(|e| RestartError::Failed(format!("{line}: {e}")))?,
     };
-    let status = status.map_err(|e| RestartError::Failed(format!("{line}: {e}")))?;
     if !status.success() {
-        let tail = if last_err.is_empty() {
+        let tail = if follow.last_err.is_empty() {
             String::new()
         } else {
-            format!(": {last_err}")
+            format!(": {}", follow.last_err)
         };
         return Err(RestartError::Failed(format!(
             "{line} exited with {status}{tail}"
         )));
     }
     Ok(())
+}
+
+/// How often the command's output files are read while it runs.
+const FOLLOW_POLL: Duration = Duration::from_millis(50);
+
+/// The host's reading ends of the command's output files.
+struct Follow {
+    out: running::Tail,
+    err: running::Tail,
+    /// The last line on stderr (for the failure's message).
+    last_err: String,
+}
+
+impl Follow {
+    /// Sends every complete line written since to the log (`last`: the partial
+    /// last line too).
+    fn forward(&mut self, last: bool) {
+        self.out
+            .lines(last, |l| tracing::info!(target: "cmk_host::restart", "{l}"));
+        let last_err = &mut self.last_err;
+        self.err.lines(last, |l| {
+            tracing::warn!(target: "cmk_host::restart", "{l}");
+            *last_err = l.to_string();
+        });
+    }
 }
 
 impl Host for RestartCap {
@@ -479,5 +480,42 @@ impl RestartCap {
             .await
             .map_err(|refusal| RestartError::Denied(refusal.into_message()))?;
         self.run(permit, config).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_command_names_its_last_error_line_and_its_output_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = running::Running::at(dir.path(), "c");
+        let argv = [
+            "/bin/sh",
+            "-c",
+            "echo working; echo first >&2; echo last-words >&2; exit 3",
+        ]
+        .map(String::from);
+        let err = run_command(
+            &argv,
+            None,
+            &[],
+            Instant::now() + Duration::from_secs(30),
+            Duration::from_secs(30),
+            &running,
+        )
+        .await
+        .unwrap_err();
+        let RestartError::Failed(message) = err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            message.ends_with("exited with exit status: 3: last-words"),
+            "{message}"
+        );
+        assert!(!running.path().exists(), "no record once it ended");
+        let out = std::fs::read_to_string(running.path().with_extension("out")).unwrap();
+        assert_eq!(out, "working\n");
     }
 }

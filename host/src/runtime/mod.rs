@@ -376,9 +376,14 @@ impl Runtime {
                 .with_audit(audit.clone()),
             http: HttpCap::new(client, policy, gate.clone(), addresses, denials.clone())
                 .with_audit(audit.clone()),
-            restart: RestartCap::new(site.restart.clone(), lister, gate.clone(), denials.clone())
-                .with_audit(audit.clone())
-                .with_running(running),
+            restart: RestartCap::new(
+                site.restart.clone(),
+                lister,
+                gate.clone(),
+                denials.clone(),
+                running,
+            )
+            .with_audit(audit.clone()),
             log: LogCap::new(options.progress.clone(), gate.clone(), denials.clone())
                 .with_audit(audit.clone()),
             journal: JournalCap::new(journal, options.plan, gate.clone(), denials.clone())

@@ -8,6 +8,9 @@
 //! pod being replaced, and could take the rest of the cluster for the whole. The
 //! record names the command's process (pid and start time, so a reused pid is not
 //! mistaken for it); the next mutating run waits for that process to end first.
+//! The command's stdout and stderr go to `<cluster>.out` and `<cluster>.err` beside
+//! it, which the host follows: a pipe to a dead host would end the command at its
+//! next line of output.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -53,6 +56,37 @@ impl Running {
     /// The command ended (or was killed at its timeout).
     pub fn ended(&self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Fresh files for the command's stdout and stderr (`<cluster>.out`, `.err`
+    /// beside the record, 0600), each with the host's reading end.
+    pub fn output(&self) -> std::io::Result<(Output, Output)> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if let Some(dir) = self.path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let open = |ext: &str| -> std::io::Result<Output> {
+            let path = self.path.with_extension(ext);
+            let writer = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)?;
+            let reader = std::fs::File::open(&path)?;
+            Ok(Output {
+                writer,
+                reader: Tail {
+                    file: reader,
+                    partial: Vec::new(),
+                },
+            })
+        };
+        Ok((open("out")?, open("err")?))
     }
 
     /// The recorded process, if it is still running.
@@ -102,6 +136,37 @@ impl Running {
     }
 }
 
+/// One of the command's output files: the end it writes to, and the host's.
+pub struct Output {
+    pub writer: std::fs::File,
+    pub reader: Tail,
+}
+
+/// Reads a file as it grows, line by line.
+pub struct Tail {
+    file: std::fs::File,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    /// Calls `line` with every line completed since the last call (`last`: the
+    /// unterminated rest too), without its newline.
+    pub fn lines(&mut self, last: bool, mut line: impl FnMut(&str)) {
+        use std::io::Read;
+        let _ = self.file.read_to_end(&mut self.partial);
+        let mut start = 0;
+        while let Some(n) = self.partial[start..].iter().position(|&b| b == b'\n') {
+            line(&String::from_utf8_lossy(&self.partial[start..start + n]));
+            start += n + 1;
+        }
+        self.partial.drain(..start);
+        if last && !self.partial.is_empty() {
+            line(&String::from_utf8_lossy(&self.partial));
+            self.partial.clear();
+        }
+    }
+}
+
 /// When process `pid` started (clock ticks since boot: `/proc/<pid>/stat` field 22),
 /// if it exists.
 fn start_time(pid: u32) -> Option<u64> {
@@ -124,6 +189,20 @@ fn exists(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_gives_each_line_once_and_the_last_partial_one_at_the_end() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut out, _) = Running::at(dir.path(), "c").output().unwrap();
+        let mut seen = Vec::new();
+        out.writer.write_all(b"one\ntw").unwrap();
+        out.reader.lines(false, |l| seen.push(l.to_string()));
+        out.writer.write_all(b"o\nthree").unwrap();
+        out.reader.lines(false, |l| seen.push(l.to_string()));
+        out.reader.lines(true, |l| seen.push(l.to_string()));
+        assert_eq!(seen, ["one", "two", "three"]);
+    }
 
     #[tokio::test]
     async fn a_recorded_command_is_waited_for_and_a_reused_pid_is_not() {
