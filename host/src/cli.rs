@@ -645,15 +645,7 @@ fn open_events(path: Option<&Path>) -> Result<Events, Failure> {
 
 /// The terminal's progress, followed by `--events` when it is on.
 fn progress(terminal: &ui::Terminal, events: &Events) -> std::sync::Arc<dyn Progress> {
-    let inner = terminal.progress();
-    if events.is_on() {
-        std::sync::Arc::new(ui::Followed {
-            inner,
-            events: events.clone(),
-        })
-    } else {
-        inner
-    }
+    ui::Followed::wrap(terminal.progress(), events)
 }
 
 async fn run_component(

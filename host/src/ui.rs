@@ -13,8 +13,21 @@ use crate::report::RunReport;
 /// A progress sink that also writes each step's start and end as an event
 /// (`--events`).
 pub struct Followed {
-    pub inner: Arc<dyn Progress>,
-    pub events: crate::events::Events,
+    inner: Arc<dyn Progress>,
+    events: crate::events::Events,
+}
+
+impl Followed {
+    /// `inner`, followed by `events` when they are on.
+    pub fn wrap(inner: Arc<dyn Progress>, events: &crate::events::Events) -> Arc<dyn Progress> {
+        if !events.is_on() {
+            return inner;
+        }
+        Arc::new(Followed {
+            inner,
+            events: events.clone(),
+        })
+    }
 }
 
 impl Progress for Followed {

@@ -286,14 +286,7 @@ fn run_options(
         stop.hold_before(STOP_BEFORE_ACTIVATE);
     }
     let events = options.events.for_cluster(&member.site.cluster.name);
-    let progress: Arc<dyn crate::caps::log::Progress> = if events.is_on() {
-        Arc::new(ui::Followed {
-            inner: line,
-            events: events.clone(),
-        })
-    } else {
-        line
-    };
+    let progress = ui::Followed::wrap(line, &events);
     RunOptions {
         plan: options.plan,
         params: options.params.clone(),
