@@ -9,10 +9,10 @@
 //! says which limit, so the operator is told exactly that.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use wasmtime::ResourceLimiter;
+use wasmtime::{ResourceLimiter, Store};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,6 +172,33 @@ impl CallBudget {
     pub fn limit(&self) -> u64 {
         self.limit
     }
+}
+
+/// Guest code in `store` gives its worker back at every epoch tick, so that other
+/// runs (a fleet's clusters) and the host's own tasks share the tokio workers with
+/// it, and traps with [`wasmtime::Trap::Interrupt`] once `deadline(store data)` has
+/// passed. Time spent in host calls counts too, as with a plain deadline. The one
+/// rule for every store the host creates: the rotation's and each hook's.
+///
+/// The yield is tokio's own ([`tokio::task::yield_now`]): it lets the runtime poll
+/// its I/O driver before the guest runs again. A plain wake would put a spinning
+/// guest straight back in the run queue, and the other runs' sockets would be read
+/// only every few dozen ticks.
+pub fn yield_each_tick<T: 'static>(
+    store: &mut Store<T>,
+    deadline: impl Fn(&T) -> Instant + Send + Sync + 'static,
+) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |ctx| {
+        if Instant::now() >= deadline(ctx.data()) {
+            Err(wasmtime::Trap::Interrupt.into())
+        } else {
+            Ok(wasmtime::UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        }
+    });
 }
 
 /// The per-run enforcement of memory and host calls, kept in the store.

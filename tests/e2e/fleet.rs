@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use cmk_sim::{Faults, SimConfig};
 use cmk_tests::{
-    ALL_GRANTS, Cluster, Outcome, PROBE_WASM, ROTATE_WASM, Signer, assert_completed_once,
-    assert_rotated_once, run,
+    ALL_GRANTS, Cluster, HOOK_HOSTILE_WASM, Outcome, PROBE_WASM, ROTATE_WASM, Signer,
+    assert_completed_once, assert_rotated_once, run,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
@@ -744,6 +744,82 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
         assert!(
             benign.duration_ms < 4000,
             "the spinners held the worker: the other cluster took {} ms",
+            benign.duration_ms
+        );
+    });
+}
+
+/// The same for the site's hooks: a hook's `before` and a guard that spin, on the
+/// runtime's only thread, do not keep the well-behaved cluster waiting for their
+/// 5 s time limits. Without the yield in hook stores it could finish only after
+/// every spinner had been stopped.
+#[test]
+fn spinning_hooks_and_guards_share_the_workers_with_the_other_clusters() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let fleet = Fleet::start(3, |_| Faults::default()).await;
+        for (i, cluster) in fleet.clusters.iter().enumerate().skip(1) {
+            let attack = if i == 1 { "spin" } else { "guard-spin" };
+            cluster
+                .ops
+                .sign(HOOK_HOSTILE_WASM, &cluster.dir().join("hostile-hook.wasm"));
+            let text = std::fs::read_to_string(cluster.site()).unwrap();
+            std::fs::write(
+                cluster.site(),
+                format!(
+                    "{text}\n[[hooks]]\npath = \"hostile-hook.wasm\"\ntimeout_secs = 5\n\
+                     params = {{ attack = \"{attack}\" }}\n"
+                ),
+            )
+            .unwrap();
+        }
+        let options = cmk_host::fleet::FleetOptions {
+            component: PathBuf::from(&fleet.component),
+            sites: fleet
+                .clusters
+                .iter()
+                .map(|c| c.site().to_path_buf())
+                .collect(),
+            max_parallel: 8,
+            max_failures: None,
+            shard: None,
+            plan: false,
+            yes: true,
+            stop_before_activate: false,
+            params: Vec::new(),
+            events: Default::default(),
+        };
+        let bytes = std::fs::read(&fleet.component).unwrap();
+        let report = cmk_host::fleet::execute(
+            &options,
+            &bytes,
+            &cmk_host::launch::Launch::default(),
+            &cmk_host::ui::Terminal::new(false),
+            cmk_host::stop::Stop::default(),
+        )
+        .await
+        .expect("the fleet runs");
+        let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
+        assert_eq!(outcomes, ["done", "stopped", "stopped"], "{report:#?}");
+        for c in &report.clusters[1..] {
+            let reason = c.reason.as_deref().unwrap();
+            assert!(
+                reason.contains("hostile-hook failed: stopped: it ran past its time limit of 5s"),
+                "{reason}"
+            );
+        }
+        assert_rotated_once(&fleet.clusters[0].oracle(), PODS);
+        for cluster in &fleet.clusters[1..] {
+            let oracle = cluster.oracle();
+            assert!(oracle.mutations().is_empty(), "{oracle:#?}");
+        }
+        let benign = &report.clusters[0];
+        assert!(
+            benign.duration_ms < 4000,
+            "the spinning hooks held the worker: the other cluster took {} ms",
             benign.duration_ms
         );
     });

@@ -162,6 +162,8 @@ pub struct HookState {
     pub pods: PodsCap,
     pub http: HttpCap,
     pub log: LogCap,
+    /// When the current call's guest code stops (set by [`HookInstance::arm`]).
+    pub deadline: Instant,
 }
 
 impl WasiView for HookState {
@@ -186,16 +188,14 @@ pub struct HookInstance {
     pub guard: Option<GuardExport>,
 }
 
-/// The host's epoch tick (see `runtime`): a hook's deadline is counted in these.
-const EPOCH_TICK_MS: u128 = 10;
-
 /// Host calls get this long past the epoch deadline (which stops guest code only).
 const GRACE: Duration = Duration::from_secs(2);
 
 impl HookInstance {
+    /// Starts a call's time limit. Its guest code yields at each epoch tick
+    /// ([`crate::limits::yield_each_tick`]), so a spinning hook holds no worker.
     fn arm(&mut self) {
-        let ticks = (self.timeout.as_millis() / EPOCH_TICK_MS).max(1) as u64;
-        self.store.set_epoch_deadline(ticks);
+        self.store.data_mut().deadline = Instant::now() + self.timeout;
     }
 
     /// Calls `init` with the hook's params; `Err` names the hook.

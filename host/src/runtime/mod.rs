@@ -400,7 +400,8 @@ impl Runtime {
             }
             Ok(())
         });
-        yield_until(&mut store, options.limits.wall_clock);
+        let deadline = Instant::now() + options.limits.wall_clock;
+        limits::yield_each_tick(&mut store, move |_| deadline);
 
         let rotation =
             match Rotation::instantiate_async(&mut store, &loaded.component, &self.linker).await {
@@ -524,21 +525,6 @@ impl Runtime {
     }
 }
 
-/// Guest code gives its worker back at every epoch tick (other clusters' runs share
-/// the tokio workers) and traps with [`wasmtime::Trap::Interrupt`] once `limit` has
-/// passed since now (time in host calls counts too, as with a plain deadline).
-fn yield_until<T: 'static>(store: &mut Store<T>, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline {
-            Err(wasmtime::Trap::Interrupt.into())
-        } else {
-            Ok(wasmtime::UpdateDeadline::Yield(1))
-        }
-    });
-}
-
 /// What a run's hooks share with the rotation: the Kubernetes client, the HTTPS
 /// client and policy, plan mode and stop requests, the denials, audit and progress.
 struct HookShared<'a> {
@@ -587,6 +573,7 @@ impl Runtime {
                 shared.denials.clone(),
             )
             .for_hook(&config.name),
+            deadline: Instant::now() + config.timeout,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.enforcer);
@@ -596,9 +583,9 @@ impl Runtime {
             }
             Ok(())
         });
-        let ticks = (config.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Each call sets its own deadline (`HookInstance::arm`); the first bounds
+        // the instantiation.
+        limits::yield_each_tick(&mut store, |state: &HookState| state.deadline);
         let refused = |e: wasmtime::Error| {
             RunError::Refused(format!(
                 "hook {} ({}) cannot be instantiated with the hook world: {e:#}",
