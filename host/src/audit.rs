@@ -20,12 +20,13 @@
 //! run wrote can stop a later run from starting. Every record names the run's
 //! signer and key id. The file is created 0600, its folder 0700.
 //!
-//! Durability: a record of anything that changes the cluster, the Lease, the
-//! journal, or that was refused, is synced to disk before the call it records
-//! returns to the component. A record of a read that succeeded (an HTTP GET, a pod
-//! list) or of a step's progress is written at once but reaches the disk with the
-//! next synced record, at the run's end at the latest: a host killed in between
-//! loses at most the reads since the last change, never a change.
+//! Durability: a record of anything that changes the cluster or the Lease, or
+//! that was refused, is synced to disk before the call it records returns to the
+//! component. A record of a read that succeeded (an HTTP GET, a pod list), of a
+//! journal write that succeeded (the journal file is itself synced before the call
+//! returns) or of a step's progress is written at once but reaches the disk with
+//! the next synced record, at the run's end at the latest: a host killed in between
+//! loses at most those records since the last change, never a change.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -162,11 +163,12 @@ pub struct Entry<'a> {
 
 impl<'a> Entry<'a> {
     /// Whether the record may wait for the next sync (see the module's
-    /// "Durability"): a read that succeeded, or a step's progress.
+    /// "Durability"): a read or a journal write that succeeded, or a step's progress.
     fn may_wait(&self) -> bool {
         match (self.kind, self.capability) {
             ("step", _) => true,
             ("call", "pods") => self.outcome.starts_with("ok"),
+            ("call", "journal") => self.outcome == "ok",
             ("call", "http") => {
                 self.target.starts_with("GET ") && self.outcome.bytes().all(|b| b.is_ascii_digit())
             }
@@ -836,6 +838,8 @@ mod tests {
             ("http", "GET https://10.0.0.1:4444/cluster/v1/key", "200"),
             ("http", "GET https://10.0.0.1:4444/cluster/v1/key", "503"),
             ("pods", "sdkms/app=sdkms", "ok: 3 pods"),
+            ("journal", "set rotation", "ok"),
+            ("journal", "remove rotation", "ok"),
         ] {
             assert!(
                 Entry::call(capability, target, outcome, 0).may_wait(),
@@ -856,7 +860,8 @@ mod tests {
             ),
             ("pods", "sdkms/app=sdkms", "denied"),
             ("restart", "/opt/restart.sh", "ok"),
-            ("journal", "set rotation", "ok"),
+            ("journal", "set rotation", "denied"),
+            ("journal", "set rotation", "io-error"),
             ("lease", "cmk-host-rotation", "taken"),
             ("confirm", "activate", "yes (--yes)"),
             ("run", "end", "done"),

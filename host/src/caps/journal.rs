@@ -141,7 +141,7 @@ impl Journal {
         if !self.path.exists() || !swap_in(&self.spare_path(), &self.path, &text)? {
             let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
             tmp.write_all(&text)?;
-            tmp.as_file().sync_all()?;
+            tmp.as_file().sync_data()?;
             tmp.persist(&self.path).map_err(|e| e.error)?;
         }
         // The rename itself is durable once the folder is synced.
@@ -189,7 +189,7 @@ fn swap_in(spare: &Path, path: &Path, text: &[u8]) -> std::io::Result<bool> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(spare)?;
     file.write_all(text)?;
-    file.sync_all()?;
+    file.sync_data()?;
     exchange(spare, path)
 }
 
