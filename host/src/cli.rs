@@ -537,18 +537,10 @@ pub fn main() -> u8 {
     }
     // kube and reqwest are both given ring explicitly; this covers any other rustls user.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // One cluster's run is a sequence of awaits: one thread serves it without the
-    // hand-offs between workers. Many clusters, and simulators, use every core.
-    let many = matches!(
-        &cli.command,
-        Command::Fleet(_) | Command::Sim(_) | Command::Demo(_)
-    );
-    let mut builder = if many {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
