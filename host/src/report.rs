@@ -95,6 +95,9 @@ pub struct RunReport {
     /// Plan mode: the mutating calls the procedure made, recorded instead of sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub planned: Vec<String>,
+    /// The `[http] irreversible` requests this run sent (the activate), each with
+    /// its answer, as the host saw them: `"POST https://…/activate: 204"`.
+    pub irreversible_sent: Vec<String>,
     /// The audit trail this run appended to, and the hash of its last record (keep
     /// it elsewhere to detect a cut at the end of the trail).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,6 +140,7 @@ impl RunReport {
             failure: None,
             denials: Vec::new(),
             planned: Vec::new(),
+            irreversible_sent: Vec::new(),
             audit_path: None,
             audit_head: None,
             stopped: None,
@@ -171,6 +175,15 @@ impl RunReport {
 
     /// Whether the run stopped short on purpose (a decline, no one to confirm, an
     /// interrupt): nothing to fix, only to run again.
+    /// What the host adds to the versions the procedure reports when they changed
+    /// though this run sent no irreversible request: the change is the procedure's
+    /// account (a resumed run whose activate an earlier run sent, or a false claim).
+    pub fn version_note(&self) -> Option<&'static str> {
+        let changed = self.version_before.is_some() && self.version_after != self.version_before;
+        (changed && !self.plan && self.irreversible_sent.is_empty())
+            .then_some("as the procedure reports it: this run sent no irreversible request")
+    }
+
     pub fn stopped_on_purpose(&self) -> bool {
         matches!(
             self.outcome,

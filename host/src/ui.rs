@@ -493,11 +493,18 @@ pub fn summary(report: &RunReport) -> String {
     } else if report.plan || report.version_before == report.version_after {
         out.push_str(&format!("  version:  {}\n", version(report.version_before)));
     } else {
+        let note = report
+            .version_note()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  version:  {} -> {}\n",
+            "  version:  {} -> {}{note}\n",
             version(report.version_before),
             version(report.version_after)
         ));
+    }
+    for call in &report.irreversible_sent {
+        out.push_str(&format!("  irreversible: {call}\n"));
     }
     out.push_str(&format!(
         "  took:     {:.1}s\n",

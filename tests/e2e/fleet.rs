@@ -122,6 +122,15 @@ async fn twelve_clusters_rotate_in_one_fleet_run() {
         assert_eq!(r["version_before"], 1);
         assert_eq!(r["version_after"], 2);
         assert_eq!(r["steps"].as_array().unwrap().len(), 9, "{r:#}");
+        // The activate the host sent to this cluster, and no other's.
+        let sent = r["irreversible_sent"].as_array().unwrap();
+        assert_eq!(sent.len(), 1, "{r:#}");
+        let activate = sent[0].as_str().unwrap();
+        let pod = cluster.oracle().activates()[0].ip.clone();
+        assert_eq!(
+            activate,
+            format!("POST https://{pod}:4444/cluster/v1/key/activate: 204")
+        );
         // Each cluster its own audit trail.
         let audit = r["audit_path"].as_str().unwrap();
         assert!(
@@ -210,6 +219,7 @@ async fn a_failed_restart_stops_that_cluster_before_activate_and_the_others_rota
         let oracle = cluster.oracle();
         if i == BAD {
             assert!(oracle.activates().is_empty(), "stopped before activate");
+            assert_eq!(bad["irreversible_sent"], serde_json::json!([]), "{bad:#}");
             assert_eq!(oracle.version, 1);
             assert!(oracle.broken_pods().is_empty());
         } else {

@@ -102,6 +102,14 @@ async fn one_confirmation_lets_exactly_one_activate_through() {
     assert!(!detail(&out, "activate 1").starts_with("denied"), "{out}");
     assert!(detail(&out, "activate 2").starts_with("denied: "), "{out}");
     assert_eq!(activates_received(&cluster.oracle()), 1);
+    // The report lists the one that went out, with the pod's answer (409: nothing
+    // was proposed), and not the one refused.
+    let sent = out.json()["irreversible_sent"].clone();
+    assert_eq!(sent.as_array().map(Vec::len), Some(1), "{out}");
+    assert!(
+        sent[0].as_str().unwrap().ends_with("/activate: 409"),
+        "{out}"
+    );
 
     // The procedure asks, --yes answers: one activate, not two.
     let out = hostile(
@@ -127,6 +135,48 @@ async fn one_confirmation_lets_exactly_one_activate_through() {
     assert_eq!(detail(&out, "ask"), "Ok(())", "{out}");
     assert!(detail(&out, "activate 1").starts_with("denied: "), "{out}");
     assert_eq!(activates_received(&cluster.oracle()), 2, "none more");
+}
+
+/// A procedure that reports a rotation it never made: the summary and the trail show
+/// the versions as its claim, because this run sent no irreversible request; the
+/// cluster is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claimed_rotation_without_an_activate_is_shown_as_the_procedures_claim() {
+    let cluster = Cluster::pods(2).await;
+    let site = cluster.site().to_str().unwrap().to_string();
+    let signed = cluster.signed(HOSTILE_WASM);
+    let out = run(
+        BIN,
+        &[
+            "run",
+            &signed,
+            "--site",
+            &site,
+            "--yes",
+            "--param",
+            "attack=claim-rotated",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains(
+            "  version:  1 -> 2 (as the procedure reports it: this run sent no irreversible request)\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("irreversible: POST"), "{out}");
+    let end = cluster
+        .audit_records()
+        .into_iter()
+        .rfind(|r| r["kind"] == "run" && r["target"] == "end")
+        .expect("the run's end record");
+    assert_eq!(
+        end["detail"],
+        "version 1 -> 2 (as the procedure reports it: this run sent no irreversible request)"
+    );
+    let o = cluster.oracle();
+    assert_eq!((o.version, activates_received(&o)), (1, 0), "{o:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

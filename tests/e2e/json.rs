@@ -27,6 +27,7 @@ async fn exit_0_and_1_documents_say_done_and_awaiting_confirmation() {
     assert_eq!(doc["outcome"], "awaiting-confirmation", "{out}");
     assert_eq!(doc["exit_code"], 1);
     assert_eq!(doc["failure"]["safe_to_resume"], true, "{out}");
+    assert_eq!(doc["irreversible_sent"], serde_json::json!([]), "{out}");
     assert!(no_activate(&cluster.oracle()));
 
     let out = run(
@@ -42,6 +43,18 @@ async fn exit_0_and_1_documents_say_done_and_awaiting_confirmation() {
     assert_eq!(
         (doc["version_before"].clone(), doc["version_after"].clone()),
         (1.into(), 2.into())
+    );
+    // The point of no return as the host saw it: one activate, answered 204.
+    let sent: Vec<&str> = doc["irreversible_sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(sent.len(), 1, "{out}");
+    assert!(
+        sent[0].starts_with("POST https://") && sent[0].ends_with("/cluster/v1/key/activate: 204"),
+        "{out}"
     );
     assert_rotated_once(&cluster.oracle(), 2);
 }

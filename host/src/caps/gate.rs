@@ -168,6 +168,8 @@ struct Shared {
     max_restarts: u32,
     restarts: AtomicU32,
     planned: Mutex<Vec<String>>,
+    /// Every `[http] irreversible` request sent, with how it ended.
+    crossed: Mutex<Vec<String>>,
     /// A mutating call was refused because the run is stopped: the run cannot end
     /// as done, whatever the procedure reports.
     halted: Mutex<Option<String>>,
@@ -215,6 +217,7 @@ impl Gate {
                 max_restarts: config.max_restarts,
                 restarts: AtomicU32::new(0),
                 planned: Mutex::default(),
+                crossed: Mutex::default(),
                 halted: Mutex::default(),
             }),
             grants,
@@ -413,6 +416,22 @@ impl Gate {
             .irreversible
             .iter()
             .any(|(m, p)| *m == method && loose_path(p) == path)
+    }
+
+    /// Records that an irreversible request was sent and how it ended (`204`, or a
+    /// timeout: it may have landed all the same). What the run's report says of the
+    /// point of no return is this, never the procedure's account.
+    pub fn sent_irreversible(&self, target: &str, outcome: &str) {
+        self.shared
+            .crossed
+            .lock()
+            .expect("crossed lock")
+            .push(format!("{target}: {outcome}"));
+    }
+
+    /// The irreversible requests this run sent (every store's), in order.
+    pub fn irreversible_sent(&self) -> Vec<String> {
+        self.shared.crossed.lock().expect("crossed lock").clone()
     }
 
     fn halt(&self, why: &str) {

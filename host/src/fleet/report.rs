@@ -94,6 +94,8 @@ pub struct ClusterRecord {
     /// The calls the host denied the component, as `capability target (rule)`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub denials: Vec<String>,
+    /// The irreversible requests the cluster's run sent, with their answers.
+    pub irreversible_sent: Vec<String>,
 }
 
 impl ClusterRecord {
@@ -116,6 +118,7 @@ impl ClusterRecord {
             audit_path: None,
             audit_head: None,
             denials: Vec::new(),
+            irreversible_sent: Vec::new(),
         }
     }
 
@@ -180,6 +183,7 @@ impl ClusterRecord {
         record.run_id = report.run_id;
         record.audit_path = report.audit_path;
         record.audit_head = report.audit_head;
+        record.irreversible_sent = report.irreversible_sent;
         record.denials = report
             .denials
             .iter()

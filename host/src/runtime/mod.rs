@@ -513,6 +513,7 @@ impl Runtime {
             crate::text::ComponentText::with_limit(&output.text(), wasi::OUTPUT_LIMIT);
         report.run_id = run_id;
         report.planned = gate.planned();
+        report.irreversible_sent = gate.irreversible_sent();
         report.stopped = gate.stopped();
         report.interrupted = gate.interrupted();
         report.unconfirmed = store.data().confirm.unconfirmed();
@@ -638,9 +639,13 @@ fn record_end(audit: &Audit, report: &RunReport) {
                 f.step, f.reason, f.safe_to_resume
             ),
             None => format!(
-                "version {} -> {}",
+                "version {} -> {}{}",
                 report.version_before.map_or("?".into(), |v| v.to_string()),
-                report.version_after.map_or("?".into(), |v| v.to_string())
+                report.version_after.map_or("?".into(), |v| v.to_string()),
+                report
+                    .version_note()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
             ),
         }),
     );

@@ -168,6 +168,7 @@ impl HttpCap {
             })
             .await
             .map_err(Sent::Refused)?;
+        let irreversible = self.gate.irreversible(granted_method, checked.path());
         let request = match method {
             Method::Get => self.client.get(checked),
             Method::Post => {
@@ -180,6 +181,16 @@ impl HttpCap {
         };
         let started = std::time::Instant::now();
         let result = self.execute(permit, request, held).await;
+        if irreversible {
+            let outcome = match &result {
+                Ok(r) | Err(HttpError::Status(r)) => r.status.to_string(),
+                Err(e @ (HttpError::Connect(_) | HttpError::Tls(_))) => {
+                    format!("{} (not delivered)", error_kind(e))
+                }
+                Err(e) => format!("{} (it may have landed)", error_kind(e)),
+            };
+            self.gate.sent_irreversible(&target, &outcome);
+        }
         tracing::debug!(
             target: "cmk_host::http",
             request = %target,

@@ -18,6 +18,7 @@
 //!   stderr, a confirmation's action and details, a journal key, a URL; then ends as
 //!   `end` says: `report` (the default; steps with forged names and details),
 //!   `fail` (a forged failure reason) or `panic` (a forged panic message);
+//! - `claim-rotated`: calls nothing and reports a finished rotation, version 1 -> 2;
 //! - `journal-remove`: `journal.remove(key)` (default `k`);
 //! - `long-url`: lists the pods, then one GET of a URL whose path is `bytes` long
 //!   (default 300000) to the first pod on `port` (default 4444);
@@ -303,6 +304,15 @@ mod component {
                     "connect",
                     super::connect(p("addr").unwrap_or("127.0.0.1:22")),
                 ),
+                "claim-rotated" => Ok(Report {
+                    steps: vec![step(
+                        "verify-activated".into(),
+                        "every pod reports version 2".into(),
+                    )],
+                    version_before: Some(1),
+                    version_after: Some(2),
+                    pods: 3,
+                }),
                 "activate" => {
                     let base = first_pod(p("port").unwrap_or("4444"))?;
                     let mut out = Vec::new();
