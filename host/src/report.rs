@@ -179,7 +179,7 @@ impl RunReport {
     /// though this run sent no irreversible request: the change is the procedure's
     /// account (a resumed run whose activate an earlier run sent, or a false claim).
     pub fn version_note(&self) -> Option<&'static str> {
-        let changed = self.version_before.is_some() && self.version_after != self.version_before;
+        let changed = self.version_after.is_some() && self.version_after != self.version_before;
         (changed && !self.plan && self.irreversible_sent.is_empty())
             .then_some("as the procedure reports it: this run sent no irreversible request")
     }

@@ -34,6 +34,10 @@ pub struct Faults {
     /// Every watch (`?watch=true`) answers 403 Forbidden, as for a Role without the
     /// `watch` verb: clients must read the objects instead.
     pub refuse_watch: bool,
+    /// Every watch answers 500 Internal Server Error, as a failing API server
+    /// would: clients read the objects meanwhile, and try the watch again later,
+    /// not at once.
+    pub fail_watch: bool,
 }
 
 impl Faults {

@@ -125,12 +125,23 @@ async fn handle(
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e),
     };
     let table = kubectl::wants_table(&headers);
-    if is_watch(&query) && shared.state().faults.refuse_watch {
-        return status(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("injected fault: the Role has no watch verb ({path})"),
-        );
+    if is_watch(&query) {
+        let mut st = shared.state();
+        st.watch_requests += 1;
+        if st.faults.refuse_watch {
+            return status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("injected fault: the Role has no watch verb ({path})"),
+            );
+        }
+        if st.faults.fail_watch {
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("injected fault: the watch failed ({path})"),
+            );
+        }
     }
     let route = match segments.as_slice() {
         ["api", "v1", "namespaces", ns, "pods"] => Route::ListPods(Some(ns)),

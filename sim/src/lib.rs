@@ -172,6 +172,8 @@ pub(crate) struct State {
     pub restarts_started: u32,
     /// GETs of the workload (StatefulSet or Deployment) by name, watches aside.
     pub workload_reads: u32,
+    /// Watch requests (`?watch=true`) of any kind, answered or refused.
+    pub watch_requests: u32,
     /// Bumped on every change of the pod list (the list's resourceVersion).
     pub resource_version: u64,
     /// `coordination.k8s.io/v1` Leases.
@@ -513,6 +515,7 @@ impl Shared {
             proposal: st.db.proposal().map(str::to_string),
             restarts_started: st.restarts_started,
             workload_reads: st.workload_reads,
+            watch_requests: st.watch_requests,
         }
     }
 
@@ -595,6 +598,7 @@ impl Sim {
                 workload: workload::Workload::new(uuid_like()),
                 restarts_started: 0,
                 workload_reads: 0,
+                watch_requests: 0,
                 resource_version: 1,
                 leases: lease::Leases::default(),
             }),

@@ -66,6 +66,10 @@ pub struct Oracle {
     /// rather than watching it).
     #[serde(default)]
     pub workload_reads: u32,
+    /// Watch requests, answered or refused (a client that retries a failing watch
+    /// at once shows here).
+    #[serde(default)]
+    pub watch_requests: u32,
 }
 
 pub const PROPOSE: &str = "/cluster/v1/key/propose";
@@ -169,6 +173,7 @@ mod tests {
             proposal: None,
             restarts_started: 1,
             workload_reads: 0,
+            watch_requests: 0,
         };
         assert_eq!(o.mutations().len(), 4);
         assert_eq!(o.proposes().len(), 1);

@@ -75,6 +75,29 @@ async fn a_role_without_watch_still_rotates_by_reading_the_workload() {
     );
 }
 
+/// An API server whose watches fail (500): each rollout is followed by reading the
+/// workload, and the watch is tried again only after a pause, never in a tight
+/// loop. Two rollouts of a few hundred ms each leave room for a handful of tries;
+/// a client that retried at once would make thousands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_watch_is_retried_after_a_pause_and_the_rollout_still_followed() {
+    let faults = Faults {
+        fail_watch: true,
+        ..Faults::default()
+    };
+    let oracle =
+        rotate_by_rollout_with(WorkloadKind::StatefulSet, "statefulset/sdkms", faults).await;
+    assert!(
+        oracle.workload_reads >= 2,
+        "read each rollout's status: {oracle:?}"
+    );
+    assert!(
+        (2..=20).contains(&oracle.watch_requests),
+        "watched again only after a pause: {} watch requests",
+        oracle.watch_requests
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotation_restarts_a_statefulset_by_rollout() {
     rotate_by_rollout(WorkloadKind::StatefulSet, "statefulset/sdkms").await;
