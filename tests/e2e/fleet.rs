@@ -19,6 +19,8 @@ struct Fleet {
     component: String,
     /// The policy probe (`tests/guests/probe`), signed by the same key.
     probe: String,
+    /// The key every cluster trusts.
+    signer: Signer,
     dir: tempfile::TempDir,
 }
 
@@ -55,6 +57,7 @@ impl Fleet {
             clusters,
             component,
             probe,
+            signer,
             dir,
         }
     }
@@ -137,6 +140,43 @@ async fn twelve_clusters_rotate_in_one_fleet_run() {
             audit.starts_with(cluster.dir().to_str().unwrap()),
             "{audit}"
         );
+    }
+}
+
+/// A component that reports rotations it never made: the table shows each
+/// cluster's versions as its account, and the records show that no irreversible
+/// request was sent; no cluster changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_a_component_claims_without_an_activate_are_its_account() {
+    let fleet = Fleet::start(2, |_| Faults::default()).await;
+    let hostile = fleet.signer.sign(
+        cmk_tests::HOSTILE_WASM,
+        &fleet.dir.path().join("hostile.wasm"),
+    );
+    let args = ["--yes", "--param", "attack=claim-rotated"];
+    let out = fleet.run_component(&hostile, &args).await;
+    assert_eq!(out.code, 0, "{out}");
+    for name in ["c0", "c1"] {
+        let row = out
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {name} ")))
+            .unwrap_or_else(|| panic!("a row for {name}: {out}"));
+        assert!(
+            row.contains("1 -> 2 (as the procedure reports it)"),
+            "{row}"
+        );
+    }
+    let out = fleet
+        .run_component(&hostile, &[&args[..], &["--json"]].concat())
+        .await;
+    for name in ["c0", "c1"] {
+        let r = record(&out.json(), name).clone();
+        assert_eq!(r["irreversible_sent"], serde_json::json!([]), "{r:#}");
+    }
+    for cluster in &fleet.clusters {
+        let oracle = cluster.oracle();
+        assert!(oracle.mutations().is_empty(), "{oracle:#?}");
     }
 }
 

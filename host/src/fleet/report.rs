@@ -96,6 +96,10 @@ pub struct ClusterRecord {
     pub denials: Vec<String>,
     /// The irreversible requests the cluster's run sent, with their answers.
     pub irreversible_sent: Vec<String>,
+    /// The versions changed though the run sent no irreversible request: the
+    /// table shows them as the procedure's account (`RunReport::version_note`).
+    #[serde(skip)]
+    pub versions_claimed: bool,
 }
 
 impl ClusterRecord {
@@ -119,6 +123,7 @@ impl ClusterRecord {
             audit_head: None,
             denials: Vec::new(),
             irreversible_sent: Vec::new(),
+            versions_claimed: false,
         }
     }
 
@@ -175,6 +180,7 @@ impl ClusterRecord {
                 report.exit_code
             },
         );
+        record.versions_claimed = report.version_note().is_some();
         record.version_before = report.version_before;
         record.version_after = report.version_after;
         record.pods = report.pods;
@@ -214,14 +220,24 @@ impl ClusterRecord {
         line
     }
 
-    /// `1 -> 2`, `1`, or `?`.
     fn versions(&self) -> String {
-        let v = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
-        match (self.version_before, self.version_after) {
-            (None, None) => "-".into(),
-            (b, a) if b == a || a.is_none() => v(b),
-            (b, a) => format!("{} -> {}", v(b), v(a)),
-        }
+        versions(
+            self.version_before,
+            self.version_after,
+            self.versions_claimed,
+        )
+    }
+}
+
+/// `1 -> 2`, `1`, or `?`; `1 -> 2 (as the procedure reports it)` when `claimed`
+/// (the run sent no irreversible request).
+fn versions(before: Option<i64>, after: Option<i64>, claimed: bool) -> String {
+    let v = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
+    match (before, after) {
+        (None, None) => "-".into(),
+        (b, a) if b == a || a.is_none() => v(b),
+        (b, a) if claimed => format!("{} -> {} (as the procedure reports it)", v(b), v(a)),
+        (b, a) => format!("{} -> {}", v(b), v(a)),
     }
 }
 
@@ -379,6 +395,17 @@ mod tests {
     fn a_cell_escapes_control_characters_and_is_bounded() {
         assert_eq!(cell("a\nb\x1b[31m", 100), "a\\u{a}b\\u{1b}[31m");
         assert_eq!(cell("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn versions_a_run_did_not_earn_are_shown_as_the_procedures_account() {
+        assert_eq!(versions(Some(1), Some(2), false), "1 -> 2");
+        assert_eq!(
+            versions(Some(1), Some(2), true),
+            "1 -> 2 (as the procedure reports it)"
+        );
+        assert_eq!(versions(Some(1), Some(1), true), "1");
+        assert_eq!(versions(None, None, false), "-");
     }
 
     #[test]
