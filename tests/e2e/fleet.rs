@@ -74,6 +74,37 @@ impl Fleet {
         self.run_component(&self.component, flags).await
     }
 
+    /// `component` over every cluster by `cmk_host::fleet::execute` in this process,
+    /// on the caller's runtime (`--yes` when `yes`).
+    async fn execute(&self, component: &Path, yes: bool) -> cmk_host::fleet::FleetReport {
+        let options = cmk_host::fleet::FleetOptions {
+            component: component.to_path_buf(),
+            sites: self
+                .clusters
+                .iter()
+                .map(|c| c.site().to_path_buf())
+                .collect(),
+            max_parallel: 8,
+            max_failures: None,
+            shard: None,
+            plan: false,
+            yes,
+            stop_before_activate: false,
+            params: Vec::new(),
+            events: Default::default(),
+        };
+        let bytes = std::fs::read(component).unwrap();
+        cmk_host::fleet::execute(
+            &options,
+            &bytes,
+            &cmk_host::launch::Launch::default(),
+            &cmk_host::ui::Terminal::new(false),
+            cmk_host::stop::Stop::default(),
+        )
+        .await
+        .expect("the fleet runs")
+    }
+
     async fn run_component(&self, component: &str, flags: &[&str]) -> Outcome {
         let sites = self.sites();
         let mut args = vec!["fleet", "--component", component];
@@ -736,13 +767,10 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
         .unwrap();
     runtime.block_on(async {
         let fleet = Fleet::start(4, |_| Faults::default()).await;
-        let hostile = fleet.dir.path().join("hostile.wasm");
-        let signer = Signer::generate(fleet.dir.path(), "hostile-signer");
-        for cluster in &fleet.clusters {
-            std::fs::copy(&signer.public, cluster.dir().join("hostile-signer.pub")).unwrap();
-            cluster.trust(&signer, ALL_GRANTS);
-        }
-        signer.sign(cmk_tests::HOSTILE_WASM, &hostile);
+        let hostile = fleet.signer.sign(
+            cmk_tests::HOSTILE_WASM,
+            &fleet.dir.path().join("hostile.wasm"),
+        );
         for (i, cluster) in fleet.clusters.iter().enumerate() {
             let attack = if i == 0 { "read-env" } else { "spin" };
             let text = std::fs::read_to_string(cluster.site()).unwrap();
@@ -754,32 +782,7 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
             )
             .unwrap();
         }
-        let options = cmk_host::fleet::FleetOptions {
-            component: hostile.clone(),
-            sites: fleet
-                .clusters
-                .iter()
-                .map(|c| c.site().to_path_buf())
-                .collect(),
-            max_parallel: 8,
-            max_failures: None,
-            shard: None,
-            plan: false,
-            yes: false,
-            stop_before_activate: false,
-            params: Vec::new(),
-            events: Default::default(),
-        };
-        let bytes = std::fs::read(&hostile).unwrap();
-        let report = cmk_host::fleet::execute(
-            &options,
-            &bytes,
-            &cmk_host::launch::Launch::default(),
-            &cmk_host::ui::Terminal::new(false),
-            cmk_host::stop::Stop::default(),
-        )
-        .await
-        .expect("the fleet runs");
+        let report = fleet.execute(Path::new(&hostile), false).await;
         let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
         assert_eq!(
             outcomes,
@@ -826,32 +829,7 @@ fn spinning_hooks_and_guards_share_the_workers_with_the_other_clusters() {
             )
             .unwrap();
         }
-        let options = cmk_host::fleet::FleetOptions {
-            component: PathBuf::from(&fleet.component),
-            sites: fleet
-                .clusters
-                .iter()
-                .map(|c| c.site().to_path_buf())
-                .collect(),
-            max_parallel: 8,
-            max_failures: None,
-            shard: None,
-            plan: false,
-            yes: true,
-            stop_before_activate: false,
-            params: Vec::new(),
-            events: Default::default(),
-        };
-        let bytes = std::fs::read(&fleet.component).unwrap();
-        let report = cmk_host::fleet::execute(
-            &options,
-            &bytes,
-            &cmk_host::launch::Launch::default(),
-            &cmk_host::ui::Terminal::new(false),
-            cmk_host::stop::Stop::default(),
-        )
-        .await
-        .expect("the fleet runs");
+        let report = fleet.execute(Path::new(&fleet.component), true).await;
         let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
         assert_eq!(outcomes, ["done", "stopped", "stopped"], "{report:#?}");
         for c in &report.clusters[1..] {
