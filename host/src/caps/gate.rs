@@ -169,7 +169,7 @@ struct Shared {
     restarts: AtomicU32,
     planned: Mutex<Vec<String>>,
     /// Every `[http] irreversible` request sent, with how it ended.
-    crossed: Mutex<Vec<String>>,
+    irreversible_sent: Mutex<Vec<String>>,
     /// A mutating call was refused because the run is stopped: the run cannot end
     /// as done, whatever the procedure reports.
     halted: Mutex<Option<String>>,
@@ -217,7 +217,7 @@ impl Gate {
                 max_restarts: config.max_restarts,
                 restarts: AtomicU32::new(0),
                 planned: Mutex::default(),
-                crossed: Mutex::default(),
+                irreversible_sent: Mutex::default(),
                 halted: Mutex::default(),
             }),
             grants,
@@ -423,15 +423,19 @@ impl Gate {
     /// point of no return is this, never the procedure's account.
     pub fn sent_irreversible(&self, target: &str, outcome: &str) {
         self.shared
-            .crossed
+            .irreversible_sent
             .lock()
-            .expect("crossed lock")
+            .expect("irreversible lock")
             .push(format!("{target}: {outcome}"));
     }
 
     /// The irreversible requests this run sent (every store's), in order.
     pub fn irreversible_sent(&self) -> Vec<String> {
-        self.shared.crossed.lock().expect("crossed lock").clone()
+        self.shared
+            .irreversible_sent
+            .lock()
+            .expect("irreversible lock")
+            .clone()
     }
 
     fn halt(&self, why: &str) {
