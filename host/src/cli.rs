@@ -194,6 +194,19 @@ pub enum Command {
         #[arg(value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+    /// Print a manual page (roff) on stdout, or write every page into a folder.
+    ///
+    /// Examples: cmk-host man | man -l -; cmk-host man run | man -l -;
+    /// cmk-host man --dir /usr/local/share/man/man1 (cmk-host.1, cmk-host-run.1, ...)
+    Man {
+        /// The subcommand whose page to print (default: cmk-host's own page).
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+        /// Write cmk-host.1 and one page per subcommand (cmk-host-run.1,
+        /// cmk-host-audit-verify.1, ...) into DIR instead (created if missing).
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -593,18 +606,75 @@ pub fn main() -> u8 {
             Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
             Command::Completions { shell } => {
                 use clap::CommandFactory;
-                use std::io::Write;
                 let mut script = Vec::new();
                 clap_complete::generate(shell, &mut Cli::command(), "cmk-host", &mut script);
-                // Written whole, so that a closed pipe (`| head`) is an error, not a panic.
-                match std::io::stdout().write_all(&script) {
-                    Ok(()) => exit::DONE,
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::DONE,
-                    Err(e) => ui::error(exit::FAILED, format!("cannot write the script: {e}")),
-                }
+                print_whole(&script, "the script")
             }
+            Command::Man { command, dir } => man(command.as_deref(), dir.as_deref()),
         }
     })
+}
+
+/// Writes `bytes` on stdout whole, so that a closed pipe (`| head`) is an error, not
+/// a panic; a closed pipe is not a failure.
+fn print_whole(bytes: &[u8], what: &str) -> u8 {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => exit::DONE,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::DONE,
+        Err(e) => ui::error(exit::FAILED, format!("cannot write {what}: {e}")),
+    }
+}
+
+/// `cmk-host man`: one page on stdout, or every page into `dir`.
+fn man(command: Option<&str>, dir: Option<&Path>) -> u8 {
+    use clap::CommandFactory;
+    // Every page names the program and its version, a subcommand's too.
+    let page = |cmd: clap::Command| {
+        clap_mangen::Man::new(cmd).source(format!("cmk-host {}", env!("CARGO_PKG_VERSION")))
+    };
+    fn write_all(
+        cmd: &clap::Command,
+        dir: &Path,
+        page: &dyn Fn(clap::Command) -> clap_mangen::Man,
+    ) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands() {
+            write_all(sub, dir, page)?;
+        }
+        page(cmd.clone()).generate_to(dir).map(drop)
+    }
+    let mut cli = Cli::command().disable_help_subcommand(true);
+    cli.build();
+    if let Some(dir) = dir {
+        return match std::fs::create_dir_all(dir).and_then(|()| write_all(&cli, dir, &page)) {
+            Ok(()) => exit::DONE,
+            Err(e) => ui::error(
+                exit::FAILED,
+                format!("cannot write the manual pages into {}: {e}", dir.display()),
+            ),
+        };
+    }
+    let cmd = match command {
+        None => cli,
+        Some(name) => match cli.find_subcommand(name) {
+            Some(sub) => sub.clone(),
+            None => {
+                let names: Vec<&str> = cli.get_subcommands().map(|s| s.get_name()).collect();
+                return ui::error(
+                    exit::USAGE,
+                    format!(
+                        "no command `{name}` has a manual page; one of: {}",
+                        names.join(", ")
+                    ),
+                );
+            }
+        },
+    };
+    let mut roff = Vec::new();
+    if let Err(e) = page(cmd).render(&mut roff) {
+        return ui::error(exit::FAILED, format!("cannot render the manual page: {e}"));
+    }
+    print_whole(&roff, "the manual page")
 }
 
 async fn run(args: RunArgs, terminal: &ui::Terminal) -> u8 {

@@ -56,3 +56,49 @@ async fn completions_for_bash_zsh_and_fish() {
     let other = run(BIN, &["completions", "tcsh"]).await;
     assert_eq!(other.code, 2, "an unknown shell is a usage error: {other}");
 }
+
+/// `cmk-host man`: the program's page on stdout, a subcommand's page by name, every
+/// page into a folder (as packagers install them), and a usage error that lists the
+/// commands for a name that has no page.
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_pages_for_the_program_and_each_subcommand() {
+    let top = run(BIN, &["man"]).await;
+    assert_eq!(top.code, 0, "{top}");
+    assert!(top.stdout.contains(".TH cmk-host 1  \"cmk-host "), "{top}");
+    for sub in ["run", "fleet", "status", "demo", "sim", "audit", "man"] {
+        assert!(
+            top.stdout.contains(&format!("cmk\\-host\\-{sub}(1)")),
+            "{sub}: {top}"
+        );
+    }
+    let run_page = run(BIN, &["man", "run"]).await;
+    assert_eq!(run_page.code, 0, "{run_page}");
+    assert!(run_page.stdout.contains(".TH cmk-host-run 1"), "{run_page}");
+    assert!(run_page.stdout.contains("\\-\\-site"), "{run_page}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("man1");
+    let out = run(BIN, &["man", "--dir", pages.to_str().unwrap()]).await;
+    assert_eq!(out.code, 0, "{out}");
+    for page in [
+        "cmk-host.1",
+        "cmk-host-run.1",
+        "cmk-host-fleet.1",
+        "cmk-host-fleet-job.1",
+        "cmk-host-audit-verify.1",
+    ] {
+        let text =
+            std::fs::read_to_string(pages.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        let name = page.trim_end_matches(".1");
+        assert!(text.contains(&format!(".TH {name} 1")), "{page}");
+    }
+
+    let unknown = run(BIN, &["man", "rotate"]).await;
+    assert_eq!(unknown.code, 2, "{unknown}");
+    assert!(
+        unknown
+            .stderr
+            .contains("error: no command `rotate` has a manual page; one of: run, fleet,"),
+        "{unknown}"
+    );
+}
