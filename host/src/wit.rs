@@ -9,37 +9,33 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-/// The `hook` world. Its imports are the rotation world's own interfaces (one
-/// implementation of `pods`, `http` and `log` serves both).
+/// A world whose imports are the rotation world's own interfaces (one
+/// implementation of `pods`, `http` and `log` serves every world).
+macro_rules! sharing_the_rotations_imports {
+    ($world:tt) => {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: $world,
+            imports: { default: async },
+            exports: { default: async },
+            with: {
+                "cmk:procedure/types": super::cmk::procedure::types,
+                "cmk:procedure/pods": super::cmk::procedure::pods,
+                "cmk:procedure/http": super::cmk::procedure::http,
+                "cmk:procedure/log": super::cmk::procedure::log,
+            },
+        });
+    };
+}
+
+/// The `hook` world: what a site hook implements.
 pub mod hook {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "hook",
-        imports: { default: async },
-        exports: { default: async },
-        with: {
-            "cmk:procedure/types": super::cmk::procedure::types,
-            "cmk:procedure/pods": super::cmk::procedure::pods,
-            "cmk:procedure/http": super::cmk::procedure::http,
-            "cmk:procedure/log": super::cmk::procedure::log,
-        },
-    });
+    sharing_the_rotations_imports!("hook");
 }
 
 /// The `guarded-hook` world: a hook that also exports `guard`. Only its `guard`
 /// export is used from here (`init` and `hooks` through [`hook`]), so a hook
 /// without a guard is loaded the same way, with no guard.
 pub mod guarded_hook {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "guarded-hook",
-        imports: { default: async },
-        exports: { default: async },
-        with: {
-            "cmk:procedure/types": super::cmk::procedure::types,
-            "cmk:procedure/pods": super::cmk::procedure::pods,
-            "cmk:procedure/http": super::cmk::procedure::http,
-            "cmk:procedure/log": super::cmk::procedure::log,
-        },
-    });
+    sharing_the_rotations_imports!("guarded-hook");
 }
