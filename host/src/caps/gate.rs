@@ -34,14 +34,22 @@ use crate::stop::Stop;
 #[must_use]
 #[derive(Debug)]
 pub struct Permit {
-    _private: (),
+    irreversible: bool,
 }
 
-#[cfg(test)]
 impl Permit {
+    /// The call is one of `[http] irreversible`, let through with the host's
+    /// confirmation: what the report lists as sent ([`Gate::sent_irreversible`]).
+    pub fn irreversible(&self) -> bool {
+        self.irreversible
+    }
+
     /// For the unit tests of the capabilities' own code.
+    #[cfg(test)]
     pub fn for_tests() -> Permit {
-        Permit { _private: () }
+        Permit {
+            irreversible: false,
+        }
     }
 }
 
@@ -290,7 +298,9 @@ impl Gate {
             )));
         }
         if !row.effect.mutating() {
-            return Ok(Permit { _private: () });
+            return Ok(Permit {
+                irreversible: false,
+            });
         }
         if let Err(why) = self.shared.fence.check() {
             self.shared.stop.request(why);
@@ -342,9 +352,9 @@ impl Gate {
         if restart {
             self.shared.restarts.fetch_add(1, Ordering::SeqCst);
         }
-        if let Call::Http { method, path, .. } = call
-            && self.irreversible(method, path)
-        {
+        let irreversible =
+            matches!(call, Call::Http { method, path, .. } if self.irreversible(method, path));
+        if irreversible {
             // A store without the grant (a hook's never has it) cannot use the
             // procedure's confirmations.
             let authorised = match &self.shared.confirmations {
@@ -361,7 +371,7 @@ impl Gate {
                 ));
             }
         }
-        Ok(Permit { _private: () })
+        Ok(Permit { irreversible })
     }
 
     /// The grant of `call`'s registry row, and for `http` its method and path.

@@ -168,7 +168,6 @@ impl HttpCap {
             })
             .await
             .map_err(Sent::Refused)?;
-        let irreversible = self.gate.irreversible(granted_method, checked.path());
         let request = match method {
             Method::Get => self.client.get(checked),
             Method::Post => {
@@ -179,6 +178,7 @@ impl HttpCap {
                 }
             }
         };
+        let irreversible = permit.irreversible();
         let started = std::time::Instant::now();
         let result = self.execute(permit, request, held).await;
         if irreversible {
