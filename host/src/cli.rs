@@ -630,23 +630,19 @@ fn print_whole(bytes: &[u8], what: &str) -> u8 {
 fn man(command: Option<&str>, dir: Option<&Path>) -> u8 {
     use clap::CommandFactory;
     // Every page names the program and its version, a subcommand's too.
-    let page = |cmd: clap::Command| {
+    fn page(cmd: clap::Command) -> clap_mangen::Man {
         clap_mangen::Man::new(cmd).source(format!("cmk-host {}", env!("CARGO_PKG_VERSION")))
-    };
-    fn write_all(
-        cmd: &clap::Command,
-        dir: &Path,
-        page: &dyn Fn(clap::Command) -> clap_mangen::Man,
-    ) -> std::io::Result<()> {
+    }
+    fn write_all(cmd: &clap::Command, dir: &Path) -> std::io::Result<()> {
         for sub in cmd.get_subcommands() {
-            write_all(sub, dir, page)?;
+            write_all(sub, dir)?;
         }
         page(cmd.clone()).generate_to(dir).map(drop)
     }
     let mut cli = Cli::command().disable_help_subcommand(true);
     cli.build();
     if let Some(dir) = dir {
-        return match std::fs::create_dir_all(dir).and_then(|()| write_all(&cli, dir, &page)) {
+        return match std::fs::create_dir_all(dir).and_then(|()| write_all(&cli, dir)) {
             Ok(()) => exit::DONE,
             Err(e) => ui::error(
                 exit::FAILED,
