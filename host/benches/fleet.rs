@@ -10,7 +10,9 @@
 //! run, when the state folders exist), then N separate `cmk-host run`
 //! processes at once: wall time of each, peak RSS (the fleet process's; the sum of
 //! the N processes'), and CPU time: the host's (with the restart commands it ran)
-//! and the simulators' (this process's).
+//! and the simulators' (this process's). Last, the fleet's floor: the same clusters
+//! rotated by the documented runbook's requests alone (`runbook`: no component, no
+//! host), one cluster, then all at once, each a task of this process.
 //!
 //! `pods P`: one cluster of P pods whose fetch answers after 50 ms. The host's time
 //! above the simulator's floor (two bare rolling restarts plus one fetch; the least
@@ -29,12 +31,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cmk_host::caps::http::policy::HttpPolicy;
 use cmk_host::site::Site;
 use cmk_host::trust::keys::{self, SigningKey};
 use cmk_sim::{Faults, Sim, SimConfig};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cmk-host");
 
@@ -175,6 +181,74 @@ fn rotate_args(component: &Path, site: &Path) -> Vec<String> {
     .to_vec()
 }
 
+/// The least any host could do for one cluster, as a floor for the fleet: the
+/// documented runbook's requests and nothing else. No component, Lease, journal,
+/// trail or check between steps; a Kubernetes client and a pod client of its own,
+/// as each cluster has its own credentials; the simulator's restart called in this
+/// process instead of a rollout (no patch, no watch, no waiting on pods).
+async fn runbook(sim: &Sim, site: &Site) {
+    let path = site.cluster.kubeconfig.as_ref().expect("a kubeconfig");
+    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    let pods: Api<Pod> = Api::namespaced(
+        kube::Client::try_from(config).expect("kube client"),
+        &site.cluster.namespace,
+    );
+    let selector = ListParams::default().labels(&site.cluster.selector);
+    let port = site.cluster.port;
+    let http = cmk_host::caps::http::client(&site.tls, &HttpPolicy::new(&site.http, port))
+        .expect("pod client");
+    let list = async || -> Vec<String> {
+        let list = pods.list(&selector).await.expect("pod list");
+        list.items
+            .into_iter()
+            .filter_map(|p| p.status?.pod_ip)
+            .collect()
+    };
+    let url = |ip: &str, path: &str| format!("https://{ip}:{port}/cluster/v1/key{path}");
+    let post = async |ip: &str, path: &str, body: String| {
+        let answer = http.post(url(ip, path)).body(body).send().await;
+        assert!(answer.expect(path).status().is_success(), "{path}");
+    };
+    let verify = async |ips: &[String]| {
+        let gets = ips.iter().map(|ip| http.get(url(ip, "")).send());
+        for answer in futures::future::join_all(gets).await {
+            assert!(answer.expect("GET").status().is_success());
+        }
+    };
+    // 1-4: list, propose, fetch on the others, verify on every pod.
+    let ips = list().await;
+    post(&ips[0], "/propose", String::new()).await;
+    let target = format!("{{\"target\":\"{}:{port}\"}}", ips[0]);
+    futures::future::join_all(ips[1..].iter().map(|ip| post(ip, "/fetch", target.clone()))).await;
+    verify(&ips).await;
+    // 5-8: restart, list, activate, restart, list, verify.
+    sim.rolling_restart().await.expect("restart");
+    let ips = list().await;
+    post(&ips[0], "/activate", String::new()).await;
+    sim.rolling_restart().await.expect("restart");
+    verify(&list().await).await;
+}
+
+/// `runbook` for the first `n` clusters at once, each a task of its own: wall time
+/// and this process's CPU (clients and simulators together).
+async fn runbooks(sims: &Arc<Vec<Sim>>, sites: &Arc<Vec<Site>>, n: usize) -> (Duration, Duration) {
+    let cpu = own_cpu();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (sims, sites) = (sims.clone(), sites.clone());
+            tokio::spawn(async move { runbook(&sims[i], &sites[i]).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a runbook");
+    }
+    (started.elapsed(), own_cpu() - cpu)
+}
+
 async fn fleet(n: usize, component: &Path, public: &Path, cache: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let config = SimConfig::pods(3);
@@ -227,6 +301,23 @@ async fn fleet(n: usize, component: &Path, public: &Path, cache: &Path) {
     assert!(separate.iter().all(|m| m.code == 0), "every separate run");
     let separate_rss: i64 = separate.iter().map(|m| m.max_rss_kib).sum();
     let separate_cpu: Duration = separate.iter().map(|m| m.cpu).sum();
+    // The floor: the same clusters rotated by the runbook alone, one, then all at once.
+    let loaded: Arc<Vec<Site>> =
+        Arc::new(sites.iter().map(|s| Site::load(s).expect("site")).collect());
+    let sims = Arc::new(sims);
+    let versions: Vec<i64> = sims.iter().map(|s| s.oracle().version).collect();
+    let (floor_one, _) = runbooks(&sims, &loaded, 1).await;
+    let (floor_all, floor_cpu) = runbooks(&sims, &loaded, n).await;
+    for (i, (sim, before)) in sims.iter().zip(versions).enumerate() {
+        let oracle = sim.oracle();
+        assert!(oracle.broken_pods().is_empty(), "no pod broken");
+        let runs = if i == 0 { 2 } else { 1 };
+        assert_eq!(
+            oracle.version,
+            before + runs,
+            "each runbook rotated its cluster"
+        );
+    }
     println!(
         "fleet {n:>4}: CPU, host + simulator: one cluster {:.3} s + {:.3} s | fleet {:.3} s + {:.3} s \
          ({:.1} ms + {:.1} ms per cluster) | {n} processes {:.3} s of host CPU",
@@ -248,6 +339,14 @@ async fn fleet(n: usize, component: &Path, public: &Path, cache: &Path) {
         separate_wall.as_secs_f64(),
         mib(separate_rss),
         mib(separate_rss) / n as f64,
+    );
+    println!(
+        "fleet {n:>4}: runbook floor: one cluster {:>6.2} s | {n} at once {:>6.2} s ({:.2}x), \
+         {:.1} ms of CPU per cluster, client + simulator",
+        floor_one.as_secs_f64(),
+        floor_all.as_secs_f64(),
+        floor_all.as_secs_f64() / floor_one.as_secs_f64(),
+        floor_cpu.as_secs_f64() * 1000.0 / n as f64,
     );
 }
 
