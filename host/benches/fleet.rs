@@ -24,6 +24,9 @@
 //! (`[restart] kind = "kubernetes"`, the StatefulSet) instead of the simulator's
 //! `restart.sh` (bash and curl, two processes per restart).
 //!
+//! `--step-ms N` (before the mode): each step of a simulated pod replacement takes N
+//! ms instead of the simulator's 30 (longer restarts, closer to a real cluster's).
+//!
 //! `CMK_BENCH_WRAP="perf record -g -o FILE --"` runs the `fleet` process under that
 //! command (a profile of the fleet alone).
 //!
@@ -163,6 +166,18 @@ fn rollout() -> bool {
     ROLLOUT.get().copied().unwrap_or(false)
 }
 
+/// `--step-ms N`: how long each step of a simulated pod replacement takes.
+static STEP: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// A simulator of `pods` pods, with the step of `--step-ms` when given.
+fn sim_config(pods: usize) -> SimConfig {
+    let mut config = SimConfig::pods(pods);
+    if let Some(step) = STEP.get() {
+        config.restart_step_delay = *step;
+    }
+    config
+}
+
 fn mib(kib: i64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -251,7 +266,7 @@ async fn runbooks(sims: &Arc<Vec<Sim>>, sites: &Arc<Vec<Site>>, n: usize) -> (Du
 
 async fn fleet(n: usize, component: &Path, public: &Path, cache: &Path) {
     let dir = tempfile::tempdir().unwrap();
-    let config = SimConfig::pods(3);
+    let config = sim_config(3);
 
     let (one, one_site) = clusters(1, &config, &dir.path().join("one"), public).await;
     // Twice: the first also fills the precompile cache; the second is measured.
@@ -357,7 +372,7 @@ async fn pods(p: usize, component: &Path, public: &Path, cache: &Path) {
             slow_answer: Some(("/cluster/v1/key/fetch".into(), 50)),
             ..Faults::default()
         },
-        ..SimConfig::pods(p)
+        ..sim_config(p)
     };
     // The floor: two bare rolling restarts (on a simulator of its own) plus one fetch.
     let (bare, _) = clusters(1, &config, &dir.path().join("bare"), public).await;
@@ -428,8 +443,20 @@ async fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let by_rollout = args.first().is_some_and(|a| a == "--rollout");
-    if by_rollout {
+    let mut by_rollout = false;
+    loop {
+        match args.first().map(String::as_str) {
+            Some("--rollout") => by_rollout = true,
+            Some("--step-ms") => {
+                let ms = args
+                    .get(1)
+                    .and_then(|n| n.parse().ok())
+                    .expect("--step-ms N");
+                STEP.set(Duration::from_millis(ms)).expect("set once");
+                args.remove(0);
+            }
+            _ => break,
+        }
         args.remove(0);
     }
     ROLLOUT.set(by_rollout).expect("set once");
@@ -449,13 +476,15 @@ async fn main() {
     let public = dir.path().join("bench.pub");
     let cache = dir.path().join("cache");
     println!(
-        "{} cores available; precompile cache warmed by the first run; restart by {}",
+        "{} cores available; precompile cache warmed by the first run; restart by {}, \
+         {} ms per pod replacement step",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         if rollout() {
             "Kubernetes rollout"
         } else {
             "the simulator's restart.sh"
-        }
+        },
+        sim_config(1).restart_step_delay.as_millis(),
     );
     match mode {
         "fleet" => {
