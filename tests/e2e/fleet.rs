@@ -125,6 +125,23 @@ fn record<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no record of {name}: {doc:#}"))
 }
 
+/// The hostile hook (`tests/guests/hook-hostile`), signed by the cluster's operators,
+/// in the cluster's site file with `attack` and the `[[hooks]]` keys of `keys`.
+fn add_hostile_hook(cluster: &Cluster, attack: &str, keys: &str) {
+    cluster
+        .ops
+        .sign(HOOK_HOSTILE_WASM, &cluster.dir().join("hostile-hook.wasm"));
+    let text = std::fs::read_to_string(cluster.site()).unwrap();
+    std::fs::write(
+        cluster.site(),
+        format!(
+            "{text}\n[[hooks]]\npath = \"hostile-hook.wasm\"\n{keys}\
+             params = {{ attack = \"{attack}\" }}\n"
+        ),
+    )
+    .unwrap();
+}
+
 /// No request reached the cluster: no pod was called, no Lease was taken.
 fn assert_untouched(cluster: &Cluster) {
     let oracle = cluster.oracle();
@@ -445,7 +462,9 @@ async fn a_site_file_with_an_unknown_key_stops_the_fleet_before_any_request() {
     assert!(out.stderr.contains(bad.to_str().unwrap()), "{out}");
     assert!(out.stderr.contains("zone"), "names the key: {out}");
     for cluster in &fleet.clusters {
-        assert_untouched(cluster);
+        let oracle = cluster.oracle();
+        assert!(oracle.calls.is_empty(), "no pod request: {oracle:#?}");
+        assert!(oracle.restarts.is_empty(), "no restart: {oracle:#?}");
     }
 }
 
@@ -461,7 +480,9 @@ async fn a_site_that_does_not_trust_the_signer_refuses_the_fleet_before_any_requ
     assert_eq!(out.code, 3, "{out}");
     assert!(out.stderr.contains(site.to_str().unwrap()), "{out}");
     for cluster in &fleet.clusters {
-        assert_untouched(cluster);
+        let oracle = cluster.oracle();
+        assert!(oracle.calls.is_empty(), "no pod request: {oracle:#?}");
+        assert!(oracle.restarts.is_empty(), "no restart: {oracle:#?}");
     }
 }
 
@@ -814,20 +835,8 @@ fn spinning_hooks_and_guards_share_the_workers_with_the_other_clusters() {
         .unwrap();
     runtime.block_on(async {
         let fleet = Fleet::start(3, |_| Faults::default()).await;
-        for (i, cluster) in fleet.clusters.iter().enumerate().skip(1) {
-            let attack = if i == 1 { "spin" } else { "guard-spin" };
-            cluster
-                .ops
-                .sign(HOOK_HOSTILE_WASM, &cluster.dir().join("hostile-hook.wasm"));
-            let text = std::fs::read_to_string(cluster.site()).unwrap();
-            std::fs::write(
-                cluster.site(),
-                format!(
-                    "{text}\n[[hooks]]\npath = \"hostile-hook.wasm\"\ntimeout_secs = 5\n\
-                     params = {{ attack = \"{attack}\" }}\n"
-                ),
-            )
-            .unwrap();
+        for (cluster, attack) in fleet.clusters.iter().skip(1).zip(["spin", "guard-spin"]) {
+            add_hostile_hook(cluster, attack, "timeout_secs = 5\n");
         }
         let report = fleet.execute(Path::new(&fleet.component), true).await;
         let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
@@ -1003,4 +1012,85 @@ async fn the_job_grants_an_in_cluster_site_only_what_the_host_uses() {
     let job: Job = serde_json::from_value(items(&list, "Job")[0].clone()).unwrap();
     let pod = job.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.automount_service_account_token, Some(true));
+}
+
+/// A trap, a memory limit, a stack overflow and the host-call limit, each in one
+/// cluster's store, end that cluster's run alone: the fleet's engine and compiled
+/// component serve the well-behaved cluster to its end, and each failure names its
+/// own cause.
+#[tokio::test(flavor = "multi_thread")]
+async fn traps_and_limits_in_one_cluster_leave_the_others_alone() {
+    let fleet = Fleet::start(5, |_| Faults::default()).await;
+    let hostile = fleet.signer.sign(
+        cmk_tests::HOSTILE_WASM,
+        &fleet.dir.path().join("hostile.wasm"),
+    );
+    let attacks = [
+        ("read-env", ""),
+        ("panic", ""),
+        ("grow-memory", "memory_mib = 16\n"),
+        ("recurse", ""),
+        ("host-calls", "host_calls = 200\n"),
+    ];
+    for (cluster, (attack, limits)) in fleet.clusters.iter().zip(attacks) {
+        let text = std::fs::read_to_string(cluster.site()).unwrap();
+        std::fs::write(
+            cluster.site(),
+            format!("{text}\n[limits]\n{limits}\n[params]\nattack = \"{attack}\"\n"),
+        )
+        .unwrap();
+    }
+    let report = fleet.execute(Path::new(&hostile), false).await;
+    let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
+    assert_eq!(
+        outcomes,
+        ["done", "failed", "failed", "failed", "failed"],
+        "{report:#?}"
+    );
+    let reasons: Vec<&str> = report.clusters[1..]
+        .iter()
+        .map(|c| c.reason.as_deref().unwrap())
+        .collect();
+    for (reason, cause) in reasons.iter().zip([
+        "panicked",
+        "reached its memory limit of 16 MiB",
+        "overflowed its stack limit of 512 KiB",
+        "more than 200 host calls",
+    ]) {
+        assert!(reason.contains(cause), "{cause}: {reasons:#?}");
+    }
+    for cluster in &fleet.clusters {
+        let oracle = cluster.oracle();
+        assert!(oracle.calls.is_empty(), "no pod request: {oracle:#?}");
+        assert!(oracle.restarts.is_empty(), "no restart: {oracle:#?}");
+    }
+}
+
+/// The same for the site's hooks: a hook that traps in its `before`, and a guard that
+/// traps, stop their own clusters before anything changes there, while the cluster
+/// without hooks rotates.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapping_hook_or_guard_stops_only_its_own_cluster() {
+    let fleet = Fleet::start(3, |_| Faults::default()).await;
+    for (cluster, attack) in fleet.clusters.iter().skip(1).zip(["trap", "guard-trap"]) {
+        add_hostile_hook(cluster, attack, "");
+    }
+    let report = fleet.execute(Path::new(&fleet.component), true).await;
+    let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
+    assert_eq!(outcomes, ["done", "stopped", "stopped"], "{report:#?}");
+    let reasons: Vec<&str> = report.clusters[1..]
+        .iter()
+        .map(|c| c.reason.as_deref().unwrap())
+        .collect();
+    assert!(reasons[0].contains("hostile hook: trap at"), "{reasons:#?}");
+    assert!(
+        reasons[1].contains("hostile guard: trap at"),
+        "{reasons:#?}"
+    );
+    assert_rotated_once(&fleet.clusters[0].oracle(), PODS);
+    for cluster in &fleet.clusters[1..] {
+        let oracle = cluster.oracle();
+        assert!(oracle.mutations().is_empty(), "{oracle:#?}");
+        assert!(oracle.restarts.is_empty(), "{oracle:#?}");
+    }
 }
