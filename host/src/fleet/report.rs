@@ -130,7 +130,7 @@ impl ClusterRecord {
     /// A cluster the fleet did not start, and why.
     pub fn not_started(site: &Site, why: &str) -> ClusterRecord {
         let mut record = ClusterRecord::empty(site, Outcome::NotStarted, exit::FAILED);
-        record.reason = Some(format!("not started: {why}"));
+        record.reason = Some(why.to_string());
         record.safe_to_resume = Some(true);
         record
     }
@@ -210,9 +210,14 @@ impl ClusterRecord {
         record
     }
 
-    /// The cluster's last live line: its outcome, versions and reason.
+    /// The cluster's last live line: its outcome, versions (when it read any) and
+    /// reason.
     pub fn line(&self) -> String {
-        let mut line = format!("{} {}", self.outcome.text(), self.versions());
+        let mut line = self.outcome.text().to_string();
+        if self.version_before.is_some() || self.version_after.is_some() {
+            line.push(' ');
+            line.push_str(&self.versions());
+        }
         if let Some(reason) = &self.reason {
             line.push_str(": ");
             line.push_str(&cell(reason, 160));
@@ -406,6 +411,24 @@ mod tests {
         );
         assert_eq!(versions(Some(1), Some(1), true), "1");
         assert_eq!(versions(None, None, false), "-");
+    }
+
+    #[test]
+    fn a_live_line_shows_versions_only_when_the_run_read_some() {
+        let text = "[cluster]\nname = \"c\"\nnamespace = \"sdkms\"\nselector = \"app=sdkms\"\n\
+                    [tls]\ninsecure = true\n";
+        let site = Site::parse(std::path::Path::new("site.toml"), text).unwrap();
+        let why = "stopped: 1 cluster(s) failed (--max-failures 1)";
+        let mut record = ClusterRecord::not_started(&site, why);
+        assert_eq!(
+            record.line(),
+            "not started: stopped: 1 cluster(s) failed (--max-failures 1)"
+        );
+        record.outcome = Outcome::Done;
+        record.reason = None;
+        record.version_before = Some(1);
+        record.version_after = Some(2);
+        assert_eq!(record.line(), "done 1 -> 2");
     }
 
     #[test]
