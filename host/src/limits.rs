@@ -12,7 +12,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use wasmtime::{ResourceLimiter, Store};
+use wasmtime::{CallHook, ResourceLimiter, Store};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,20 +174,31 @@ impl CallBudget {
     }
 }
 
-/// Guest code in `store` gives its worker back at every epoch tick, so that other
-/// runs (a fleet's clusters) and the host's own tasks share the tokio workers with
-/// it, and traps with [`wasmtime::Trap::Interrupt`] once `deadline(store data)` has
-/// passed. Time spent in host calls counts too, as with a plain deadline. The one
-/// rule for every store the host creates: the rotation's and each hook's.
+/// Every limit of a run on its `store`, the one rule for each store the host
+/// creates (the rotation's and each hook's): memory and tables through the store's
+/// [`Enforcer`] (`enforcer` finds it in the store's data), host calls counted by it
+/// as the guest makes them, and guest time.
 ///
-/// The yield is tokio's own ([`tokio::task::yield_now`]): it lets the runtime poll
-/// its I/O driver before the guest runs again. A plain wake would put a spinning
-/// guest straight back in the run queue, and the other runs' sockets would be read
-/// only every few dozen ticks.
-pub fn yield_each_tick<T: 'static>(
+/// Guest code gives its worker back at every epoch tick, so that other runs (a
+/// fleet's clusters) and the host's own tasks share the tokio workers with it, and
+/// traps with [`wasmtime::Trap::Interrupt`] once `deadline(store data)` has passed.
+/// Time spent in host calls counts too, as with a plain deadline. The yield is
+/// tokio's own ([`tokio::task::yield_now`]): it lets the runtime poll its I/O driver
+/// before the guest runs again. A plain wake would put a spinning guest straight
+/// back in the run queue, and the other runs' sockets would be read only every few
+/// dozen ticks.
+pub fn enforce<T: 'static>(
     store: &mut Store<T>,
+    enforcer: fn(&mut T) -> &mut Enforcer,
     deadline: impl Fn(&T) -> Instant + Send + Sync + 'static,
 ) {
+    store.limiter(move |data| enforcer(data) as &mut dyn ResourceLimiter);
+    store.call_hook(move |mut store, hook| {
+        if let CallHook::CallingHost = hook {
+            enforcer(store.data_mut()).host_call()?;
+        }
+        Ok(())
+    });
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |ctx| {
         if Instant::now() >= deadline(ctx.data()) {

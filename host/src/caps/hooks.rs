@@ -193,7 +193,7 @@ const GRACE: Duration = Duration::from_secs(2);
 
 impl HookInstance {
     /// Starts a call's time limit. Its guest code yields at each epoch tick
-    /// ([`crate::limits::yield_each_tick`]), so a spinning hook holds no worker.
+    /// ([`crate::limits::enforce`]), so a spinning hook holds no worker.
     fn arm(&mut self) {
         self.store.data_mut().deadline = Instant::now() + self.timeout;
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{CallHook, Config, Engine, Store};
+use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::audit::{Audit, Entry, RunContext};
@@ -393,15 +393,8 @@ impl Runtime {
                 .with_audit(audit.clone()),
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.enforcer);
-        store.call_hook(|mut store, hook| {
-            if let CallHook::CallingHost = hook {
-                store.data_mut().enforcer.host_call()?;
-            }
-            Ok(())
-        });
         let deadline = Instant::now() + options.limits.wall_clock;
-        limits::yield_each_tick(&mut store, move |_| deadline);
+        limits::enforce(&mut store, |s| &mut s.enforcer, move |_| deadline);
 
         let rotation =
             match Rotation::instantiate_async(&mut store, &loaded.component, &self.linker).await {
@@ -577,16 +570,9 @@ impl Runtime {
             deadline: Instant::now() + config.timeout,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.enforcer);
-        store.call_hook(|mut store, hook| {
-            if let CallHook::CallingHost = hook {
-                store.data_mut().enforcer.host_call()?;
-            }
-            Ok(())
-        });
         // Each call sets its own deadline (`HookInstance::arm`); the first bounds
         // the instantiation.
-        limits::yield_each_tick(&mut store, |state: &HookState| state.deadline);
+        limits::enforce(&mut store, |s| &mut s.enforcer, |s: &HookState| s.deadline);
         let refused = |e: wasmtime::Error| {
             RunError::Refused(format!(
                 "hook {} ({}) cannot be instantiated with the hook world: {e:#}",
