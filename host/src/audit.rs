@@ -53,6 +53,15 @@ pub struct AuditConfig {
     pub path: Option<PathBuf>,
 }
 
+impl AuditConfig {
+    /// The trail a run of `cluster` appends to.
+    pub fn trail(&self, state_dir: &Path, cluster: &str) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| crate::paths::default_trail(state_dir, cluster))
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {

@@ -27,6 +27,7 @@ pub mod inspect;
 pub mod launch;
 pub mod lease;
 pub mod limits;
+pub mod paths;
 pub mod report;
 pub mod runtime;
 pub mod signing;

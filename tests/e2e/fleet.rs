@@ -468,6 +468,66 @@ async fn a_site_file_with_an_unknown_key_stops_the_fleet_before_any_request() {
     }
 }
 
+/// Two sites of one fleet never share a cluster name, a journal or an audit trail:
+/// one name twice, two names that make one file name in one state folder, and one
+/// `[audit] path` in two sites are each exit 2, naming the second site file and its
+/// key, before any cluster is contacted.
+#[tokio::test(flavor = "multi_thread")]
+async fn sites_that_would_share_a_name_a_journal_or_a_trail_stop_the_fleet_before_any_request() {
+    let fleet = Fleet::start(6, |_| Faults::default()).await;
+    let edit = |i: usize, f: &dyn Fn(String) -> String| {
+        let site = fleet.clusters[i].site();
+        std::fs::write(site, f(std::fs::read_to_string(site).unwrap())).unwrap();
+    };
+    edit(1, &|t| t.replacen("name = \"c1\"", "name = \"c0\"", 1));
+    let state = fleet.dir.path().join("shared-state");
+    let shared_state = |t: String, name: &str| {
+        let at = t.find("[state]\n").expect("a [state] section");
+        let end = t[at..].find("\n\n").map_or(t.len(), |e| at + e);
+        let text = format!("{}[state]\ndir = {:?}{}", &t[..at], state, &t[end..]);
+        text.replacen("name = \"c", &format!("name = \"{name}\" # c"), 1)
+    };
+    edit(2, &|t| shared_state(t, "prod/eu"));
+    edit(3, &|t| shared_state(t, "prod eu"));
+    let trail = fleet.dir.path().join("trail.jsonl");
+    for i in [4, 5] {
+        edit(i, &|t| format!("{t}\n[audit]\npath = {trail:?}\n"));
+    }
+    let out = fleet.run(&["--yes", "--json"]).await;
+    assert_eq!(out.code, 2, "{out}");
+    let site = |i: usize| fleet.clusters[i].site().display().to_string();
+    assert!(
+        out.stderr.contains(&format!(
+            "site file {}: [cluster] name: \"c0\" is also the cluster of {}",
+            site(1),
+            site(0)
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "site file {}: [cluster] name: \"prod eu\" and \"prod/eu\", the cluster of {}, make \
+             one file name: both would keep their journal in {}",
+            site(3),
+            site(2),
+            state.join("journal/prod_eu.json").display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "site file {}: [audit] path: {} is also the audit trail of {} (cluster \"c4\")",
+            site(5),
+            trail.display(),
+            site(4)
+        )),
+        "{out}"
+    );
+    for cluster in &fleet.clusters {
+        assert_untouched(cluster);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_site_that_does_not_trust_the_signer_refuses_the_fleet_before_any_request() {
     let fleet = Fleet::start(3, |_| Faults::default()).await;

@@ -87,10 +87,10 @@ pub struct Journal {
 
 impl Journal {
     /// The journal of `cluster` under `state_dir` (empty when there is none yet).
+    /// A journal another cluster wrote (two names that make one file name) is an
+    /// error: its entries are not this cluster's.
     pub fn open(state_dir: &Path, cluster: &str) -> Result<Journal, String> {
-        let path = state_dir
-            .join("journal")
-            .join(format!("{}.json", file_name(cluster)));
+        let path = crate::paths::journal(state_dir, cluster);
         let entries = match std::fs::read(&path) {
             Ok(bytes) => {
                 let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| {
@@ -99,6 +99,15 @@ impl Journal {
                         path.display()
                     )
                 })?;
+                if stored.cluster != cluster {
+                    return Err(format!(
+                        "journal {} is the journal of cluster {:?}, not of {cluster:?}: the two \
+                         names make one file name; rename one cluster, or give it a [state] dir \
+                         of its own",
+                        path.display(),
+                        stored.cluster
+                    ));
+                }
                 stored.entries
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
@@ -235,24 +244,6 @@ impl std::fmt::Display for UpdateError {
         match self {
             UpdateError::TooLarge(m) | UpdateError::Io(m) => f.write_str(m),
         }
-    }
-}
-
-/// A cluster name as a file name: letters, digits, `-`, `_`, `.`; others become `_`.
-pub(crate) fn file_name(cluster: &str) -> String {
-    let name: String = cluster
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match name.trim_start_matches('.') {
-        "" => "_".into(),
-        n => n.to_string(),
     }
 }
 
@@ -413,6 +404,25 @@ mod tests {
         assert_eq!(again.entries().get("k").map(String::as_str), Some("v"));
         let other = Journal::open(dir.path(), "prod-us").unwrap();
         assert!(other.entries().is_empty());
+    }
+
+    #[test]
+    fn a_journal_another_cluster_wrote_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), "prod/eu").unwrap();
+        j.update(Permit::for_tests(), false, |e| {
+            e.insert("proposal".into(), "h".into());
+        })
+        .unwrap();
+        let e = Journal::open(dir.path(), "prod eu").unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "journal {} is the journal of cluster \"prod/eu\", not of \"prod eu\": the two \
+                 names make one file name; rename one cluster, or give it a [state] dir of its own",
+                j.path().display()
+            )
+        );
     }
 
     #[test]

@@ -310,7 +310,7 @@ fn run_options(
 }
 
 /// Loads every site file (all errors, each naming its file and key), and refuses
-/// two sites that would share a journal or an audit trail.
+/// two sites with one cluster name, or that would share a journal or an audit trail.
 fn validate(paths: &[PathBuf]) -> Result<Vec<(Site, PathBuf)>, Failure> {
     let mut errors = Vec::new();
     let mut sites = Vec::new();
@@ -326,15 +326,40 @@ fn validate(paths: &[PathBuf]) -> Result<Vec<(Site, PathBuf)>, Failure> {
     if !errors.is_empty() {
         return Err(Failure::InvalidSite(errors.join("\n")));
     }
+    // Each cluster its own name (the summary and the JSON are keyed by it), its own
+    // journal (with its restart record) and its own audit trail.
     let mut names: BTreeMap<&str, &Path> = BTreeMap::new();
-    for (site, _) in &sites {
-        if let Some(first) = names.insert(&site.cluster.name, &site.path) {
+    let mut journals: BTreeMap<PathBuf, &Site> = BTreeMap::new();
+    let mut trails: BTreeMap<PathBuf, &Site> = BTreeMap::new();
+    for (site, dir) in &sites {
+        let name = &site.cluster.name;
+        let journal = crate::paths::journal(dir, name);
+        let trail = site.audit.trail(dir, name);
+        if let Some(first) = names.insert(name, &site.path) {
             errors.push(format!(
-                "site file {}: [cluster] name: {:?} is also the cluster of {}; each cluster of a fleet \
+                "site file {}: [cluster] name: {name:?} is also the cluster of {}; each cluster of a fleet \
                  needs its own name (its journal, audit trail and summary line are named by it)",
                 site.path.display(),
-                site.cluster.name,
                 first.display()
+            ));
+        } else if let Some(first) = journals.insert(journal.clone(), site) {
+            errors.push(format!(
+                "site file {}: [cluster] name: {name:?} and {:?}, the cluster of {}, make one file \
+                 name: both would keep their journal in {}; rename one, or give it a [state] dir of \
+                 its own",
+                site.path.display(),
+                first.cluster.name,
+                first.path.display(),
+                journal.display()
+            ));
+        } else if let Some(first) = trails.insert(trail.clone(), site) {
+            errors.push(format!(
+                "site file {}: [audit] path: {} is also the audit trail of {} (cluster {:?}); each \
+                 cluster of a fleet needs a trail of its own",
+                site.path.display(),
+                trail.display(),
+                first.path.display(),
+                first.cluster.name
             ));
         }
     }

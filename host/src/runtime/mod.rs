@@ -233,12 +233,7 @@ impl Runtime {
             Journal::open(&options.state_dir, &site.cluster.name).map_err(RunError::Setup)?;
         tracing::debug!(journal = %journal.path().display(), "journal");
         let run_id = new_run_id();
-        let audit_path = site.audit.path.clone().unwrap_or_else(|| {
-            options.state_dir.join("audit").join(format!(
-                "{}.jsonl",
-                crate::caps::journal::file_name(&site.cluster.name)
-            ))
-        });
+        let audit_path = site.audit.trail(&options.state_dir, &site.cluster.name);
         let audit = Audit::open(
             &audit_path,
             RunContext {

@@ -27,9 +27,7 @@ pub struct Running {
 impl Running {
     pub fn at(state_dir: &Path, cluster: &str) -> Running {
         Running {
-            path: state_dir
-                .join("restart")
-                .join(format!("{}.pid", crate::caps::journal::file_name(cluster))),
+            path: crate::paths::restart_record(state_dir, cluster),
         }
     }
 
