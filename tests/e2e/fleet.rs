@@ -528,6 +528,41 @@ async fn sites_that_would_share_a_name_a_journal_or_a_trail_stop_the_fleet_befor
     }
 }
 
+/// Two sites of one fleet that name one cluster (under two names, each with its own
+/// state folder) run at once in one process, and still only one of them rotates
+/// it: each run holds the cluster's Lease under an identity of its own, so the
+/// other finds it held and stops before any change.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sites_naming_one_cluster_rotate_it_once() {
+    let fleet = Fleet::start(2, |i| Faults {
+        // The first cluster's rotation lasts while the second run starts.
+        slow_answer: (i == 0).then(|| ("/cluster/v1/key/fetch".into(), 300)),
+        ..Faults::default()
+    })
+    .await;
+    let text = std::fs::read_to_string(fleet.clusters[0].site()).unwrap();
+    let state = fleet.clusters[1].dir().join("state");
+    let at = text.find("[state]\ndir = ").expect("a [state] dir") + "[state]\n".len();
+    let end = at + text[at..].find('\n').unwrap();
+    let again = format!("{}dir = {state:?}{}", &text[..at], &text[end..]);
+    let again = again.replacen("name = \"c0\"", "name = \"c0-again\"", 1);
+    std::fs::write(fleet.clusters[1].site(), again).unwrap();
+
+    let out = fleet.run(&["--yes", "--json", "--max-parallel", "2"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let doc = out.json();
+    let mut outcomes: Vec<&str> = doc["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap())
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["done", "lease-busy"], "{doc:#}");
+    assert_rotated_once(&fleet.clusters[0].oracle(), PODS);
+    assert_untouched(&fleet.clusters[1]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_site_that_does_not_trust_the_signer_refuses_the_fleet_before_any_request() {
     let fleet = Fleet::start(3, |_| Faults::default()).await;
