@@ -563,6 +563,61 @@ async fn two_sites_naming_one_cluster_rotate_it_once() {
     assert_untouched(&fleet.clusters[1]);
 }
 
+/// `--plan` over a fleet: whatever the component tries (posting propose, fetch and
+/// activate, a rolling restart, an activate), no cluster changes. Each call is
+/// answered "recorded, not sent"; the hostile component reports that as its failure
+/// in the first two clusters, and the third, which carries on, is `planned`.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_changes_no_cluster_whatever_the_component_sends() {
+    let fleet = Fleet::start(3, |_| Faults::default()).await;
+    let hostile = fleet.signer.sign(
+        cmk_tests::HOSTILE_WASM,
+        &fleet.dir.path().join("hostile.wasm"),
+    );
+    let params = [
+        "attack = \"post\"\npath = \"/cluster/v1/key/propose,/cluster/v1/key/fetch,/cluster/v1/key/activate\"",
+        "attack = \"restart\"",
+        "attack = \"activate\"",
+    ];
+    for (cluster, params) in fleet.clusters.iter().zip(params) {
+        let text = std::fs::read_to_string(cluster.site()).unwrap();
+        std::fs::write(cluster.site(), format!("{text}\n[params]\n{params}\n")).unwrap();
+    }
+    let out = fleet
+        .run_component(&hostile, &["--plan", "--yes", "--json"])
+        .await;
+    assert_eq!(out.code, 1, "{out}");
+    let doc = out.json();
+    assert_eq!(doc["plan"], true, "{doc:#}");
+    let reason = |i: usize| record(&doc, &format!("c{i}"))["reason"].to_string();
+    assert_eq!(
+        reason(0).matches("plan mode: recorded, not sent").count(),
+        3
+    );
+    assert!(
+        reason(1).contains("plan mode: recorded, not sent"),
+        "{doc:#}"
+    );
+    let c2 = record(&doc, "c2");
+    assert_eq!(c2["outcome"], "planned", "{doc:#}");
+    // The calls each would have made, recorded instead of sent.
+    let planned = |i: usize| record(&doc, &format!("c{i}"))["planned"].to_string();
+    for path in ["propose", "fetch", "activate"] {
+        assert!(
+            planned(0).contains(&format!("/cluster/v1/key/{path}")),
+            "{doc:#}"
+        );
+    }
+    assert!(planned(1).contains("restart"), "{doc:#}");
+    assert!(planned(2).contains("/cluster/v1/key/activate"), "{doc:#}");
+    for cluster in &fleet.clusters {
+        let oracle = cluster.oracle();
+        assert!(oracle.mutations().is_empty(), "{oracle:#?}");
+        assert!(oracle.restarts.is_empty(), "{oracle:#?}");
+        assert_eq!(oracle.version, 1);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_site_that_does_not_trust_the_signer_refuses_the_fleet_before_any_request() {
     let fleet = Fleet::start(3, |_| Faults::default()).await;

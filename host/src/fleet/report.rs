@@ -94,6 +94,9 @@ pub struct ClusterRecord {
     /// The calls the host denied the component, as `capability target (rule)`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub denials: Vec<String>,
+    /// `--plan`: the mutating calls the procedure made, recorded instead of sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<String>,
     /// The irreversible requests the cluster's run sent, with their answers.
     pub irreversible_sent: Vec<String>,
     /// The versions changed though the run sent no irreversible request: the
@@ -122,6 +125,7 @@ impl ClusterRecord {
             audit_path: None,
             audit_head: None,
             denials: Vec::new(),
+            planned: Vec::new(),
             irreversible_sent: Vec::new(),
             versions_claimed: false,
         }
@@ -189,6 +193,7 @@ impl ClusterRecord {
         record.run_id = report.run_id;
         record.audit_path = report.audit_path;
         record.audit_head = report.audit_head;
+        record.planned = report.planned;
         record.irreversible_sent = report.irreversible_sent;
         record.denials = report
             .denials
