@@ -164,7 +164,6 @@ impl Terminal {
             .with_writer(move || writer.clone())
             .with_ansi(self.ansi)
             .with_target(false)
-            .compact()
             .with_filter(filter);
         let file = match &verbosity.log_file {
             None => None,

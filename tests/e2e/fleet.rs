@@ -188,6 +188,11 @@ async fn twelve_clusters_rotate_in_one_fleet_run() {
             audit.starts_with(cluster.dir().to_str().unwrap()),
             "{audit}"
         );
+        // The log line of its activation names it, before the procedure's words.
+        let activating = format!(
+            "WARN cluster{{name=c{i}}}: procedure: activating the new key pod=sdkms-0 ip={pod}"
+        );
+        assert!(out.stderr.contains(&activating), "{activating}: {out}");
     }
 }
 

@@ -185,7 +185,10 @@ pub async fn execute(
         }
         let options = run_options(options, &member, line.clone(), &shared.stop);
         let shared = shared.clone();
-        let span = tracing::info_span!("cluster", name = %member.site.cluster.name);
+        // At WARN, so that the terminal (WARN unless -v) shows which cluster each
+        // line is about, before the line (`cluster{name=prod-eu}: ...`), apart from
+        // any field a procedure logs.
+        let span = tracing::warn_span!("cluster", name = %member.site.cluster.name);
         let task = tokio::spawn(
             async move {
                 let events = options.events.clone();
