@@ -209,20 +209,22 @@ impl Terminal {
     /// The live line of one cluster of a fleet: a spinner with the cluster's current
     /// step on a terminal, plain lines prefixed with the cluster's name otherwise.
     pub fn cluster_line(&self, cluster: &str, width: usize) -> Arc<ClusterLine> {
-        let bar = self.multi.as_ref().map(|multi| {
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
-                    .expect("static template"),
-            );
-            bar.set_prefix(format!("{cluster:<width$}"));
-            bar.set_message("waiting");
+        // Made whole before it is added: the first frame drawn is already this one.
+        let bar = self.multi.as_ref().filter(|_| !self.quiet).map(|multi| {
+            let bar = ProgressBar::new_spinner()
+                .with_style(
+                    ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
+                        .expect("static template"),
+                )
+                .with_prefix(format!("{cluster:<width$}"))
+                .with_message("waiting");
+            let bar = multi.add(bar);
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
         Arc::new(ClusterLine {
             cluster: cluster.to_string(),
-            bar: bar.filter(|_| !self.quiet),
+            bar,
             quiet: self.quiet,
         })
     }

@@ -117,3 +117,46 @@ async fn a_second_ctrl_c_at_the_confirmation_exits_at_once() {
     assert!(!screen.contains("confirmed by the operator"), "{screen}");
     assert!(cluster.oracle().activates().is_empty());
 }
+
+/// A fleet on a terminal: one live line per cluster, redrawn in place, whose first
+/// frame already names the cluster and its state; then the table. With `NO_COLOR`,
+/// plain lines prefixed with each cluster's name instead, and no escape at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_on_a_terminal_has_one_live_line_per_cluster() {
+    let (code, screen) = run_on_terminal(BIN, &["demo", "--clusters", "3"], &[]).await;
+    assert_eq!(code, 0, "{screen}");
+    for c in ["sim-0", "sim-1", "sim-2"] {
+        // Each line is a spinner from its first frame: its name, then its state.
+        let first = screen.find(c).unwrap_or_else(|| panic!("{c}: {screen:?}"));
+        assert!(
+            screen[first..].starts_with(&format!("{c} waiting (0s)")),
+            "{c}'s first frame: {:?}",
+            &screen[first..(first + 40).min(screen.len())]
+        );
+        assert!(
+            screen.contains(&format!("{c} ▶ restart-load")),
+            "{screen:?}"
+        );
+        assert!(
+            !screen.contains(&format!("[{c}]")),
+            "no plain lines: {screen:?}"
+        );
+    }
+    assert!(
+        screen.contains(&format!("{ESC}1A")),
+        "redrawn in place: {screen:?}"
+    );
+    assert!(screen.contains("3 clusters in"), "{screen}");
+
+    let (code, plain) =
+        run_on_terminal(BIN, &["demo", "--clusters", "3"], &[("NO_COLOR", "1")]).await;
+    assert_eq!(code, 0, "{plain}");
+    assert!(!plain.contains(ESC), "{plain:?}");
+    for c in ["sim-0", "sim-1", "sim-2"] {
+        assert!(
+            plain.contains(&format!("[{c}] │ ▶ restart-load")),
+            "{plain}"
+        );
+        assert!(plain.contains(&format!("[{c}] ✓ done 1 -> 2")), "{plain}");
+    }
+}
