@@ -102,8 +102,9 @@ impl Journal {
                 if stored.cluster != cluster {
                     return Err(format!(
                         "journal {} is the journal of cluster {:?}, not of {cluster:?}: the two \
-                         names make one file name; rename one cluster, or give it a [state] dir \
-                         of its own",
+                         names make one file name; if they are two clusters, rename one or give \
+                         it a [state] dir of its own; if this cluster was renamed, run it under \
+                         its old name until its rotation is done",
                         path.display(),
                         stored.cluster
                     ));
@@ -419,7 +420,9 @@ mod tests {
             e,
             format!(
                 "journal {} is the journal of cluster \"prod/eu\", not of \"prod eu\": the two \
-                 names make one file name; rename one cluster, or give it a [state] dir of its own",
+                 names make one file name; if they are two clusters, rename one or give it a \
+                 [state] dir of its own; if this cluster was renamed, run it under its old name \
+                 until its rotation is done",
                 j.path().display()
             )
         );
