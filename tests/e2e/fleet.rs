@@ -131,15 +131,25 @@ fn add_hostile_hook(cluster: &Cluster, attack: &str, keys: &str) {
     cluster
         .ops
         .sign(HOOK_HOSTILE_WASM, &cluster.dir().join("hostile-hook.wasm"));
-    let text = std::fs::read_to_string(cluster.site()).unwrap();
-    std::fs::write(
-        cluster.site(),
-        format!(
-            "{text}\n[[hooks]]\npath = \"hostile-hook.wasm\"\n{keys}\
-             params = {{ attack = \"{attack}\" }}\n"
+    append_to_site(
+        cluster,
+        &format!(
+            "[[hooks]]\npath = \"hostile-hook.wasm\"\n{keys}params = {{ attack = \"{attack}\" }}\n"
         ),
-    )
-    .unwrap();
+    );
+}
+
+/// Appends `text` (TOML sections) to the cluster's site file.
+fn append_to_site(cluster: &Cluster, text: &str) {
+    let site = std::fs::read_to_string(cluster.site()).unwrap();
+    std::fs::write(cluster.site(), format!("{site}\n{text}")).unwrap();
+}
+
+/// No pod received a request, and no restart ran (a Lease may have been taken).
+fn assert_no_pod_call(cluster: &Cluster) {
+    let oracle = cluster.oracle();
+    assert!(oracle.calls.is_empty(), "no pod request: {oracle:#?}");
+    assert!(oracle.restarts.is_empty(), "no restart: {oracle:#?}");
 }
 
 /// No request reached the cluster: no pod was called, no Lease was taken.
@@ -408,12 +418,10 @@ async fn stop_before_activate_refuses_an_activate_the_component_sends_unasked() 
         let requests = format!(
             "POST https://{ip}:4444/cluster/v1/key/%61ctivate|POST https://{ip}:4444/cluster/v1/./key/activate"
         );
-        let text = std::fs::read_to_string(cluster.site()).unwrap();
-        std::fs::write(
-            cluster.site(),
-            format!("{text}\n[params]\nlist_pods = \"true\"\nrequests = {requests:?}\n"),
-        )
-        .unwrap();
+        append_to_site(
+            cluster,
+            &format!("[params]\nlist_pods = \"true\"\nrequests = {requests:?}\n"),
+        );
     }
     let activates = |cluster: &Cluster| {
         cluster
@@ -467,9 +475,7 @@ async fn a_site_file_with_an_unknown_key_stops_the_fleet_before_any_request() {
     assert!(out.stderr.contains(bad.to_str().unwrap()), "{out}");
     assert!(out.stderr.contains("zone"), "names the key: {out}");
     for cluster in &fleet.clusters {
-        let oracle = cluster.oracle();
-        assert!(oracle.calls.is_empty(), "no pod request: {oracle:#?}");
-        assert!(oracle.restarts.is_empty(), "no restart: {oracle:#?}");
+        assert_no_pod_call(cluster);
     }
 }
 
@@ -585,8 +591,7 @@ async fn plan_changes_no_cluster_whatever_the_component_sends() {
         "attack = \"activate\"",
     ];
     for (cluster, params) in fleet.clusters.iter().zip(params) {
-        let text = std::fs::read_to_string(cluster.site()).unwrap();
-        std::fs::write(cluster.site(), format!("{text}\n[params]\n{params}\n")).unwrap();
+        append_to_site(cluster, &format!("[params]\n{params}\n"));
     }
     let out = fleet
         .run_component(&hostile, &["--plan", "--yes", "--json"])
@@ -635,9 +640,7 @@ async fn a_site_that_does_not_trust_the_signer_refuses_the_fleet_before_any_requ
     assert_eq!(out.code, 3, "{out}");
     assert!(out.stderr.contains(site.to_str().unwrap()), "{out}");
     for cluster in &fleet.clusters {
-        let oracle = cluster.oracle();
-        assert!(oracle.calls.is_empty(), "no pod request: {oracle:#?}");
-        assert!(oracle.restarts.is_empty(), "no restart: {oracle:#?}");
+        assert_no_pod_call(cluster);
     }
 }
 
@@ -949,14 +952,10 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
         );
         for (i, cluster) in fleet.clusters.iter().enumerate() {
             let attack = if i == 0 { "read-env" } else { "spin" };
-            let text = std::fs::read_to_string(cluster.site()).unwrap();
-            std::fs::write(
-                cluster.site(),
-                format!(
-                    "{text}\n[limits]\nwall_clock_secs = 5\n\n[params]\nattack = \"{attack}\"\n"
-                ),
-            )
-            .unwrap();
+            append_to_site(
+                cluster,
+                &format!("[limits]\nwall_clock_secs = 5\n\n[params]\nattack = \"{attack}\"\n"),
+            );
         }
         let report = fleet.execute(Path::new(&hostile), false).await;
         let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
@@ -1188,12 +1187,10 @@ async fn traps_and_limits_in_one_cluster_leave_the_others_alone() {
         ("host-calls", "host_calls = 200\n"),
     ];
     for (cluster, (attack, limits)) in fleet.clusters.iter().zip(attacks) {
-        let text = std::fs::read_to_string(cluster.site()).unwrap();
-        std::fs::write(
-            cluster.site(),
-            format!("{text}\n[limits]\n{limits}\n[params]\nattack = \"{attack}\"\n"),
-        )
-        .unwrap();
+        append_to_site(
+            cluster,
+            &format!("[limits]\n{limits}\n[params]\nattack = \"{attack}\"\n"),
+        );
     }
     let report = fleet.execute(Path::new(&hostile), false).await;
     let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
@@ -1215,9 +1212,7 @@ async fn traps_and_limits_in_one_cluster_leave_the_others_alone() {
         assert!(reason.contains(cause), "{cause}: {reasons:#?}");
     }
     for cluster in &fleet.clusters {
-        let oracle = cluster.oracle();
-        assert!(oracle.calls.is_empty(), "no pod request: {oracle:#?}");
-        assert!(oracle.restarts.is_empty(), "no restart: {oracle:#?}");
+        assert_no_pod_call(cluster);
     }
 }
 
