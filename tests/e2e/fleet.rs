@@ -678,6 +678,66 @@ async fn max_failures_one_starts_no_cluster_after_the_first_failure() {
     }
 }
 
+/// SIGINT stops a whole fleet at its safe points: the restart under way finishes, no
+/// cluster is activated, the clusters still waiting for a slot are not started, and
+/// every Lease is released, so that the same command run again finishes each one.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_stops_every_cluster_at_a_safe_point_and_the_rerun_finishes_them() {
+    let fleet = Fleet::start(4, |_| Faults::default()).await;
+    let sites = fleet.sites();
+    let mut args = vec![
+        "fleet",
+        "--component",
+        &fleet.component,
+        "--yes",
+        "--json",
+        "--max-parallel",
+        "2",
+        "--",
+    ];
+    args.extend(sites.iter().map(String::as_str));
+    let mut child = cmk_tests::spawn(BIN, &args);
+    let mut stdout = child.stdout.take().expect("stdout");
+    let document = tokio::spawn(async move {
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut text)
+            .await
+            .unwrap();
+        text
+    });
+    let (sent, code) = cmk_tests::interrupt_when(&mut child, &fleet.clusters[0], "INT", |o| {
+        o.restart_in_progress() && o.restarts_started == 1
+    })
+    .await;
+    assert!(sent, "interrupted during the first cluster's first restart");
+    assert_eq!(code, Some(1));
+    let doc: serde_json::Value = serde_json::from_str(&document.await.unwrap()).unwrap();
+    let first = fleet.clusters[0].oracle();
+    assert_eq!(first.restarts.len(), 1, "the restart under way completed");
+    assert!(first.restarts[0].ok);
+    for (i, cluster) in fleet.clusters.iter().enumerate() {
+        let oracle = cluster.oracle();
+        assert!(oracle.activates().is_empty(), "c{i}: {oracle:#?}");
+        assert!(oracle.broken_pods().is_empty(), "c{i}: {oracle:#?}");
+        assert!(!oracle.restart_in_progress(), "c{i}: {oracle:#?}");
+    }
+    assert_eq!(record(&doc, "c0")["outcome"], "stopped", "{doc:#}");
+    for i in [2, 3] {
+        assert_eq!(record(&doc, &format!("c{i}"))["outcome"], "not-started");
+        assert_untouched(&fleet.clusters[i]);
+    }
+
+    let out = fleet.run(&["--yes", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        !out.stderr.contains("expired Lease"),
+        "every Lease was released: {out}"
+    );
+    for cluster in &fleet.clusters {
+        assert_rotated_once(&cluster.oracle(), PODS);
+    }
+}
+
 /// With --max-failures 1, a cluster still running when another fails stops at its
 /// next safe point: its rolling restart under way finishes, its activate is not sent.
 #[tokio::test(flavor = "multi_thread")]
