@@ -62,6 +62,14 @@ impl Fleet {
         }
     }
 
+    /// The hostile component (`tests/guests/hostile`), signed by the fleet's key.
+    fn hostile(&self) -> String {
+        self.signer.sign(
+            cmk_tests::HOSTILE_WASM,
+            &self.dir.path().join("hostile.wasm"),
+        )
+    }
+
     fn sites(&self) -> Vec<String> {
         self.clusters
             .iter()
@@ -139,6 +147,11 @@ fn add_hostile_hook(cluster: &Cluster, attack: &str, keys: &str) {
     );
 }
 
+/// Each cluster's outcome, in the order of the sites.
+fn outcomes(report: &cmk_host::fleet::FleetReport) -> Vec<&'static str> {
+    report.clusters.iter().map(|c| c.outcome.text()).collect()
+}
+
 /// Appends `text` (TOML sections) to the cluster's site file.
 fn append_to_site(cluster: &Cluster, text: &str) {
     let site = std::fs::read_to_string(cluster.site()).unwrap();
@@ -212,10 +225,7 @@ async fn twelve_clusters_rotate_in_one_fleet_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn versions_a_component_claims_without_an_activate_are_its_account() {
     let fleet = Fleet::start(2, |_| Faults::default()).await;
-    let hostile = fleet.signer.sign(
-        cmk_tests::HOSTILE_WASM,
-        &fleet.dir.path().join("hostile.wasm"),
-    );
+    let hostile = fleet.hostile();
     let args = ["--yes", "--param", "attack=claim-rotated"];
     let out = fleet.run_component(&hostile, &args).await;
     assert_eq!(out.code, 0, "{out}");
@@ -581,10 +591,7 @@ async fn two_sites_naming_one_cluster_rotate_it_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_changes_no_cluster_whatever_the_component_sends() {
     let fleet = Fleet::start(3, |_| Faults::default()).await;
-    let hostile = fleet.signer.sign(
-        cmk_tests::HOSTILE_WASM,
-        &fleet.dir.path().join("hostile.wasm"),
-    );
+    let hostile = fleet.hostile();
     let params = [
         "attack = \"post\"\npath = \"/cluster/v1/key/propose,/cluster/v1/key/fetch,/cluster/v1/key/activate\"",
         "attack = \"restart\"",
@@ -1006,10 +1013,7 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
         .unwrap();
     runtime.block_on(async {
         let fleet = Fleet::start(4, |_| Faults::default()).await;
-        let hostile = fleet.signer.sign(
-            cmk_tests::HOSTILE_WASM,
-            &fleet.dir.path().join("hostile.wasm"),
-        );
+        let hostile = fleet.hostile();
         for (i, cluster) in fleet.clusters.iter().enumerate() {
             let attack = if i == 0 { "read-env" } else { "spin" };
             append_to_site(
@@ -1018,7 +1022,7 @@ fn spinning_components_share_the_workers_with_the_other_clusters() {
             );
         }
         let report = fleet.execute(Path::new(&hostile), false).await;
-        let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
+        let outcomes = outcomes(&report);
         assert_eq!(
             outcomes,
             ["done", "failed", "failed", "failed"],
@@ -1053,7 +1057,7 @@ fn spinning_hooks_and_guards_share_the_workers_with_the_other_clusters() {
             add_hostile_hook(cluster, attack, "timeout_secs = 5\n");
         }
         let report = fleet.execute(Path::new(&fleet.component), true).await;
-        let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
+        let outcomes = outcomes(&report);
         assert_eq!(outcomes, ["done", "stopped", "stopped"], "{report:#?}");
         for c in &report.clusters[1..] {
             let reason = c.reason.as_deref().unwrap();
@@ -1235,10 +1239,7 @@ async fn the_job_grants_an_in_cluster_site_only_what_the_host_uses() {
 #[tokio::test(flavor = "multi_thread")]
 async fn traps_and_limits_in_one_cluster_leave_the_others_alone() {
     let fleet = Fleet::start(5, |_| Faults::default()).await;
-    let hostile = fleet.signer.sign(
-        cmk_tests::HOSTILE_WASM,
-        &fleet.dir.path().join("hostile.wasm"),
-    );
+    let hostile = fleet.hostile();
     let attacks = [
         ("read-env", ""),
         ("panic", ""),
@@ -1253,7 +1254,7 @@ async fn traps_and_limits_in_one_cluster_leave_the_others_alone() {
         );
     }
     let report = fleet.execute(Path::new(&hostile), false).await;
-    let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
+    let outcomes = outcomes(&report);
     assert_eq!(
         outcomes,
         ["done", "failed", "failed", "failed", "failed"],
@@ -1286,7 +1287,7 @@ async fn a_trapping_hook_or_guard_stops_only_its_own_cluster() {
         add_hostile_hook(cluster, attack, "");
     }
     let report = fleet.execute(Path::new(&fleet.component), true).await;
-    let outcomes: Vec<&str> = report.clusters.iter().map(|c| c.outcome.text()).collect();
+    let outcomes = outcomes(&report);
     assert_eq!(outcomes, ["done", "stopped", "stopped"], "{report:#?}");
     let reasons: Vec<&str> = report.clusters[1..]
         .iter()
